@@ -1,0 +1,53 @@
+"""Signature headers: the guide's X-Webhook-Signature and Standard Webhooks (SPEC §5)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Final
+
+WHSEC_PREFIX: Final = "whsec_"
+
+
+def standard_key(secret: str) -> bytes:
+    """HMAC key for webhook-signature: base64 after "whsec_" when it decodes, else UTF-8 bytes."""
+    if secret.startswith(WHSEC_PREFIX):
+        encoded = secret.removeprefix(WHSEC_PREFIX)
+        try:
+            # Strict decode (unpadded allowed, as Svix secrets are often shared that way): a
+            # lenient one would silently drop characters and sign with a key nobody holds.
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except binascii.Error:
+            key = b""
+        if key:
+            return key
+    return secret.encode("utf-8")
+
+
+def signature_headers(
+    secret: str | None,
+    body: bytes,
+    msg_id: str,
+    timestamp: int,
+    *,
+    previous_secrets: Sequence[str] = (),
+) -> dict[str, str]:
+    """Signature headers for one attempt; {} when the webhook has no secret."""
+    if secret is None:
+        return {}
+    legacy = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    signed_content = f"{msg_id}.{timestamp}.".encode() + body
+    # Current secret first, then the previous ones, so receivers can rotate without downtime.
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.digest(standard_key(s), signed_content, "sha256")).decode()
+        for s in (secret, *previous_secrets)
+    )
+    return {
+        "X-Webhook-Signature": f"sha256={legacy}",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signatures,
+    }
