@@ -1,0 +1,200 @@
+"""What every handler shares: the app state, the error envelope, JSON in and out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..auth import AuthError, Principal, Role, Verifier
+from ..clock import Clock
+from ..config import Config
+from ..events import is_session_id
+from ..registry import Registry
+from ..scheduler import Scheduler
+from ..sender import Sender
+from ..store import StorageUnavailable, Store
+
+log = logging.getLogger("wahookd.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# the JSON nesting a request body may have; deeper bodies are refused before parsing
+MAX_JSON_DEPTH = 64
+
+ERROR_CODES: dict[int, str] = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+@dataclass
+class AppState:
+    """Everything the handlers reach: built at startup by app.py."""
+
+    config: Config
+    store: Store
+    registry: Registry
+    scheduler: Scheduler
+    sender: Sender
+    verifier: Verifier
+    clock: Clock
+
+
+STATE = web.AppKey("wahookd_state", AppState)
+PRINCIPAL_KEY = "wahookd_principal"
+
+
+class ApiError(Exception):
+    """An error answer in the envelope of SPEC §3."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON, unicode kept as is."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def ok(data: dict[str, Any], status: int = 200) -> web.Response:
+    """A JSON answer."""
+    return web.json_response(data, status=status, dumps=dumps)
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The error envelope: {"success": false, "error": {"code", "message"}}."""
+    code = ERROR_CODES.get(status, "internal" if status >= 500 else "validation_error")
+    body = {"success": False, "error": {"code": code, "message": message}}
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
+
+
+def state(request: web.Request) -> AppState:
+    """The app state of the request's application."""
+    return request.app[STATE]
+
+
+def principal(request: web.Request) -> Principal:
+    """Who made the request (set by the auth middleware)."""
+    who: Principal = request[PRINCIPAL_KEY]
+    return who
+
+
+def session_param(request: web.Request) -> str:
+    """The {sessionId} of the route, validated and within the token's scope."""
+    return check_session(request, request.match_info["sessionId"], "sessionId")
+
+
+def check_session(request: web.Request, session_id: object, field: str) -> str:
+    """Validate a session id and check the token may act on it."""
+    if not is_session_id(session_id):
+        raise ApiError(400, f"{field}: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+    if not principal(request).can_see(session_id):
+        raise ApiError(403, f"the token does not cover session '{session_id}'")
+    return session_id
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 4xx ApiError."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "Content-Type must be application/json")
+    raw = await request.read()
+    if _too_deep(raw):
+        raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body: must be a JSON object")
+    return data
+
+
+def _too_deep(raw: bytes) -> bool:
+    # a cheap bracket count (strings may hold brackets: then we only overestimate,
+    # and a legitimate body is never that deep)
+    depth = 0
+    for byte in raw:
+        if byte in b"[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif byte in b"]}":
+            depth -= 1
+    return False
+
+
+def requires(role: Role) -> Callable[[Handler], Handler]:
+    """Mark a handler with the least role it needs."""
+
+    def mark(handler: Handler) -> Handler:
+        handler.wahookd_role = role  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as the JSON envelope; nothing leaks a stack trace."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except AuthError as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.message, headers)
+    except StorageUnavailable:
+        retry = str(StorageUnavailable.retry_after_s)
+        return error_response(
+            503, "storage is unavailable, try again later", {"Retry-After": retry}
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, _http_message(exc, request), headers)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal error")
+
+
+def _http_message(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no route {request.method} {request.path}"
+    if exc.status == 405:
+        return f"method {request.method} not allowed on {request.path}"
+    if exc.status == 413:
+        limit = request.app[STATE].config.server.max_body
+        return f"request body larger than {limit} bytes"
+    return exc.reason
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api route needs a bearer token whose role suffices."""
+    needed: Role | None = getattr(request.match_info.handler, "wahookd_role", None)
+    if needed is None:
+        return await handler(request)
+    verifier: Verifier = request.app[STATE].verifier
+    who = verifier.verify(request.headers.get("Authorization"))
+    if not who.allows(needed):
+        raise ApiError(403, f"role '{who.role}' may not do this (needs '{needed}')")
+    request[PRINCIPAL_KEY] = who
+    return await handler(request)

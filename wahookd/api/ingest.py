@@ -1,0 +1,39 @@
+"""POST /api/events: validate, fan out, commit (group commit), then wake the scheduler."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..events import EventError, parse_ingest_body
+from ..store import IngestItem
+from .common import ApiError, check_session, ok, read_json_object, requires, state
+
+
+@requires("ingest")
+async def post_events(request: web.Request) -> web.Response:
+    """Accept one event or {"events": [...]}; 202 once committed to disk."""
+    body = await read_json_object(request)
+    st = state(request)
+    now = st.clock.time()
+    try:
+        events = parse_ingest_body(body, now=now)
+    except EventError as exc:
+        raise ApiError(400, str(exc)) from None
+    batch = set(body) == {"events"}
+    items = []
+    for i, event in enumerate(events):
+        field = f"events[{i}].sessionId" if batch else "sessionId"
+        check_session(request, event.session_id, field)
+        items.append(IngestItem(event, st.registry.match(event.session_id, event.type)))
+    results = await st.store.ingest(items, now)
+    queued = [due for r in results for due in r.deliveries]
+    st.scheduler.push(queued)
+    return ok(
+        {
+            "success": True,
+            "accepted": len(results),
+            "ids": [r.event_uid for r in results],
+            "queued": len(queued),
+        },
+        status=202,
+    )

@@ -1,0 +1,68 @@
+"""Routes for the queue and the stats of SPEC §6."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..events import format_timestamp
+from ..models import CLEARABLE_STATES, State
+from .common import ApiError, check_session, ok, principal, requires, session_param, state
+
+
+@requires("viewer")
+async def get_queue(request: web.Request) -> web.Response:
+    """GET /api/webhook/queue[?sessionId=]: queued deliveries by state."""
+    who = principal(request)
+    sessions: set[str] | None
+    if "sessionId" in request.query:
+        sessions = {check_session(request, request.query["sessionId"], "sessionId")}
+    else:
+        sessions = None if who.sessions is None else set(who.sessions)
+    counts = await state(request).store.queue_counts(sessions)
+    return ok({"success": True, "queue": counts})
+
+
+@requires("admin")
+async def delete_queue(request: web.Request) -> web.Response:
+    """DELETE /api/webhook/queue/{sessionId}[?status=]: drop queued deliveries (not in flight)."""
+    session_id = session_param(request)
+    states: tuple[State, ...] = CLEARABLE_STATES
+    if "status" in request.query:
+        wanted = request.query["status"]
+        allowed = [s.value for s in CLEARABLE_STATES]
+        if wanted not in allowed:
+            raise ApiError(400, f"status: must be one of {', '.join(allowed)}")
+        states = (State(wanted),)
+    removed = await state(request).store.clear_queue(session_id, states)
+    return ok({"success": True, "removed": removed})
+
+
+@requires("viewer")
+async def get_stats(request: web.Request) -> web.Response:
+    """GET /api/webhook/stats/{sessionId}: all-time delivery statistics."""
+    session_id = session_param(request)
+    st = state(request)
+    stats = await st.store.session_stats(session_id)
+    if stats is None:
+        if not st.registry.serves(session_id):
+            raise ApiError(404, f"no webhook and no deliveries for session '{session_id}'")
+        body = {
+            "totalSent": 0,
+            "successful": 0,
+            "failed": 0,
+            "averageResponseTime": "0ms",
+            "lastDelivery": None,
+            "byEvent": {},
+        }
+    else:
+        average = round(stats.success_ms_total / stats.successful) if stats.successful else 0
+        last = stats.last_delivery_at
+        body = {
+            "totalSent": stats.successful + stats.failed,
+            "successful": stats.successful,
+            "failed": stats.failed,
+            "averageResponseTime": f"{average}ms",
+            "lastDelivery": None if last is None else format_timestamp(last),
+            "byEvent": stats.by_event,
+        }
+    return ok({"success": True, "stats": body})

@@ -1,0 +1,48 @@
+"""The route table: one place that lists every route, used to register them and to
+describe them (OpenAPI) and to test their permissions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..auth import Role
+from . import health, ingest, openapi, queue, webhooks
+from .common import Handler
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP route of the daemon."""
+
+    method: str
+    path: str
+    handler: Handler
+
+    @property
+    def role(self) -> Role | None:
+        """The least role the route needs; None for the unauthenticated probes."""
+        role: Role | None = getattr(self.handler, "wahookd_role", None)
+        return role
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("PUT", "/api/webhook/config/{sessionId}", webhooks.put_config),
+    Route("GET", "/api/webhook/config/{sessionId}", webhooks.get_config),
+    Route("DELETE", "/api/webhook/config/{sessionId}", webhooks.delete_config),
+    Route("POST", "/api/webhook/test", webhooks.test_webhook),
+    Route("GET", "/api/webhook/queue", queue.get_queue),
+    Route("DELETE", "/api/webhook/queue/{sessionId}", queue.delete_queue),
+    Route("GET", "/api/webhook/stats/{sessionId}", queue.get_stats),
+    Route("POST", "/api/events", ingest.post_events),
+    Route("GET", "/api/openapi.json", openapi.get_openapi),
+    Route("GET", "/healthz", health.healthz),
+    Route("GET", "/readyz", health.readyz),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every route of the table."""
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)

@@ -1,0 +1,79 @@
+"""Builds the aiohttp application and wires the parts' lifetimes (cleanup_ctx)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .api.common import STATE, AppState, auth_middleware, error_middleware
+from .api.routes import add_routes
+from .auth import Verifier, load_keys
+from .clock import Clock, SystemClock
+from .config import Config
+from .registry import Registry
+from .scheduler import Scheduler
+from .sender import Sender
+from .store import Store
+
+log = logging.getLogger("wahookd")
+
+CONFIG = web.AppKey("wahookd_config", Config)
+CLOCK = web.AppKey("wahookd_clock", Clock)  # type: ignore[type-abstract]
+
+
+def build_app(config: Config, clock: Clock | None = None) -> web.Application:
+    """The daemon as an aiohttp Application; its parts start with it and stop with it."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=config.server.max_body,
+    )
+    app[CONFIG] = config
+    app[CLOCK] = clock or SystemClock()
+    add_routes(app)
+    app.cleanup_ctx.append(_daemon)
+    return app
+
+
+def static_rows(config: Config) -> list[tuple[str, str, str, tuple[str, ...], str | None, object]]:
+    """The config file's static webhooks as the store syncs them."""
+    return [(w.key, w.session, w.url, w.events, w.secret, w.headers) for w in config.webhooks]
+
+
+async def _daemon(app: web.Application) -> AsyncIterator[None]:
+    config, clock = app[CONFIG], app[CLOCK]
+    keys = load_keys(config.auth, config.storage.path)
+    store = await Store.open(config.storage.path, config.storage.synchronous)
+    try:
+        recovered = await store.recover(clock.time())
+        if recovered:
+            log.info("returned %d interrupted attempts to the queue", recovered)
+        await store.sync_static_webhooks(static_rows(config), clock.time())
+        registry = Registry(await store.webhooks())
+        sender = Sender(config.delivery)
+        await sender.start()
+        scheduler = Scheduler(store, registry, sender, config.delivery, clock)
+        app[STATE] = AppState(
+            config=config,
+            store=store,
+            registry=registry,
+            scheduler=scheduler,
+            sender=sender,
+            verifier=Verifier(config.auth, keys),
+            clock=clock,
+        )
+        runner = asyncio.create_task(scheduler.run(), name="wahookd-scheduler")
+        try:
+            yield
+        finally:
+            cancelled = await scheduler.drain(config.server.shutdown_grace_s)
+            await runner
+            if cancelled:
+                log.warning("%d attempts did not finish within the shutdown grace", cancelled)
+            # attempts cut short go back to the queue with their attempt number unchanged
+            await store.recover(clock.time())
+            await sender.close()
+    finally:
+        await store.close()

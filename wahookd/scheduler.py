@@ -1,0 +1,456 @@
+"""Decides which delivery goes next, within the concurrency limits.
+
+Memory holds a bounded window of the soonest-due deliveries; SQLite holds
+all of them. The window is kept by one rule: every queued delivery whose
+(next_attempt_at, id) is at or before the horizon is in memory (or in
+flight), except for webhooks in *overflow*. The horizon is the key of the last
+row the refill loaded, or infinity when the refill found no more rows.
+
+A webhook gets its own lane. When a lane holds `lane_cap` deliveries (a dead
+receiver behind a long backlog), it overflows: it stops taking new ones, the
+global refill skips it, and it reloads its own soonest deliveries from the
+index as it drains. So one webhook's backlog costs at most `lane_cap` items
+of memory and never pushes other webhooks' deliveries out of the window.
+
+Due deliveries wait in their lane ordered by id (older events first); the
+lanes take turns by the age of their oldest due delivery, each limited to
+`per_webhook_concurrency` attempts in flight, all together to `concurrency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from . import retry
+from .clock import Clock
+from .config import DeliveryConfig
+from .models import AttemptResult, Claimed, DueItem, Outcome, OutcomeKind, Webhook
+from .registry import Registry
+from .sender import Sender
+from .store import StorageUnavailable, Store
+
+log = logging.getLogger(__name__)
+
+Key = tuple[float, int]
+INFINITY: Key = (math.inf, 0)
+
+
+@dataclass
+class Lane:
+    """One webhook's deliveries in memory."""
+
+    webhook_id: int
+    ready: list[int] = field(default_factory=list)  # heap of due delivery ids
+    count: int = 0  # deliveries in memory (due or not), not counting those in flight
+    inflight: int = 0
+    overflow: bool = False
+    reloading: bool = False
+
+
+class Scheduler:
+    """Claims due deliveries and runs their attempts. `await run()` until `stop()`."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        sender: Sender,
+        config: DeliveryConfig,
+        clock: Clock,
+        *,
+        window: int = 10_000,
+        lane_cap: int = 2_000,
+        claim_batch: int = 256,
+        rng: random.Random | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.sender = sender
+        self.config = config
+        self.clock = clock
+        self.window = window
+        self.lane_cap = lane_cap
+        self.claim_batch = claim_batch
+        self.rng = rng or random.Random()
+        self.on_outcome = on_outcome
+        self.running = False
+        self._items: dict[int, DueItem] = {}  # queued deliveries in memory
+        self._ready_ids: set[int] = set()  # of those, the ones already due
+        self._inflight: set[int] = set()
+        self._timers: list[tuple[float, int]] = []  # heap of (due_at, id)
+        self._lanes: dict[int, Lane] = {}
+        self._cursor: Key | None = None  # last key the global refill loaded
+        self._exhausted = False  # the last global refill found every row
+        self._refilling = False
+        self._deferred: list[DueItem] = []  # pushes that arrived during a refill
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._claiming = True
+        self._stopped = asyncio.Event()
+        self._unrecorded: list[Outcome] = []
+        self._backoff_s = 0.0
+
+    # ----------------------------------------------------------------- inputs
+
+    @property
+    def horizon(self) -> Key:
+        """Every queued delivery with a key at or before this is in memory."""
+        if self._exhausted:
+            return INFINITY
+        return self._cursor if self._cursor is not None else (-math.inf, 0)
+
+    @property
+    def inflight(self) -> int:
+        """Attempts in flight."""
+        return len(self._inflight)
+
+    @property
+    def in_memory(self) -> int:
+        """Queued deliveries held in memory."""
+        return len(self._items)
+
+    def push(self, items: Iterable[DueItem]) -> None:
+        """Tell the scheduler about deliveries just committed as queued."""
+        for item in items:
+            self._add(item, from_refill=False)
+        self._wake.set()
+
+    def webhook_changed(self, webhook: Webhook | None, webhook_id: int) -> None:
+        """A webhook was edited, deactivated, activated or deleted: resync its lane."""
+        lane = self._lanes.get(webhook_id)
+        if lane is not None:
+            self._drop_lane_items(lane)
+        if webhook is not None and webhook.is_active:
+            # its queued deliveries are reloaded from the index by the lane itself
+            self._lane(webhook_id).overflow = True
+        elif lane is not None:
+            self._drop_if_idle(lane)
+        self._wake.set()
+
+    def stop_claiming(self) -> None:
+        """Stop starting attempts (shutdown); those in flight go on."""
+        self._claiming = False
+        self._wake.set()
+
+    async def drain(self, grace_s: float) -> int:
+        """Wait up to grace_s for attempts in flight, cancel the rest; how many were cancelled."""
+        self.stop_claiming()
+        await self._stopped.wait()
+        pending = set(self._tasks)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace_s)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+            return len(still)
+        return 0
+
+    # ------------------------------------------------------------------- loop
+
+    async def run(self) -> None:
+        """Run until stop_claiming(): refill, claim due deliveries, start attempts."""
+        self.running = True
+        try:
+            while self._claiming:
+                progressed = await self.step()
+                if progressed or not self._claiming:
+                    continue
+                await self._sleep(self._next_wake())
+        finally:
+            self.running = False
+            self._stopped.set()
+
+    async def step(self) -> bool:
+        """One round of the loop; True when it started attempts or loaded rows."""
+        try:
+            if self._unrecorded:
+                outcomes, self._unrecorded = self._unrecorded, []
+                await self._record(outcomes)
+            loaded = await self._refill()
+            started = await self._claim_due()
+        except StorageUnavailable as exc:
+            self._backoff_s = min(max(self._backoff_s * 2, 0.5), 30.0)
+            log.warning("storage unavailable, scheduler backs off %.1fs: %s", self._backoff_s, exc)
+            await self._sleep(self._backoff_s)
+            return False
+        self._backoff_s = 0.0
+        return loaded or started
+
+    async def run_until_idle(self, max_rounds: int = 10_000) -> None:
+        """Test entry point: step and await attempts until nothing is due now."""
+        for _ in range(max_rounds):
+            progressed = await self.step()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+                continue
+            if not progressed:
+                return
+        raise RuntimeError("scheduler did not become idle")
+
+    def _next_wake(self) -> float | None:
+        while self._timers and self._timers[0][1] not in self._items:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - self.clock.time())
+
+    async def _sleep(self, timeout_s: float | None) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+        except TimeoutError:
+            pass
+
+    # ----------------------------------------------------------------- window
+
+    def _lane(self, webhook_id: int) -> Lane:
+        lane = self._lanes.get(webhook_id)
+        if lane is None:
+            lane = self._lanes[webhook_id] = Lane(webhook_id)
+        return lane
+
+    def _add(self, item: DueItem, *, from_refill: bool) -> None:
+        if item.id in self._items or item.id in self._inflight:
+            return
+        lane = self._lane(item.webhook_id)
+        if lane.overflow and not from_refill:
+            return  # the lane reloads it from the index
+        if not from_refill:
+            if self._refilling:
+                self._deferred.append(item)
+                return
+            if (item.due_at, item.id) > self.horizon:
+                return  # the global refill will load it in its turn
+        if lane.count >= self.lane_cap:
+            lane.overflow = True
+            return
+        self._items[item.id] = item
+        lane.count += 1
+        heapq.heappush(self._timers, (item.due_at, item.id))
+
+    def _forget(self, item_id: int) -> DueItem | None:
+        item = self._items.pop(item_id, None)
+        if item is not None:
+            self._ready_ids.discard(item_id)
+            self._lanes[item.webhook_id].count -= 1
+        return item
+
+    def _drop_lane_items(self, lane: Lane) -> None:
+        for item_id in [i for i, it in self._items.items() if it.webhook_id == lane.webhook_id]:
+            self._forget(item_id)
+        lane.ready.clear()
+        lane.overflow = False
+
+    async def _refill(self) -> bool:
+        loaded = False
+        for lane in [ln for ln in self._lanes.values() if ln.overflow and not ln.reloading]:
+            if lane.count < self.lane_cap // 2:
+                loaded |= await self._reload_lane(lane)
+        windowed = len(self._items) - sum(ln.count for ln in self._lanes.values() if ln.overflow)
+        if self._exhausted or windowed >= self.window // 2:
+            self._trim()
+            return loaded
+        limit = self.window - windowed
+        overflowed = [ln.webhook_id for ln in self._lanes.values() if ln.overflow]
+        self._refilling = True
+        try:
+            rows = await self.store.load_due(self._cursor, limit, overflowed)
+        finally:
+            self._refilling = False
+        for row in rows:
+            self._add(row, from_refill=True)
+        if rows:
+            self._cursor = (rows[-1].due_at, rows[-1].id)
+        self._exhausted = len(rows) < limit
+        self._replay_deferred()
+        return bool(rows)
+
+    async def _reload_lane(self, lane: Lane) -> bool:
+        lane.reloading = True
+        self._refilling = True
+        try:
+            limit = lane.count + self.lane_cap
+            rows = await self.store.load_webhook_due(lane.webhook_id, limit)
+        finally:
+            lane.reloading = False
+            self._refilling = False
+        if not lane.overflow:  # resynced while we were loading: start again later
+            self._replay_deferred()
+            return False
+        lane.overflow = False
+        for row in rows:
+            self._add(row, from_refill=True)
+        if len(rows) >= limit:
+            lane.overflow = True
+        self._replay_deferred()
+        return bool(rows)
+
+    def _replay_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for item in deferred:
+            self._add(item, from_refill=False)
+
+    def _trim(self) -> None:
+        """Keep the window bounded when pushes grew it past twice its size."""
+        if len(self._items) <= 2 * self.window:
+            return
+        windowed = [it for it in self._items.values() if not self._lanes[it.webhook_id].overflow]
+        windowed.sort(key=lambda it: (it.due_at, it.id))
+        for item in windowed[self.window :]:
+            if item.id not in self._ready_ids:
+                self._forget(item.id)
+        kept = [it for it in windowed[: self.window]]
+        if kept:
+            self._cursor = (kept[-1].due_at, kept[-1].id)
+            self._exhausted = False
+
+    # --------------------------------------------------------------- claiming
+
+    def _promote(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, item_id = heapq.heappop(self._timers)
+            item = self._items.get(item_id)
+            if item is None or item_id in self._ready_ids:
+                continue
+            self._ready_ids.add(item_id)
+            heapq.heappush(self._lanes[item.webhook_id].ready, item_id)
+
+    def _pick(self) -> list[DueItem]:
+        free = min(self.config.concurrency - len(self._inflight), self.claim_batch)
+        per_lane = self.config.per_webhook_concurrency
+        heads: list[tuple[int, int]] = []
+        for lane in self._lanes.values():
+            self._clean_head(lane)
+            if lane.ready and lane.inflight < per_lane:
+                heads.append((lane.ready[0], lane.webhook_id))
+        heapq.heapify(heads)
+        picked: list[DueItem] = []
+        while heads and len(picked) < free:
+            _, webhook_id = heapq.heappop(heads)
+            lane = self._lanes[webhook_id]
+            item = self._forget(heapq.heappop(lane.ready))
+            assert item is not None
+            lane.inflight += 1
+            self._inflight.add(item.id)
+            picked.append(item)
+            self._clean_head(lane)
+            if lane.ready and lane.inflight < per_lane:
+                heapq.heappush(heads, (lane.ready[0], webhook_id))
+        return picked
+
+    def _clean_head(self, lane: Lane) -> None:
+        while lane.ready and lane.ready[0] not in self._ready_ids:
+            heapq.heappop(lane.ready)
+
+    async def _claim_due(self) -> bool:
+        if not self._claiming or len(self._inflight) >= self.config.concurrency:
+            return False
+        now = self.clock.time()
+        self._promote(now)
+        picked = self._pick()
+        if not picked:
+            return False
+        try:
+            claimed = await self.store.claim([item.id for item in picked], now)
+        except BaseException:
+            for item in picked:
+                self._release(item.id, item.webhook_id)
+                self._add(item, from_refill=True)
+            raise
+        got = {c.id for c in claimed}
+        for item in picked:
+            if item.id not in got:  # deleted, parked or claimed elsewhere meanwhile
+                self._release(item.id, item.webhook_id)
+        for c in claimed:
+            task = asyncio.create_task(self._attempt(c), name=f"wahookd-attempt-{c.id}")
+            # keep a hard reference or the task may be garbage-collected mid-attempt
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    def _release(self, item_id: int, webhook_id: int) -> None:
+        self._inflight.discard(item_id)
+        lane = self._lanes.get(webhook_id)
+        if lane is not None:
+            lane.inflight -= 1
+            self._drop_if_idle(lane)
+        self._wake.set()
+
+    def _drop_if_idle(self, lane: Lane) -> None:
+        if lane.inflight == 0 and lane.count == 0 and not lane.overflow and not lane.reloading:
+            del self._lanes[lane.webhook_id]
+
+    # ---------------------------------------------------------------- attempts
+
+    async def _attempt(self, claimed: Claimed) -> None:
+        webhook = self.registry.get(claimed.webhook_id)
+        started_at = self.clock.time()
+        try:
+            if webhook is None:
+                result = AttemptResult(None, "webhook no longer exists", 0, "", None, "refused")
+            else:
+                result = await self.sender.attempt(webhook, claimed, started_at)
+            outcome = self.decide(claimed, result, started_at, self.clock.time())
+            if webhook is None:
+                outcome = replace(outcome, kind="failed", next_attempt_at=None)
+        finally:
+            # cancelled mid-attempt (shutdown): the row stays `processing` and is
+            # returned to the queue by Store.recover()
+            self._release(claimed.id, claimed.webhook_id)
+        finish = asyncio.ensure_future(self._finish(outcome))
+        self._tasks.add(finish)
+        finish.add_done_callback(self._tasks.discard)
+        # a cancellation (shutdown) must not lose an outcome that already exists
+        await asyncio.shield(finish)
+
+    def decide(
+        self, claimed: Claimed, result: AttemptResult, started_at: float, now: float
+    ) -> Outcome:
+        """Map an attempt's result to what happens to the delivery next."""
+        kind: OutcomeKind
+        next_at: float | None = None
+        if result.ok:
+            kind = "delivered"
+        elif result.status_code == 410:
+            kind = "gone"
+        else:
+            next_at = retry.next_attempt_at(
+                attempts_made=claimed.attempt,
+                schedule_s=self.config.retry_schedule_s,
+                now=now,
+                retry_after_s=result.retry_after_s,
+                jitter=self.config.retry_jitter,
+                rng=self.rng,
+            )
+            kind = "retry" if next_at is not None else "failed"
+        return Outcome(claimed, started_at, result, kind, next_at)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        try:
+            await self._record([outcome])
+        except StorageUnavailable:
+            self._unrecorded.append(outcome)  # the loop writes it once storage is back
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        await self.store.record(outcomes, self.clock.time())
+        for outcome in outcomes:
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+            c = outcome.claimed
+            if outcome.kind == "retry" and outcome.next_attempt_at is not None:
+                self._add(DueItem(outcome.next_attempt_at, c.id, c.webhook_id), from_refill=False)
+            elif outcome.kind == "gone":
+                hook = self.registry.get(c.webhook_id)
+                if hook is not None:
+                    self.registry.put(replace(hook, is_active=False))
+                    self.webhook_changed(None, c.webhook_id)
+        self._wake.set()
+

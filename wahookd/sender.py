@@ -1,0 +1,163 @@
+"""One HTTP attempt: build the request, POST it, classify what came back."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+
+import aiohttp
+
+from . import __version__
+from .config import DeliveryConfig
+from .models import AttemptResult, Claimed, ErrorClass, Webhook
+from .netpolicy import RefusedTarget, check_url
+from .retry import parse_retry_after
+from .signing import signature_headers
+
+USER_AGENT = f"wahookd/{__version__}"
+RESPONSE_KEEP_BYTES = 1024
+PREVIOUS_SECRET_GRACE_S = 24 * 3600
+
+
+def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verification always on: the system store plus the configured extra CA bundle."""
+    ctx = ssl.create_default_context()
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    return ctx
+
+
+def delivery_headers(
+    webhook: Webhook, claimed: Claimed, timestamp: int, now: float
+) -> dict[str, str]:
+    """Every header of one attempt (SPEC §5), custom headers first so ours win."""
+    headers = dict(webhook.headers)
+    headers.update(
+        {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Webhook-Event": claimed.event_type,
+            "X-Webhook-Id": claimed.uid,
+            "X-Webhook-Attempt": str(claimed.attempt),
+            "X-Webhook-Timestamp": str(timestamp),
+        }
+    )
+    previous: Sequence[str] = ()
+    if (
+        webhook.previous_secret
+        and webhook.previous_secret_until is not None
+        and now < webhook.previous_secret_until
+    ):
+        previous = (webhook.previous_secret,)
+    headers.update(
+        signature_headers(
+            webhook.secret, claimed.body, claimed.uid, timestamp, previous_secrets=previous
+        )
+    )
+    return headers
+
+
+class Sender:
+    """Makes attempts over one pooled client session. Create, `await start()`, `await close()`."""
+
+    def __init__(self, config: DeliveryConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the connection pool."""
+        ca = str(self.config.ca_file) if self.config.ca_file else None
+        connector = aiohttp.TCPConnector(
+            limit=self.config.concurrency + 16,
+            limit_per_host=0,
+            ssl=make_ssl_context(ca),
+            ttl_dns_cache=10,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            # our own whole-attempt deadline governs; no per-phase limits besides it
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
+        """Make one attempt of a claimed delivery to the webhook's current config."""
+        headers = delivery_headers(webhook, claimed, int(now), now)
+        return await self.post(webhook.url, claimed.body, headers, now)
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], now: float
+    ) -> AttemptResult:
+        """POST body to url within the attempt timeout; never raises for network trouble."""
+        assert self._session is not None, "Sender.start() was not awaited"
+        started = time.monotonic()
+
+        def result(
+            error_class: ErrorClass, error: str | None, status: int | None = None, text: str = ""
+        ) -> AttemptResult:
+            elapsed_ms = round((time.monotonic() - started) * 1000)
+            retry_after = None
+            if status in (429, 503):
+                retry_after = parse_retry_after(retry_after_header, now)
+            return AttemptResult(status, error, elapsed_ms, text, retry_after, error_class)
+
+        retry_after_header: str | None = None
+        try:
+            check_url(url, require_https=self.config.require_https)
+            async with asyncio.timeout(self.config.timeout_s):
+                async with self._session.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as resp:
+                    retry_after_header = resp.headers.get("Retry-After")
+                    kept = await _read_capped(resp, self.config.max_response)
+                    status = resp.status
+        except RefusedTarget as exc:
+            return result("refused", f"refused: {exc}")
+        except TimeoutError:
+            return result("timeout", f"timed out after {self.config.timeout_s:g}s")
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            return result("tls", f"TLS error: {_describe(exc)}")
+        except aiohttp.ClientResponseError as exc:
+            return result("network", f"bad HTTP response: {exc.message}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return result("network", f"connection failed: {_describe(exc)}")
+        text = kept[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
+        error = None if 200 <= status < 300 else f"HTTP {status}"
+        return result(_status_class(status), error, status, text)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read at most `limit` bytes of the body; a longer one is cut and its connection closed."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = await resp.content.read(limit - len(buf))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+    if not resp.content.at_eof():
+        # the rest is never read, so this connection cannot be reused
+        resp.close()
+    return bytes(buf)
+
+
+def _status_class(status: int) -> ErrorClass:
+    if 200 <= status < 300:
+        return "2xx"
+    if 300 <= status < 400:
+        return "3xx"
+    if 400 <= status < 500:
+        return "4xx"
+    return "5xx"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
