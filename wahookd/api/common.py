@@ -53,7 +53,7 @@ class AppState:
 
 
 STATE = web.AppKey("wahookd_state", AppState)
-PRINCIPAL_KEY = "wahookd_principal"
+PRINCIPAL_KEY = web.RequestKey("wahookd_principal", Principal)
 
 
 class ApiError(Exception):
@@ -92,8 +92,7 @@ def state(request: web.Request) -> AppState:
 
 def principal(request: web.Request) -> Principal:
     """Who made the request (set by the auth middleware)."""
-    who: Principal = request[PRINCIPAL_KEY]
-    return who
+    return request[PRINCIPAL_KEY]
 
 
 def session_param(request: web.Request) -> str:

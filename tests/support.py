@@ -1,0 +1,170 @@
+"""Real parts for tests: a TLS webhook receiver, configs, an in-process daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from wahookd.api.common import STATE, AppState
+from wahookd.app import build_app
+from wahookd.auth import load_keys, mint_token
+from wahookd.clock import Clock
+from wahookd.config import Config, parse_config_text
+
+
+@dataclass
+class Received:
+    """One request as the receiver saw it."""
+
+    headers: dict[str, str]
+    body: bytes
+    at: float  # monotonic arrival time
+    path: str
+
+
+@dataclass
+class Reply:
+    """What the receiver answers."""
+
+    status: int = 200
+    body: bytes = b"OK"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+Responder = Callable[[Received], Reply]
+
+
+class Receiver:
+    """A real aiohttp webhook receiver on 127.0.0.1 over TLS (trustme certificate)."""
+
+    def __init__(self, ca: trustme.CA) -> None:
+        self.ca = ca
+        self.requests: list[Received] = []
+        self.replies: list[Reply] = []  # consumed first, then `default` answers
+        self.default = Reply()
+        self.responder: Responder | None = None
+        self.arrived = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The https URL of the receiver's /hook path."""
+        return f"https://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> None:
+        """Listen on an ephemeral loopback port."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        got = Received(dict(request.headers), await request.read(), time.monotonic(), request.path)
+        self.requests.append(got)
+        async with self.arrived:
+            self.arrived.notify_all()
+        if self.responder is not None:
+            reply = self.responder(got)
+        elif self.replies:
+            reply = self.replies.pop(0)
+        else:
+            reply = self.default
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        """Wait until `count` requests arrived; returns them all."""
+        async with asyncio.timeout(timeout_s):
+            async with self.arrived:
+                await self.arrived.wait_for(lambda: len(self.requests) >= count)
+        return self.requests
+
+
+def ca_file(ca: trustme.CA, directory: Path) -> Path:
+    """Write the test CA as a PEM bundle for delivery.ca_file."""
+    path = directory / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def make_config(tmp_path: Path, extra: str = "", **delivery: Any) -> Config:
+    """A config for tests: database in tmp_path, test CA trusted, short defaults."""
+    settings = {"timeout": "2s", "retry_schedule": ["1s", "2s"]}
+    settings.update(delivery)
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    text = f"""
+[server]
+listen = "127.0.0.1:8787"
+[storage]
+path = "{tmp_path / "data" / "wahookd.db"}"
+[auth]
+jwt_secret = "{"s" * 64}"
+[delivery]
+{chr(10).join(lines)}
+{extra}
+"""
+    return parse_config_text(text, source=None, base_dir=tmp_path)
+
+
+@dataclass
+class Daemon:
+    """An in-process daemon reached through a real loopback socket."""
+
+    client: TestClient[Any, Any]
+    state: AppState
+    config: Config
+
+    def token(self, role: str = "admin", sessions: list[str] | None = None, ttl_s: float = 600) -> str:
+        """A token minted with the daemon's own key."""
+        keys = load_keys(self.config.auth, self.config.storage.path)
+        return mint_token(
+            self.config.auth,
+            keys,
+            subject="test",
+            role=role,  # type: ignore[arg-type]
+            sessions=sessions,
+            ttl_s=ttl_s,
+            now=time.time(),
+        )
+
+    def headers(self, **kwargs: Any) -> dict[str, str]:
+        """Authorization header with a fresh token."""
+        return {"Authorization": f"Bearer {self.token(**kwargs)}"}
+
+    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        """Make an authenticated JSON call; returns (status, parsed JSON)."""
+        headers = kwargs.pop("headers", None) or self.headers()
+        resp = await self.client.request(method, path, json=body, headers=headers, **kwargs)
+        return resp.status, await resp.json()
+
+
+@asynccontextmanager
+async def running_daemon(config: Config, clock: Clock | None = None) -> AsyncIterator[Daemon]:
+    """Start the real app on 127.0.0.1 and yield a client for it."""
+    app = build_app(config, clock)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield Daemon(client, app[STATE], config)
