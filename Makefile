@@ -1,0 +1,27 @@
+# Two commands need nothing but Python 3.11 and make: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench pyz clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## start the daemon on the embedded defaults (or $$WAHOOKD_CONFIG / ./wahookd.toml)
+	$(BIN)/wahookd serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check wahookd tests
+	$(BIN)/ruff format --check wahookd tests
+	$(BIN)/mypy
+
+test: lint  ## lint, type-check, then the whole suite
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
