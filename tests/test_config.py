@@ -504,7 +504,8 @@ def test_parse_listen(text: str, listen: Listen) -> None:
         ("host:٣", "port must be 0-65535"),
         ("bad host:80", "invalid listen address 'bad host:80'"),
         ("-a:80", "invalid listen address '-a:80'"),
-        ("unix:", "empty socket path"),
+        ("unix:", "socket path is empty or has NUL"),
+        ("unix:/a\x00b", "socket path is empty or has NUL"),
         ("unix:/" + "x" * 120, "unix socket path longer than 107 bytes"),
     ],
 )

@@ -23,9 +23,8 @@ LogFormat = Literal["text", "json"]
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
 LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
 SYMMETRIC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
-ASYMMETRIC_ALGORITHMS: Final = (
-    *("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"),
-)
+RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+ASYMMETRIC_ALGORITHMS: Final = (*RSA_ALGORITHMS, "ES256", "ES384", "ES512", "EdDSA")
 JWT_ALGORITHMS: Final = SYMMETRIC_ALGORITHMS + ASYMMETRIC_ALGORITHMS
 MAX_WEBHOOK_HEADERS: Final = 16
 DEFAULT_CONFIG_PATHS: Final = (Path("wahookd.toml"), Path("/etc/wahookd/wahookd.toml"))
@@ -194,7 +193,7 @@ def parse_config_text(
     auth = _auth(ctx.section(doc, "auth"), ctx)
     delivery = _delivery(ctx.section(doc, "delivery"), ctx)
     webhooks = _webhooks(doc.get("webhook", []), ctx, delivery)
-    log = _log(ctx.section(doc, "log"), ctx)
+    log = _log(ctx.section(doc, "log"))
     source = _absolute(source) if source is not None else None
     config = Config(server, storage, auth, delivery, webhooks, log, source)
     if ctx.errors:
@@ -207,7 +206,7 @@ def parse_listen(value: str) -> Listen:
     if value.startswith("unix:"):
         path = value.removeprefix("unix:")
         if not path or "\x00" in path:
-            raise ValueError(f"invalid listen address {value!r}: empty socket path; {LISTEN_HELP}")
+            raise ValueError(f"invalid listen address {value!r}: socket path is empty or has NUL")
         if len(os.fsencode(path)) > _SUN_PATH_MAX:
             raise ValueError(f"unix socket path longer than {_SUN_PATH_MAX} bytes: {path!r}")
         return Listen(None, None, path)
@@ -483,7 +482,9 @@ def _delivery(t: _Table, ctx: _Context) -> DeliveryConfig:
         retry_schedule_s=t.get("retry_schedule", _array(_duration), d.retry_schedule_s),
         retry_jitter=t.get("retry_jitter", _jitter, d.retry_jitter),
         concurrency=t.get("concurrency", _positive(_integer), d.concurrency),
-        per_webhook_concurrency=t.get("per_webhook_concurrency", _positive(_integer), 16),
+        per_webhook_concurrency=t.get(
+            "per_webhook_concurrency", _positive(_integer), d.per_webhook_concurrency
+        ),
         require_https=t.get("require_https", _boolean, d.require_https),
         allow_networks=t.get("allow_networks", _array(_network), d.allow_networks),
         ca_file=t.file("ca_file"),
@@ -493,13 +494,14 @@ def _delivery(t: _Table, ctx: _Context) -> DeliveryConfig:
     t.done()
     if delivery.ca_file is not None and ctx.check_files and "ca_file" not in t.failed:
         try:
-            ssl.create_default_context().load_verify_locations(cafile=delivery.ca_file)
+            # A bare context: only the bundle is parsed, the system store is not loaded.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(delivery.ca_file)
         except ssl.SSLError as exc:
             t.error("ca_file", f"not a PEM CA bundle: {exc.reason or exc}")
     return delivery
 
 
-def _log(t: _Table, ctx: _Context) -> LogConfig:
+def _log(t: _Table) -> LogConfig:
     log = LogConfig(
         level=cast(LogLevel, t.get("level", _choice(LOG_LEVELS), "info")),
         format=cast(LogFormat, t.get("format", _choice(LOG_FORMATS), "text")),
