@@ -142,7 +142,8 @@ class Scheduler:
     async def drain(self, grace_s: float) -> int:
         """Wait up to grace_s for attempts in flight, cancel the rest; how many were cancelled."""
         self.stop_claiming()
-        await self._stopped.wait()
+        if self.running:
+            await self._stopped.wait()
         pending = set(self._tasks)
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace_s)

@@ -1,0 +1,199 @@
+"""The scheduler with a real SQLite store, an injected clock and a scripted sender."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from support import make_config
+from wahookd.clock import FakeClock
+from wahookd.events import validate_event
+from wahookd.models import AttemptResult, Claimed, Webhook
+from wahookd.registry import Registry
+from wahookd.scheduler import Scheduler
+from wahookd.store import IngestItem, Store
+
+OK = AttemptResult(200, None, 5, "OK", None, "2xx")
+FAIL = AttemptResult(500, "HTTP 500", 5, "", None, "5xx")
+
+
+class ScriptedSender:
+    """Answers attempts from a function; can hold them open to measure concurrency."""
+
+    def __init__(self, answer: Callable[[Webhook, Claimed], AttemptResult] = lambda w, c: OK):
+        self.answer = answer
+        self.calls: list[tuple[int, int, int]] = []  # (webhook id, delivery id, attempt)
+        self.gate: asyncio.Event | None = None
+        self.open_now = 0
+        self.most_open = 0
+
+    async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
+        self.calls.append((webhook.id, claimed.id, claimed.attempt))
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            return self.answer(webhook, claimed)
+        finally:
+            self.open_now -= 1
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "q.db")
+    yield s
+    await s.close()
+
+
+async def add_webhook(store: Store, registry: Registry, session: str) -> Webhook:
+    hook, _ = await store.put_session_webhook(
+        session, f"https://{session}.example/h", ["*"], None, True, [], 0.0
+    )
+    registry.put(hook)
+    return hook
+
+
+async def ingest(store: Store, hook: Webhook, n: int, now: float, start: int = 0) -> list[int]:
+    items = [
+        IngestItem(
+            validate_event(
+                {"event": "session.disconnected", "sessionId": hook.session, "reason": f"r{i}"},
+                now=now,
+            ),
+            (hook.id,),
+        )
+        for i in range(start, start + n)
+    ]
+    results = await store.ingest(items, now)
+    return [d.id for r in results for d in r.deliveries]
+
+
+def make_scheduler(tmp_path: Path, store: Store, registry: Registry, sender: ScriptedSender,
+                   clock: FakeClock, **kwargs: object) -> Scheduler:
+    delivery = make_config(tmp_path, retry_schedule=["30s", "5m"], **kwargs.pop("delivery", {})).delivery  # type: ignore[arg-type]
+    return Scheduler(store, registry, sender, delivery, clock, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_delivers_everything_with_a_small_window(tmp_path: Path, store: Store) -> None:
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    a, b = await add_webhook(store, registry, "a"), await add_webhook(store, registry, "b")
+    ids = await ingest(store, a, 300, clock.time()) + await ingest(store, b, 300, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, window=40, lane_cap=25)
+    peak = 0
+    for _ in range(1000):
+        progressed = await sched.step()
+        peak = max(peak, sched.in_memory)
+        if sched._tasks:
+            await asyncio.wait(set(sched._tasks))
+        elif not progressed:
+            break
+    assert sorted(c[1] for c in sender.calls) == sorted(ids)  # each exactly once
+    assert peak <= 2 * 25 + 40
+    counts = await store.queue_counts(None)
+    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+
+
+async def test_failed_attempt_waits_its_step_on_the_injected_clock(tmp_path: Path, store: Store) -> None:
+    clock, registry = FakeClock(), Registry()
+    sender = ScriptedSender(lambda w, c: FAIL)
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 1, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock)
+    await sched.run_until_idle()
+    assert [c[2] for c in sender.calls] == [1]
+    clock.advance(29.9)
+    await sched.run_until_idle()
+    assert len(sender.calls) == 1
+    clock.advance(0.1)
+    await sched.run_until_idle()
+    assert [c[2] for c in sender.calls] == [1, 2]
+    clock.advance(300)
+    await sched.run_until_idle()
+    assert [c[2] for c in sender.calls] == [1, 2, 3]
+    clock.advance(10_000)
+    await sched.run_until_idle()
+    assert len(sender.calls) == 3  # ladder exhausted
+    assert (await store.queue_counts(None))["failed"] == 1
+
+
+async def test_per_webhook_and_global_limits(tmp_path: Path, store: Store) -> None:
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    sender.gate = asyncio.Event()
+    hooks = [await add_webhook(store, registry, f"s{i}") for i in range(4)]
+    for hook in hooks:
+        await ingest(store, hook, 20, clock.time())
+    sched = make_scheduler(
+        tmp_path, store, registry, sender, clock,
+        delivery={"concurrency": 10, "per_webhook_concurrency": 3},
+    )
+    for _ in range(5):
+        await sched.step()
+    await asyncio.sleep(0)
+    assert sched.inflight == 10
+    per_hook = {h.id: sum(1 for c in sender.calls if c[0] == h.id) for h in hooks}
+    assert max(per_hook.values()) <= 3
+    sender.gate.set()
+    await sched.run_until_idle()
+    assert len(sender.calls) == 80
+
+
+async def test_backlog_of_due_retries_does_not_starve_a_healthy_webhook(
+    tmp_path: Path, store: Store
+) -> None:
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    sender.gate = asyncio.Event()  # every attempt hangs: a dead receiver that times out
+    dead = await add_webhook(store, registry, "dead")
+    await ingest(store, dead, 500, clock.time())
+    sched = make_scheduler(
+        tmp_path, store, registry, sender, clock, window=100, lane_cap=50,
+        delivery={"concurrency": 20, "per_webhook_concurrency": 4},
+    )
+    for _ in range(3):
+        await sched.step()
+    healthy = await add_webhook(store, registry, "healthy")
+    clock.advance(1)
+    (new_id,) = await ingest(store, healthy, 1, clock.time())
+    sched.push([d for d in [_due(new_id, healthy.id, clock.time())]])
+    await sched.step()
+    await asyncio.sleep(0)
+    assert (healthy.id, new_id, 1) in sender.calls
+    assert sum(1 for c in sender.calls if c[0] == dead.id) == 4
+    assert sched.in_memory <= 50 + 100
+    sender.gate.set()
+    await sched.drain(5)
+
+
+def _due(delivery_id: int, webhook_id: int, at: float):
+    from wahookd.models import DueItem
+
+    return DueItem(at, delivery_id, webhook_id)
+
+
+async def test_older_event_goes_first_among_due(tmp_path: Path, store: Store) -> None:
+    clock, registry = FakeClock(), Registry()
+    first_try = {}
+
+    def answer(w: Webhook, c: Claimed) -> AttemptResult:
+        first_try.setdefault(c.id, True)
+        return FAIL if c.id == 1 and c.attempt == 1 else OK
+
+    sender = ScriptedSender(answer)
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 1, clock.time())  # delivery 1 fails, retries at +30 s
+    sched = make_scheduler(tmp_path, store, registry, sender, clock,
+                           delivery={"per_webhook_concurrency": 1})
+    await sched.run_until_idle()
+    clock.advance(10)
+    sender.gate = asyncio.Event()
+    later = await ingest(store, hook, 2, clock.time(), start=1)  # newer events, due at +10 s
+    sched.push([_due(i, hook.id, clock.time()) for i in later])
+    await sched.step()  # claims one of the new ones (limit 1 in flight)
+    clock.advance(30)  # now the retry of the older event is due too
+    sender.gate.set()
+    await sched.run_until_idle()
+    order = [c[1] for c in sender.calls]
+    assert order == [1, later[0], 1, later[1]]
