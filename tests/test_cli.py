@@ -1,0 +1,121 @@
+"""The command line, called through its entry function with argv."""
+
+from __future__ import annotations
+
+import stat
+import time
+import tomllib
+from pathlib import Path
+
+import jwt
+import pytest
+
+from wahookd import __version__
+from wahookd.cli import main
+from wahookd.config import parse_config_text
+
+EXAMPLE = Path(__file__).parents[1] / "wahookd.toml.example"
+SECRET = "k" * 64
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wahookd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"wahookd {__version__}\n"
+
+
+def test_check_config_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, '[delivery]\ntimeout = "3s"\n')
+    assert main(["check-config", "-c", str(good)]) == 0
+    assert capsys.readouterr().out == "ok\n"
+    bad = write(tmp_path, '[delivery]\ntimeout = "soon"\nbogus = 1\n')
+    assert main(["check-config", "-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: delivery.timeout: invalid duration 'soon'" in err
+    assert "bogus" in err
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "-c", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+
+
+def test_example_config_passes_and_lists_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(EXAMPLE)]) == 0
+    # uncomment the optional lines: every key of every section must be present
+    text = EXAMPLE.read_text()
+    uncommented = "\n".join(
+        line[2:] if line.startswith("# ") and ("=" in line or line.startswith("# [[")) else line
+        for line in text.splitlines()
+    )
+    doc = tomllib.loads(uncommented.replace("jwt_secret_file", "jwt_secret"))
+    expected = {
+        "server": {"listen", "max_body", "shutdown_grace"},
+        "storage": {"path", "synchronous", "keep_finished"},
+        "auth": {"jwt_secret", "jwt_public_key_file", "algorithms", "issuer", "audience", "leeway"},
+        "delivery": {
+            "timeout", "retry_schedule", "retry_jitter", "concurrency", "per_webhook_concurrency",
+            "require_https", "allow_networks", "ca_file", "max_response", "disable_after",
+        },
+        "log": {"level", "format"},
+    }
+    for section, keys in expected.items():
+        assert set(doc[section]) == keys, section
+    assert set(doc["webhook"][0]) == {"session", "url", "events", "secret_file", "headers"}
+    # and the example's values are the embedded defaults
+    example = parse_config_text(text, source=EXAMPLE, base_dir=EXAMPLE.parent)
+    from wahookd.config import default_config
+
+    defaults = default_config()
+    assert example.delivery == defaults.delivery
+    assert example.server == defaults.server
+    assert example.log == defaults.log
+    assert example.auth == defaults.auth
+
+
+def test_token_prints_only_a_jwt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, f'[auth]\njwt_secret = "{SECRET}"\nissuer = "gw"\naudience = "wahookd"\n')
+    assert main(["token", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    claims = jwt.decode(out.strip(), SECRET, algorithms=["HS256"], audience="wahookd", issuer="gw")
+    assert claims["role"] == "admin" and claims["sessions"] == "*"
+    assert 3590 <= claims["exp"] - time.time() <= 3600
+    assert main(["token", "-c", str(cfg), "--role", "viewer", "--sessions", "a,b", "--ttl", "5m",
+                 "--sub", "ops"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"],
+                        audience="wahookd")
+    assert (claims["role"], claims["sessions"], claims["sub"]) == ("viewer", ["a", "b"], "ops")
+    assert 290 <= claims["exp"] - time.time() <= 300
+
+
+def test_token_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, f'[auth]\njwt_secret = "{SECRET}"\n')
+    assert main(["token", "-c", str(cfg), "--ttl", "forever"]) == 2
+    assert "--ttl" in capsys.readouterr().err
+    assert main(["token", "-c", str(cfg), "--sessions", "bad id"]) == 2
+    assert "--sessions" in capsys.readouterr().err
+
+
+def test_token_on_embedded_defaults_generates_the_secret_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WAHOOKD_CONFIG", raising=False)
+    assert main(["token"]) == 0
+    first = capsys.readouterr().out.strip()
+    secret_file = tmp_path / "wahookd-data" / "jwt.secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = secret_file.read_text().strip()
+    assert jwt.decode(first, secret, algorithms=["HS256"])["role"] == "admin"
+    assert main(["token"]) == 0
+    second = capsys.readouterr().out.strip()
+    assert secret_file.read_text().strip() == secret
+    jwt.decode(second, secret, algorithms=["HS256"])
