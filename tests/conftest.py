@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import trustme
-
 from support import Receiver
 
 

@@ -42,7 +42,7 @@ class DaemonProcess:
 
     async def start(self, timeout_s: float = 15.0) -> None:
         """Start the daemon and wait until /readyz answers 200."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("WAHOOKD_CONFIG", None)
         self.proc = await asyncio.create_subprocess_exec(

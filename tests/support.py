@@ -138,7 +138,9 @@ class Daemon:
     state: AppState
     config: Config
 
-    def token(self, role: str = "admin", sessions: list[str] | None = None, ttl_s: float = 600) -> str:
+    def token(
+        self, role: str = "admin", sessions: list[str] | None = None, ttl_s: float = 600
+    ) -> str:
         """A token minted with the daemon's own key."""
         keys = load_keys(self.config.auth, self.config.storage.path)
         return mint_token(
@@ -155,7 +157,9 @@ class Daemon:
         """Authorization header with a fresh token."""
         return {"Authorization": f"Bearer {self.token(**kwargs)}"}
 
-    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, **kwargs: Any
+    ) -> tuple[int, Any]:
         """Make an authenticated JSON call; returns (status, parsed JSON)."""
         headers = kwargs.pop("headers", None) or self.headers()
         resp = await self.client.request(method, path, json=body, headers=headers, **kwargs)

@@ -6,8 +6,7 @@ import io
 from pathlib import Path
 
 import trustme
-
-from support import Receiver, ca_file, make_config, running_daemon
+from support import ca_file, make_config, running_daemon
 
 SESSION = "5bc99cea8975b95fe7077c64a3312145"
 
@@ -66,10 +65,16 @@ async def test_put_config_validation_names_the_field(tmp_path: Path, ca: trustme
         ({"events": ["*"]}, "url: required"),
         ({"url": "http://plain.example/h", "events": ["*"]}, "url: URL scheme must be https"),
         ({"url": "https://a.example/h", "events": []}, "events: must be a non-empty list"),
-        ({"url": "https://a.example/h", "events": ["*", "foo"]}, "events[1]: unknown event type 'foo'"),
+        (
+            {"url": "https://a.example/h", "events": ["*", "foo"]},
+            "events[1]: unknown event type 'foo'",
+        ),
         ({"url": "https://a.example/h", "events": ["*"], "secret": ""}, "secret: must be a string"),
         ({"url": "https://a.example/h", "events": ["*"], "isActive": "yes"}, "isActive:"),
-        ({"url": "https://a.example/h", "events": ["*"], "headers": {"X-Webhook-Id": "x"}}, "headers.X-Webhook-Id"),
+        (
+            {"url": "https://a.example/h", "events": ["*"], "headers": {"X-Webhook-Id": "x"}},
+            "headers.X-Webhook-Id",
+        ),
         ({"url": "https://a.example/h", "events": ["*"], "nope": 1}, "nope: unknown field"),
     ]
     async with running_daemon(config_for(tmp_path, ca)) as d:
@@ -94,16 +99,26 @@ async def test_errors_use_the_envelope(tmp_path: Path, ca: trustme.CA) -> None:
         resp = await c.patch("/api/webhook/queue", headers=d.headers())
         assert resp.status == 405
         assert (await resp.json())["error"]["code"] == "method_not_allowed"
-        resp = await c.post("/api/events", data=b"x", headers={**d.headers(), "Content-Type": "text/plain"})
+        resp = await c.post(
+            "/api/events", data=b"x", headers={**d.headers(), "Content-Type": "text/plain"}
+        )
         assert resp.status == 415
         assert (await resp.json())["error"]["code"] == "unsupported_media_type"
-        resp = await c.post("/api/events", data=b"{not json", headers={**d.headers(), "Content-Type": "application/json"})
+        resp = await c.post(
+            "/api/events",
+            data=b"{not json",
+            headers={**d.headers(), "Content-Type": "application/json"},
+        )
         assert resp.status == 400
         assert (await resp.json())["error"]["code"] == "validation_error"
-        resp = await c.post("/api/events", data=b"[1]", headers={**d.headers(), "Content-Type": "application/json"})
+        resp = await c.post(
+            "/api/events", data=b"[1]", headers={**d.headers(), "Content-Type": "application/json"}
+        )
         assert (await resp.json())["error"]["message"] == "body: must be a JSON object"
-        big = io.BytesIO(b"{\"x\": \"" + b"a" * (2 * 1024 * 1024) + b"\"}")
-        resp = await c.post("/api/events", data=big, headers={**d.headers(), "Content-Type": "application/json"})
+        big = io.BytesIO(b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}')
+        resp = await c.post(
+            "/api/events", data=big, headers={**d.headers(), "Content-Type": "application/json"}
+        )
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "payload_too_large"
         status, body = await d.call("GET", "/api/webhook/stats/bad%20id")
@@ -122,9 +137,16 @@ async def test_roles_and_session_scopes(tmp_path: Path, ca: trustme.CA) -> None:
         ingest = d.headers(role="ingest", sessions=["s1"])
         status, _ = await d.call("POST", "/api/events", event, headers=ingest)
         assert status == 202
-        status, _ = await d.call("POST", "/api/events", {**event, "sessionId": "s2"}, headers=ingest)
+        status, _ = await d.call(
+            "POST", "/api/events", {**event, "sessionId": "s2"}, headers=ingest
+        )
         assert status == 403
-        status, _ = await d.call("PUT", "/api/webhook/config/s1", {"url": "https://a.example/", "events": ["*"]}, headers=ingest)
+        status, _ = await d.call(
+            "PUT",
+            "/api/webhook/config/s1",
+            {"url": "https://a.example/", "events": ["*"]},
+            headers=ingest,
+        )
         assert status == 403
         status, _ = await d.call("GET", "/api/webhook/queue?sessionId=s2", headers=ingest)
         assert status == 403
@@ -135,10 +157,16 @@ async def test_roles_and_session_scopes(tmp_path: Path, ca: trustme.CA) -> None:
 
 async def test_ingest_validates_and_is_idempotent(tmp_path: Path, ca: trustme.CA) -> None:
     async with running_daemon(config_for(tmp_path, ca)) as d:
-        status, body = await d.call("POST", "/api/events", {"events": [
-            {"event": "session.disconnected", "sessionId": "s1", "reason": "x"},
-            {"event": "message.read", "sessionId": "s1", "messageId": "m"},
-        ]})
+        status, body = await d.call(
+            "POST",
+            "/api/events",
+            {
+                "events": [
+                    {"event": "session.disconnected", "sessionId": "s1", "reason": "x"},
+                    {"event": "message.read", "sessionId": "s1", "messageId": "m"},
+                ]
+            },
+        )
         assert status == 400
         assert body["error"]["message"].startswith("events[1].to:")
         event = {"id": "evt-1", "event": "session.disconnected", "sessionId": "s1", "reason": "x"}
@@ -149,5 +177,7 @@ async def test_ingest_validates_and_is_idempotent(tmp_path: Path, ca: trustme.CA
         assert again == {"success": True, "accepted": 1, "ids": ["evt-1"], "queued": 0}
         status, other = await d.call("POST", "/api/events", {**event, "sessionId": "s2"})
         assert other["ids"] == ["evt-1"]
-        status, plain = await d.call("POST", "/api/events", {k: v for k, v in event.items() if k != "id"})
+        status, plain = await d.call(
+            "POST", "/api/events", {k: v for k, v in event.items() if k != "id"}
+        )
         assert plain["ids"][0].startswith("evt_")

@@ -42,7 +42,9 @@ def test_check_config_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "bogus" in err
 
 
-def test_missing_config_file_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_file_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["serve", "-c", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml" in capsys.readouterr().err
 
@@ -61,8 +63,16 @@ def test_example_config_passes_and_lists_every_key(capsys: pytest.CaptureFixture
         "storage": {"path", "synchronous", "keep_finished"},
         "auth": {"jwt_secret", "jwt_public_key_file", "algorithms", "issuer", "audience", "leeway"},
         "delivery": {
-            "timeout", "retry_schedule", "retry_jitter", "concurrency", "per_webhook_concurrency",
-            "require_https", "allow_networks", "ca_file", "max_response", "disable_after",
+            "timeout",
+            "retry_schedule",
+            "retry_jitter",
+            "concurrency",
+            "per_webhook_concurrency",
+            "require_https",
+            "allow_networks",
+            "ca_file",
+            "max_response",
+            "disable_after",
         },
         "log": {"level", "format"},
     }
@@ -88,10 +98,27 @@ def test_token_prints_only_a_jwt(tmp_path: Path, capsys: pytest.CaptureFixture[s
     claims = jwt.decode(out.strip(), SECRET, algorithms=["HS256"], audience="wahookd", issuer="gw")
     assert claims["role"] == "admin" and claims["sessions"] == "*"
     assert 3590 <= claims["exp"] - time.time() <= 3600
-    assert main(["token", "-c", str(cfg), "--role", "viewer", "--sessions", "a,b", "--ttl", "5m",
-                 "--sub", "ops"]) == 0
-    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"],
-                        audience="wahookd")
+    assert (
+        main(
+            [
+                "token",
+                "-c",
+                str(cfg),
+                "--role",
+                "viewer",
+                "--sessions",
+                "a,b",
+                "--ttl",
+                "5m",
+                "--sub",
+                "ops",
+            ]
+        )
+        == 0
+    )
+    claims = jwt.decode(
+        capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"], audience="wahookd"
+    )
     assert (claims["role"], claims["sessions"], claims["sub"]) == ("viewer", ["a", "b"], "ops")
     assert 290 <= claims["exp"] - time.time() <= 300
 

@@ -10,10 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import trustme
 from standardwebhooks import Webhook as StandardWebhook
-
 from support import Receiver, Reply, ca_file, make_config, running_daemon
 from test_signing import NODE_VERIFIER, verify_webhook_signature
 
@@ -46,7 +44,9 @@ async def wait_until(predicate, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_delivery_is_signed_and_verifiable(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+async def test_delivery_is_signed_and_verifiable(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
     async with running_daemon(config(tmp_path, ca)) as d:
         await configure(d, receiver)
         status, answer = await d.call("POST", "/api/events", EVENT)
@@ -73,9 +73,12 @@ async def test_delivery_is_signed_and_verifiable(tmp_path: Path, ca: trustme.CA,
     if node is not None:
         script = tmp_path / "verify.js"
         script.write_text(NODE_VERIFIER)
-        out = subprocess.run(
+        out = subprocess.run(  # noqa: ASYNC221 - node answers in milliseconds
             [node, str(script), base64.b64encode(body).decode(), h["X-Webhook-Signature"], SECRET],
-            capture_output=True, text=True, check=True, timeout=30,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         )
         assert out.stdout == "true"
 
@@ -105,7 +108,9 @@ async def _stats(d, field: str, value: int) -> bool:
     return status == 200 and body["stats"][field] == value
 
 
-async def test_always_failing_ends_failed(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+async def test_always_failing_ends_failed(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
     receiver.default = Reply(503, b"down")
     async with running_daemon(config(tmp_path, ca, retry_schedule=["0.2s", "0.2s"])) as d:
         await configure(d, receiver)
@@ -116,12 +121,18 @@ async def test_always_failing_ends_failed(tmp_path: Path, ca: trustme.CA, receiv
     assert len(receiver.requests) == 3
     assert queue["queue"] == {"pending": 0, "processing": 0, "failed": 1, "retrying": 0}
     assert stats["stats"] == {
-        "totalSent": 1, "successful": 0, "failed": 1, "averageResponseTime": "0ms",
-        "lastDelivery": None, "byEvent": {},
+        "totalSent": 1,
+        "successful": 0,
+        "failed": 1,
+        "averageResponseTime": "0ms",
+        "lastDelivery": None,
+        "byEvent": {},
     }
 
 
-async def test_410_fails_at_once_and_deactivates(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+async def test_410_fails_at_once_and_deactivates(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
     receiver.default = Reply(410)
     async with running_daemon(config(tmp_path, ca)) as d:
         await configure(d, receiver)
@@ -135,7 +146,9 @@ async def test_410_fails_at_once_and_deactivates(tmp_path: Path, ca: trustme.CA,
     assert len(receiver.requests) == 1
 
 
-async def test_parked_while_inactive_then_resumed(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+async def test_parked_while_inactive_then_resumed(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
     receiver.replies = [Reply(500)]
     async with running_daemon(config(tmp_path, ca, retry_schedule=["1s"])) as d:
         await configure(d, receiver)
@@ -150,7 +163,9 @@ async def test_parked_while_inactive_then_resumed(tmp_path: Path, ca: trustme.CA
     assert got[1].headers["X-Webhook-Attempt"] == "2"
 
 
-async def test_fixing_the_url_fixes_the_retries(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+async def test_fixing_the_url_fixes_the_retries(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
     async with running_daemon(config(tmp_path, ca, retry_schedule=["0.5s", "0.5s"])) as d:
         dead = f"https://127.0.0.1:{receiver.port}/hook".replace(str(receiver.port), "1")
         status, _ = await d.call("PUT", "/api/webhook/config/s1", {"url": dead, "events": ["*"]})
@@ -172,7 +187,9 @@ async def test_retry_after_postpones(tmp_path: Path, ca: trustme.CA, receiver: R
     assert 1.9 <= got[1].at - got[0].at < 3.0
 
 
-async def test_slow_receiver_does_not_hold_back_others(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+async def test_slow_receiver_does_not_hold_back_others(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
     # session "slow" answers after 3 s on every attempt; session "fast" must not wait for it
     receiver.responder = lambda r: Reply(200, delay_s=3.0 if r.path == "/slow" else 0.0)
     async with running_daemon(config(tmp_path, ca, per_webhook_concurrency=2, timeout="5s")) as d:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import trustme
-
 from daemon_proc import DaemonProcess, cli, free_port
 from support import Receiver, ca_file
 from test_signing import verify_webhook_signature
@@ -112,17 +111,33 @@ async def test_guide_curl_examples_work_as_written(
 
         # and a real event is delivered, signed as the guide verifies it
         await run(
-            ["bash", "-c", adapt(
-                f"curl -X PUT https://api.yourwhatsappapi.com/api/webhook/config/{SESSION} "
-                "-H 'Authorization: Bearer YOUR_JWT_TOKEN' -H 'Content-Type: application/json' "
-                "-d '{\"url\": \"https://your-server.com/webhook\", \"events\": [\"*\"], "
-                "\"secret\": \"your_webhook_secret_key\"}' --silent --fail-with-body")],
+            [
+                "bash",
+                "-c",
+                adapt(
+                    f"curl -X PUT https://api.yourwhatsappapi.com/api/webhook/config/{SESSION} "
+                    "-H 'Authorization: Bearer YOUR_JWT_TOKEN' -H 'Content-Type: application/json' "
+                    '-d \'{"url": "https://your-server.com/webhook", "events": ["*"], '
+                    '"secret": "your_webhook_secret_key"}\' --silent --fail-with-body'
+                ),
+            ],
             tmp_path,
         )
         event = json.loads(guide_blocks("json")[0])  # message.received example
         out = await run(
-            ["curl", "-X", "POST", f"{daemon.base}/api/events", "-H", f"Authorization: Bearer {token}",
-             "-H", "Content-Type: application/json", "-d", json.dumps(event), "--silent"],
+            [
+                "curl",
+                "-X",
+                "POST",
+                f"{daemon.base}/api/events",
+                "-H",
+                f"Authorization: Bearer {token}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                json.dumps(event),
+                "--silent",
+            ],
             tmp_path,
         )
         assert json.loads(out)["queued"] == 1

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-
 from support import make_config
+
 from wahookd.clock import FakeClock
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, Webhook
@@ -72,9 +72,17 @@ async def ingest(store: Store, hook: Webhook, n: int, now: float, start: int = 0
     return [d.id for r in results for d in r.deliveries]
 
 
-def make_scheduler(tmp_path: Path, store: Store, registry: Registry, sender: ScriptedSender,
-                   clock: FakeClock, **kwargs: object) -> Scheduler:
-    delivery = make_config(tmp_path, retry_schedule=["30s", "5m"], **kwargs.pop("delivery", {})).delivery  # type: ignore[arg-type]
+def make_scheduler(
+    tmp_path: Path,
+    store: Store,
+    registry: Registry,
+    sender: ScriptedSender,
+    clock: FakeClock,
+    **kwargs: object,
+) -> Scheduler:
+    delivery = make_config(
+        tmp_path, retry_schedule=["30s", "5m"], **kwargs.pop("delivery", {})
+    ).delivery  # type: ignore[arg-type]
     return Scheduler(store, registry, sender, delivery, clock, **kwargs)  # type: ignore[arg-type]
 
 
@@ -97,7 +105,9 @@ async def test_delivers_everything_with_a_small_window(tmp_path: Path, store: St
     assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
 
 
-async def test_failed_attempt_waits_its_step_on_the_injected_clock(tmp_path: Path, store: Store) -> None:
+async def test_failed_attempt_waits_its_step_on_the_injected_clock(
+    tmp_path: Path, store: Store
+) -> None:
     clock, registry = FakeClock(), Registry()
     sender = ScriptedSender(lambda w, c: FAIL)
     hook = await add_webhook(store, registry, "a")
@@ -127,7 +137,11 @@ async def test_per_webhook_and_global_limits(tmp_path: Path, store: Store) -> No
     for hook in hooks:
         await ingest(store, hook, 20, clock.time())
     sched = make_scheduler(
-        tmp_path, store, registry, sender, clock,
+        tmp_path,
+        store,
+        registry,
+        sender,
+        clock,
         delivery={"concurrency": 10, "per_webhook_concurrency": 3},
     )
     for _ in range(5):
@@ -149,7 +163,13 @@ async def test_backlog_of_due_retries_does_not_starve_a_healthy_webhook(
     dead = await add_webhook(store, registry, "dead")
     await ingest(store, dead, 500, clock.time())
     sched = make_scheduler(
-        tmp_path, store, registry, sender, clock, window=100, lane_cap=50,
+        tmp_path,
+        store,
+        registry,
+        sender,
+        clock,
+        window=100,
+        lane_cap=50,
         delivery={"concurrency": 20, "per_webhook_concurrency": 4},
     )
     for _ in range(3):
@@ -184,8 +204,9 @@ async def test_older_event_goes_first_among_due(tmp_path: Path, store: Store) ->
     sender = ScriptedSender(answer)
     hook = await add_webhook(store, registry, "a")
     await ingest(store, hook, 1, clock.time())  # delivery 1 fails, retries at +30 s
-    sched = make_scheduler(tmp_path, store, registry, sender, clock,
-                           delivery={"per_webhook_concurrency": 1})
+    sched = make_scheduler(
+        tmp_path, store, registry, sender, clock, delivery={"per_webhook_concurrency": 1}
+    )
     await sched.run_until_idle()
     clock.advance(10)
     sender.gate = asyncio.Event()

@@ -21,7 +21,7 @@ from .store import Store
 log = logging.getLogger("wahookd")
 
 CONFIG = web.AppKey("wahookd_config", Config)
-CLOCK = web.AppKey("wahookd_clock", Clock)  # type: ignore[type-abstract]
+CLOCK = web.AppKey("wahookd_clock", Clock)
 
 
 def build_app(config: Config, clock: Clock | None = None) -> web.Application:

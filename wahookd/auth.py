@@ -177,7 +177,8 @@ def mint_token(
     """A signed token for this daemon (HS256 with its secret)."""
     if keys.hmac_secret is None:
         raise KeyError_(
-            "cannot mint tokens: no HS256 secret is configured (tokens come from an external issuer)"
+            "cannot mint tokens: no HS256 secret is configured"
+            " (tokens come from an external issuer)"
         )
     alg = next((a for a in auth.algorithms if a.startswith("HS")), None)
     if alg is None:

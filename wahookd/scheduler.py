@@ -20,6 +20,7 @@ lanes take turns by the age of their oldest due delivery, each limited to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import math
@@ -205,10 +206,8 @@ class Scheduler:
 
     async def _sleep(self, timeout_s: float | None) -> None:
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout_s)
-        except TimeoutError:
-            pass
 
     # ----------------------------------------------------------------- window
 
@@ -454,4 +453,3 @@ class Scheduler:
                     self.registry.put(replace(hook, is_active=False))
                     self.webhook_changed(None, c.webhook_id)
         self._wake.set()
-

@@ -202,7 +202,7 @@ async def test_webhook(request: web.Request) -> web.Response:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "X-Webhook-Event": event if _header_safe(event) else "test",
+        "X-Webhook-Event": str(event) if _header_safe(event) else "test",
         "X-Webhook-Id": msg_id,
         "X-Webhook-Attempt": "1",
         "X-Webhook-Timestamp": str(int(now)),
@@ -226,4 +226,6 @@ def json_bytes(data: object) -> bytes:
 
 
 def _header_safe(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable()
+    return (
+        isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable()
+    )
