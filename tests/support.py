@@ -113,7 +113,12 @@ def ca_file(ca: trustme.CA, directory: Path) -> Path:
 
 def make_config(tmp_path: Path, extra: str = "", **delivery: Any) -> Config:
     """A config for tests: database in tmp_path, test CA trusted, short defaults."""
-    settings = {"timeout": "2s", "retry_schedule": ["1s", "2s"]}
+    settings: dict[str, Any] = {
+        "timeout": "2s",
+        "retry_schedule": ["1s", "2s"],
+        # the test receivers listen on loopback, which the network policy refuses by default
+        "allow_networks": ["127.0.0.0/8"],
+    }
     settings.update(delivery)
     lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     text = f"""

@@ -208,3 +208,117 @@ async def test_slow_receiver_does_not_hold_back_others(
 
 async def _arrived(rx: Receiver, path: str) -> bool:
     return any(r.path == path for r in rx.requests)
+
+
+async def test_redirects_are_not_followed(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
+    receiver.default = Reply(302, headers={"Location": receiver.url.replace("/hook", "/other")})
+    async with running_daemon(config(tmp_path, ca, retry_schedule=["0.2s"])) as d:
+        await configure(d, receiver)
+        await d.call("POST", "/api/events", EVENT)
+        await wait_until(lambda: _stats(d, "failed", 1))
+    assert [r.path for r in receiver.requests] == ["/hook", "/hook"]
+
+
+async def test_whole_attempt_timeout(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+    receiver.replies = [Reply(200, delay_s=3.0)]
+    async with running_daemon(config(tmp_path, ca, timeout="0.5s", retry_schedule=["0.1s"])) as d:
+        await configure(d, receiver)
+        await d.call("POST", "/api/events", EVENT)
+        got = await receiver.wait_for(2, timeout_s=5)
+        await wait_until(lambda: _stats(d, "successful", 1))
+        assert got[1].at - got[0].at < 1.5  # the first attempt was cut at 0.5 s
+        errors = await d.state.store._in_reader(
+            lambda c: c.execute("SELECT error FROM attempts ORDER BY id").fetchall()
+        )
+    assert errors[0][0] == "timed out after 0.5s"
+    assert errors[1][0] is None
+
+
+async def test_static_webhooks_fan_out(tmp_path: Path, ca: trustme.CA, receiver: Receiver) -> None:
+    extra = f"""
+[[webhook]]
+session = "*"
+url = "{receiver.url.replace("/hook", "/all")}"
+events = ["session.disconnected"]
+secret = "static-secret"
+
+[[webhook]]
+session = "s2"
+url = "{receiver.url.replace("/hook", "/s2")}"
+events = ["*"]
+"""
+    cfg = make_config(tmp_path, extra=extra, ca_file=str(ca_file(ca, tmp_path)))
+    async with running_daemon(cfg) as d:
+        await configure(d, receiver)  # s1's own webhook, every event
+        _, a = await d.call("POST", "/api/events", EVENT)  # s1 message.received: own only
+        disconnected = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}
+        _, b = await d.call("POST", "/api/events", disconnected)  # own + static "*"
+        _, c = await d.call(
+            "POST", "/api/events", {**disconnected, "sessionId": "s2"}
+        )  # both statics
+        assert (a["queued"], b["queued"], c["queued"]) == (1, 2, 2)
+        got = await receiver.wait_for(5)
+    paths = sorted(r.path for r in got)
+    assert paths == ["/all", "/all", "/hook", "/hook", "/s2"]
+    signed = [r for r in got if r.path == "/all"]
+    assert all(
+        verify_webhook_signature(r.body, r.headers["X-Webhook-Signature"], "static-secret")
+        for r in signed
+    )
+    assert all("X-Webhook-Signature" not in r.headers for r in got if r.path == "/s2")
+
+
+async def test_clear_queue_and_stats_survive_restart(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
+    cfg = config(tmp_path, ca, retry_schedule=["1h"])
+    receiver.responder = lambda r: Reply(
+        500 if json.loads(r.body).get("messageId") == "bad" else 200
+    )
+    async with running_daemon(cfg) as d:
+        await configure(d, receiver)
+        await d.call("POST", "/api/events", EVENT)
+        await d.call("POST", "/api/events", {**EVENT, "messageId": "bad"})
+        await wait_until(lambda: _stats(d, "successful", 1))
+        await wait_until(lambda: _queue(d, "retrying", 1))
+        status, removed = await d.call("DELETE", "/api/webhook/queue/s1?status=pending")
+        assert removed == {"success": True, "removed": {"pending": 0, "retrying": 0, "failed": 0}}
+        status, removed = await d.call("DELETE", "/api/webhook/queue/s1")
+        assert removed["removed"] == {"pending": 0, "retrying": 1, "failed": 0}
+        status, bad = await d.call("DELETE", "/api/webhook/queue/s1?status=delivered")
+        assert bad["error"]["message"].startswith("status:")
+        assert status == 400
+        _, before = await d.call("GET", "/api/webhook/stats/s1")
+    async with running_daemon(cfg) as d:
+        _, after = await d.call("GET", "/api/webhook/stats/s1")
+        _, queue = await d.call("GET", "/api/webhook/queue?sessionId=s1")
+    assert after == before
+    assert after["stats"]["successful"] == 1
+    assert after["stats"]["averageResponseTime"].endswith("ms")
+    assert after["stats"]["lastDelivery"].endswith("Z")
+    assert queue["queue"] == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+
+
+async def _queue(d, state: str, value: int) -> bool:
+    _, body = await d.call("GET", "/api/webhook/queue")
+    return body["queue"][state] == value
+
+
+async def test_zero_stats_for_a_configured_session(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver
+) -> None:
+    async with running_daemon(config(tmp_path, ca)) as d:
+        await configure(d, receiver, session="quiet")
+        status, body = await d.call("GET", "/api/webhook/stats/quiet")
+        status404, _ = await d.call("GET", "/api/webhook/stats/unknown")
+    assert status == 200 and status404 == 404
+    assert body["stats"] == {
+        "totalSent": 0,
+        "successful": 0,
+        "failed": 0,
+        "averageResponseTime": "0ms",
+        "lastDelivery": None,
+        "byEvent": {},
+    }
