@@ -1,0 +1,93 @@
+"""Token verification, roles and scopes (SPEC §3)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import jwt
+import pytest
+
+from wahookd.auth import AuthError, Keys, Verifier, load_keys, mint_token, principal_from_claims
+from wahookd.config import AuthConfig
+
+SECRET = "x" * 64
+
+
+def verifier(**auth: object) -> Verifier:
+    return Verifier(replace(AuthConfig(), **auth), Keys(SECRET, None))  # type: ignore[arg-type]
+
+
+def bearer(claims: dict[str, object], key: str = SECRET, alg: str = "HS256") -> str:
+    return "Bearer " + jwt.encode(claims, key, algorithm=alg)
+
+
+def exp(seconds: float = 600) -> int:
+    return int(time.time() + seconds)
+
+
+def test_absent_claims_mean_admin_of_every_session() -> None:
+    who = verifier().verify(bearer({"exp": exp()}))
+    assert who.role == "admin" and who.sessions is None
+    assert who.allows("admin") and who.can_see("anything")
+
+
+def test_roles_rank_viewer_ingest_admin() -> None:
+    viewer = principal_from_claims({"role": "viewer"})
+    ingest = principal_from_claims({"role": "ingest", "sessions": ["a"]})
+    assert viewer.allows("viewer") and not viewer.allows("ingest")
+    assert ingest.allows("ingest") and ingest.allows("viewer") and not ingest.allows("admin")
+    assert ingest.can_see("a") and not ingest.can_see("b")
+    assert principal_from_claims({"sessions": ["*"]}).sessions is None
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (None, "missing bearer token"),
+        ("Basic abc", "Authorization must be 'Bearer <token>'"),
+        ("Bearer not.a.jwt", "malformed token"),
+        (bearer({"exp": exp(-120)}), "token expired"),
+        (bearer({"role": "admin"}), "token lacks the 'exp' claim"),
+        (bearer({"exp": exp()}, key="y" * 64), "invalid token"),
+        (bearer({"exp": exp()}, alg="HS512"), "token algorithm 'HS512' is not accepted"),
+        (bearer({"exp": exp(), "role": "root"}), "unknown role 'root'"),
+        (bearer({"exp": exp(), "sessions": "a,b"}), "the 'sessions' claim must be a list"),
+        (bearer({"exp": exp(), "nbf": exp(3600)}), "token not valid yet"),
+        ("Bearer " + "a" * 9000, "token longer than 8192 bytes"),
+    ],
+)
+def test_refused_tokens(header: str | None, message: str) -> None:
+    with pytest.raises(AuthError) as exc:
+        verifier().verify(header)
+    assert exc.value.status == 401
+    assert exc.value.message.startswith(message)
+
+
+def test_alg_none_is_refused_even_if_configured_loosely() -> None:
+    token = jwt.encode({"exp": exp()}, None, algorithm="none")  # type: ignore[arg-type]
+    with pytest.raises(AuthError, match="not accepted"):
+        verifier().verify(f"Bearer {token}")
+
+
+def test_issuer_and_audience_when_configured() -> None:
+    v = verifier(issuer="gateway", audience="wahookd")
+    assert v.verify(bearer({"exp": exp(), "iss": "gateway", "aud": "wahookd"})).role == "admin"
+    with pytest.raises(AuthError, match="issuer"):
+        v.verify(bearer({"exp": exp(), "iss": "other", "aud": "wahookd"}))
+    with pytest.raises(AuthError, match="audience"):
+        v.verify(bearer({"exp": exp(), "iss": "gateway", "aud": "other"}))
+    with pytest.raises(AuthError, match="lacks the 'iss'"):
+        v.verify(bearer({"exp": exp(), "aud": "wahookd"}))
+
+
+def test_minted_tokens_verify(tmp_path: Path) -> None:
+    auth = AuthConfig(issuer="i", audience="a")
+    keys = load_keys(auth, tmp_path / "db" / "wahookd.db")
+    assert keys.generated_secret_file == tmp_path / "db" / "jwt.secret"
+    token = mint_token(
+        auth, keys, subject="s", role="ingest", sessions=["x"], ttl_s=60, now=time.time()
+    )
+    who = Verifier(auth, keys).verify(f"Bearer {token}")
+    assert (who.subject, who.role, who.sessions) == ("s", "ingest", frozenset({"x"}))
