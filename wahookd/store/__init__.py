@@ -1,0 +1,278 @@
+"""The delivery log: one SQLite file in WAL mode, behind an async facade.
+
+Writes go through one writer connection and are group-committed: every write
+queued while the previous transaction ran is applied in the next one, so
+concurrent ingest requests, claims and attempt outcomes share a commit (and an
+fsync). Each batch runs as a single call on aiosqlite's worker thread, so a
+batch costs one thread hop whatever its size. Reads use a second connection,
+which WAL lets run beside the writer.
+
+This module holds the facade and the values it hands out; the schema, its
+migrations and every SQL statement live in `sql.py`, as plain synchronous
+functions that the facade runs on the worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from ..events import Event
+from ..models import Claimed, DueItem, Outcome, State, Webhook
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+IDEMPOTENCY_WINDOW_S = 24 * 3600
+
+
+class StorageUnavailable(Exception):
+    """The database cannot take writes right now (busy, I/O error, full disk)."""
+
+    retry_after_s = 5
+
+
+class StorageError(Exception):
+    """The database file cannot be opened or is of an unknown schema."""
+
+
+def new_uid(prefix: str) -> str:
+    """A unique id whose leading part grows with time, so its index appends."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:011x}{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestItem:
+    """One validated event and the webhooks it fans out to."""
+
+    event: Event
+    webhook_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What ingest did with one event."""
+
+    event_uid: str
+    duplicate: bool
+    deliveries: tuple[DueItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    """A session's all-time delivery statistics (SPEC §6)."""
+
+    successful: int
+    failed: int
+    success_ms_total: int
+    last_delivery_at: float | None
+    by_event: dict[str, int]
+
+
+# sql.py builds the values above (and raises StorageError), so it is imported
+# once they exist: importing it first would be a circular import.
+from . import sql  # noqa: E402
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+class Store:
+    """The delivery log. Create with `await Store.open(path, synchronous)`."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._ops: list[_Op] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        # only the writer thread takes ids from it, inside sql.ingest
+        self._ids = sql.Ids(next_event=0, next_delivery=0)
+        self._task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(cls, path: Path, synchronous: Literal["full", "normal"] = "full") -> Store:
+        """Open (creating if needed, mode 0600) and migrate the database, start the writer."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # create the file ourselves so it never exists with a looser mode
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        store = cls(path, writer, reader)
+        try:
+            await store._in_writer(lambda c: sql.prepare(c, synchronous))
+            await store._in_reader(sql.prepare_reader)
+            ids = await store._in_writer(sql.max_ids)
+        except sqlite3.DatabaseError as exc:
+            await store._close_connections()
+            raise StorageError(f"{path}: {exc}") from exc
+        except BaseException:
+            await store._close_connections()
+            raise
+        store._ids = sql.Ids(next_event=ids[0] + 1, next_delivery=ids[1] + 1)
+        store._task = asyncio.create_task(store._write_loop(), name="wahookd-store-writer")
+        return store
+
+    async def close(self) -> None:
+        """Finish queued writes, then close both connections."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        await self._writer.close()
+        await self._reader.close()
+
+    async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # one call on aiosqlite's worker thread: the whole function is one thread hop
+        return await self._writer._execute(fn, self._writer._conn)  # type: ignore[no-untyped-call, no-any-return]
+
+    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._reader._execute(fn, self._reader._conn)  # type: ignore[no-untyped-call, no-any-return]
+
+    # ------------------------------------------------------------- group commit
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn inside the next group-committed transaction and return its result."""
+        if self._closing:
+            raise StorageUnavailable("the store is closing")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Op(fn, future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ops, self._ops = self._ops, []
+            if ops:
+                await self._run_batch(ops)
+            if self._closing and not self._ops:
+                return
+
+    async def _run_batch(self, ops: list[_Op]) -> None:
+        try:
+            results = await self._in_writer(lambda c: sql.apply_batch(c, [op.fn for op in ops]))
+        except Exception as exc:
+            log.warning("storage write failed, %d operations refused: %s", len(ops), exc)
+            for op in ops:
+                if not op.future.done():
+                    op.future.set_exception(StorageUnavailable(str(exc)))
+            return
+        for op, (ok, value) in zip(ops, results, strict=True):
+            if op.future.done():
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(value)
+
+    # ------------------------------------------------------------------- ingest
+
+    async def ingest(self, items: Sequence[IngestItem], now: float) -> list[IngestResult]:
+        """Commit events and their deliveries, skipping duplicates (same session and id, 24 h)."""
+        return await self.write(lambda c: sql.ingest(c, self._ids, items, now))
+
+    # --------------------------------------------------------------- scheduling
+
+    async def load_due(
+        self, after: tuple[float, int] | None, limit: int, exclude_webhooks: Collection[int]
+    ) -> list[DueItem]:
+        """The next `limit` queued deliveries after the key `after`, soonest first."""
+        return await self._in_reader(lambda c: sql.load_due(c, after, limit, exclude_webhooks))
+
+    async def load_webhook_due(self, webhook_id: int, limit: int) -> list[DueItem]:
+        """One webhook's soonest `limit` queued deliveries."""
+        return await self._in_reader(lambda c: sql.load_webhook_due(c, webhook_id, limit))
+
+    async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
+        """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
+        return await self.write(lambda c: sql.claim(c, ids, now))
+
+    async def record(self, outcomes: Sequence[Outcome], now: float) -> None:
+        """Log attempts and move their deliveries on; count finished ones in the stats."""
+        await self.write(lambda c: sql.record(c, outcomes, now))
+
+    async def recover(self, now: float) -> int:
+        """Return deliveries left `processing` by a crash to the queue; how many."""
+        return await self.write(lambda c: sql.recover(c, now))
+
+    # ----------------------------------------------------------------- webhooks
+
+    async def webhooks(self) -> list[Webhook]:
+        """Every webhook, session and static."""
+        return await self._in_reader(sql.webhooks)
+
+    async def put_session_webhook(
+        self,
+        session_id: str,
+        url: str,
+        events: Sequence[str],
+        secret: str | None,
+        is_active: bool,
+        headers: Sequence[tuple[str, str]],
+        now: float,
+    ) -> tuple[Webhook, bool]:
+        """Create or replace a session's webhook; returns it and whether it was just activated."""
+        return await self.write(
+            lambda c: sql.put_session_webhook(
+                c, session_id, url, events, secret, is_active, headers, now
+            )
+        )
+
+    async def delete_session_webhook(self, session_id: str) -> Webhook | None:
+        """Delete a session's webhook and drop its queued deliveries."""
+        return await self.write(lambda c: sql.delete_session_webhook(c, session_id))
+
+    async def set_webhook_active(self, webhook_id: int, active: bool, now: float) -> None:
+        """Activate or deactivate a webhook; its queued deliveries park or wake up with it."""
+        await self.write(lambda c: sql.set_webhook_active(c, webhook_id, active, now))
+
+    async def sync_static_webhooks(
+        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
+    ) -> None:
+        """Make the static webhooks those of the config.
+
+        Each of `statics` is (key, session, url, events, secret, headers). A static
+        webhook that left the config is removed and its queued deliveries fail with a
+        clear error, so nothing silently disappears from the queue.
+        """
+        await self.write(lambda c: sql.sync_static_webhooks(c, statics, now))
+
+    # ------------------------------------------------------------ queue & stats
+
+    async def queue_counts(self, sessions: Collection[str] | None) -> dict[str, int]:
+        """Queued deliveries by state, over every session or the given ones."""
+        return await self._in_reader(lambda c: sql.queue_counts(c, sessions))
+
+    async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
+        """Delete a session's queued deliveries in the given states (never those in flight)."""
+        return await self.write(lambda c: sql.clear_queue(c, session_id, states))
+
+    async def session_stats(self, session_id: str) -> SessionStats | None:
+        """All-time stats of a session, None when it never finished a delivery."""
+        return await self._in_reader(lambda c: sql.session_stats(c, session_id))
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a read."""
+        await self._in_reader(sql.ping)

@@ -1,0 +1,601 @@
+"""The delivery log's schema, its migrations and every SQL statement.
+
+Each function here is plain and synchronous and takes the `sqlite3.Connection`
+first: the `Store` facade in `__init__.py` runs it on aiosqlite's worker thread,
+writes inside a group-committed transaction (`apply_batch`), reads on the
+reader connection. Nothing here awaits, so one operation is one thread hop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..models import CLEARABLE_STATES, Claimed, DueItem, Outcome, State, Webhook
+from . import IDEMPOTENCY_WINDOW_S, IngestResult, SessionStats, StorageError, new_uid
+
+if TYPE_CHECKING:
+    from . import IngestItem
+
+# Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('session', 'static')),
+        session_id TEXT NOT NULL,
+        static_key TEXT UNIQUE,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT,
+        previous_secret TEXT,
+        previous_secret_until REAL,
+        headers TEXT,
+        is_active INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX webhooks_session ON webhooks(session_id) WHERE kind = 'session';
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL,
+        client_id INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX events_client_uid ON events(session_id, uid) WHERE client_id = 1;
+
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL,
+        event_id INTEGER NOT NULL,
+        webhook_id INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        last_status INTEGER,
+        last_error TEXT
+    );
+    CREATE UNIQUE INDEX deliveries_uid ON deliveries(uid);
+    -- next_attempt_at is set exactly while a delivery waits for an attempt it may get:
+    -- the scheduler's window refills from these two partial indexes.
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at, id)
+        WHERE next_attempt_at IS NOT NULL;
+    CREATE INDEX deliveries_webhook_due ON deliveries(webhook_id, next_attempt_at, id)
+        WHERE next_attempt_at IS NOT NULL;
+    CREATE INDEX deliveries_state_session ON deliveries(state, session_id);
+    CREATE INDEX deliveries_event ON deliveries(event_id);
+
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status_code INTEGER,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        response_body TEXT
+    );
+    CREATE INDEX attempts_delivery ON attempts(delivery_id, attempt);
+
+    CREATE TABLE session_stats (
+        session_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        successful INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        success_ms_total INTEGER NOT NULL DEFAULT 0,
+        last_delivery_at REAL,
+        PRIMARY KEY (session_id, event_type)
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+_QUEUED = f"('{State.PENDING}', '{State.RETRYING}')"
+_CLEARABLE = "(" + ", ".join(f"'{s}'" for s in CLEARABLE_STATES) + ")"
+_WEBHOOK_SELECT = (
+    "SELECT id, kind, session_id, url, events, secret, headers, is_active, created_at,"
+    " updated_at, static_key, previous_secret, previous_secret_until FROM webhooks"
+)
+
+
+@dataclass(slots=True)
+class Ids:
+    """The next free event and delivery row ids; only the writer thread takes from it."""
+
+    next_event: int
+    next_delivery: int
+
+    def take_event(self) -> int:
+        """Hand out the next event id."""
+        event_id = self.next_event
+        self.next_event += 1
+        return event_id
+
+    def take_delivery(self) -> int:
+        """Hand out the next delivery id."""
+        delivery_id = self.next_delivery
+        self.next_delivery += 1
+        return delivery_id
+
+
+# ------------------------------------------------------------ connection setup
+def prepare(conn: sqlite3.Connection, synchronous: str) -> None:
+    """Set the writer's pragmas and migrate the schema to SCHEMA_VERSION."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    # a writer blocked by another process waits this long before SQLITE_BUSY
+    conn.execute("PRAGMA busy_timeout = 5000")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"database schema version {version} is newer than this wahookd ({SCHEMA_VERSION})"
+        )
+    for index in range(version, SCHEMA_VERSION):
+        conn.executescript(
+            f"BEGIN; {MIGRATIONS[index]}; PRAGMA user_version = {index + 1}; COMMIT;"
+        )
+
+
+def prepare_reader(conn: sqlite3.Connection) -> None:
+    """Make the reader connection refuse writes."""
+    conn.execute("PRAGMA query_only = ON")
+
+
+def max_ids(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The highest event and delivery ids in use (0 when none)."""
+    (events,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+    (deliveries,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetchone()
+    return int(events), int(deliveries)
+
+
+def ping(conn: sqlite3.Connection) -> None:
+    """Raise unless the database answers a read."""
+    conn.execute("SELECT 1").fetchone()
+
+
+# ---------------------------------------------------------------- group commit
+def is_storage_fault(exc: BaseException) -> bool:
+    """True when exc means the database cannot take writes, not that one operation is wrong."""
+    # OperationalError covers "database is locked", "disk I/O error" and
+    # "database or disk is full"; DatabaseError covers a corrupt or vanished file.
+    return isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError
+    )
+
+
+def apply_batch(
+    conn: sqlite3.Connection, fns: Iterable[Callable[[sqlite3.Connection], Any]]
+) -> list[tuple[bool, Any]]:
+    """Run every operation in one transaction; one op's bug does not sink the others."""
+    results: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for fn in fns:
+            conn.execute("SAVEPOINT op")
+            try:
+                value = fn(conn)
+            except Exception as exc:
+                if is_storage_fault(exc):
+                    raise
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append((False, exc))
+            else:
+                conn.execute("RELEASE op")
+                results.append((True, value))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+# ---------------------------------------------------------------------- ingest
+def ingest(
+    conn: sqlite3.Connection, ids: Ids, items: Sequence[IngestItem], now: float
+) -> list[IngestResult]:
+    """Insert events and their deliveries; duplicates (same session and id, 24 h) are skipped."""
+    results: list[IngestResult] = []
+    event_rows: list[tuple[Any, ...]] = []
+    delivery_rows: list[tuple[Any, ...]] = []
+    seen: dict[tuple[str, str], str] = {}
+    since = now - IDEMPOTENCY_WINDOW_S
+    for item in items:
+        ev = item.event
+        if ev.event_id is not None:
+            key = (ev.session_id, ev.event_id)
+            if key in seen or _recent_event(conn, key, since):
+                results.append(IngestResult(ev.event_id, True, ()))
+                continue
+            seen[key] = ev.event_id
+        event_id = ids.take_event()
+        uid = ev.event_id if ev.event_id is not None else new_uid("evt")
+        event_rows.append(
+            (event_id, uid, ev.event_id is not None, ev.session_id, ev.type, ev.body, now)
+        )
+        due: list[DueItem] = []
+        for webhook_id in item.webhook_ids:
+            delivery_id = ids.take_delivery()
+            delivery_rows.append(
+                (
+                    delivery_id,
+                    new_uid("dlv"),
+                    event_id,
+                    webhook_id,
+                    ev.session_id,
+                    ev.type,
+                    State.PENDING.value,
+                    now,
+                    now,
+                    now,
+                )
+            )
+            due.append(DueItem(now, delivery_id, webhook_id))
+        results.append(IngestResult(uid, False, tuple(due)))
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", event_rows)
+    conn.executemany(
+        "INSERT INTO deliveries (id, uid, event_id, webhook_id, session_id, event_type,"
+        " state, next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        delivery_rows,
+    )
+    return results
+
+
+def _recent_event(conn: sqlite3.Connection, key: tuple[str, str], since: float) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM events WHERE session_id = ? AND uid = ? AND client_id = 1"
+        " AND created_at > ? LIMIT 1",
+        (*key, since),
+    ).fetchone()
+    return row is not None
+
+
+# ------------------------------------------------------------------ scheduling
+def load_due(
+    conn: sqlite3.Connection,
+    after: tuple[float, int] | None,
+    limit: int,
+    exclude_webhooks: Collection[int],
+) -> list[DueItem]:
+    """The next `limit` queued deliveries after the key `after`, soonest first."""
+    sql = "SELECT next_attempt_at, id, webhook_id FROM deliveries INDEXED BY deliveries_due"
+    sql += " WHERE next_attempt_at IS NOT NULL"
+    params: list[Any] = []
+    if after is not None:
+        sql += " AND (next_attempt_at, id) > (?, ?)"
+        params += after
+    if exclude_webhooks:
+        sql += f" AND webhook_id NOT IN ({','.join('?' * len(exclude_webhooks))})"
+        params += exclude_webhooks
+    sql += " ORDER BY next_attempt_at, id LIMIT ?"
+    params.append(limit)
+    return [DueItem(*row) for row in conn.execute(sql, params)]
+
+
+def load_webhook_due(conn: sqlite3.Connection, webhook_id: int, limit: int) -> list[DueItem]:
+    """One webhook's soonest `limit` queued deliveries."""
+    rows = conn.execute(
+        "SELECT next_attempt_at, id, webhook_id FROM deliveries"
+        " INDEXED BY deliveries_webhook_due"
+        " WHERE webhook_id = ? AND next_attempt_at IS NOT NULL"
+        " ORDER BY next_attempt_at, id LIMIT ?",
+        (webhook_id, limit),
+    )
+    return [DueItem(*row) for row in rows]
+
+
+def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Claimed]:
+    """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    # next_attempt_at IS NOT NULL: still queued and not parked, so a row deleted,
+    # parked or already claimed since the scheduler saw it is skipped
+    claimed = conn.execute(
+        f"UPDATE deliveries SET state = '{State.PROCESSING}', attempts = attempts + 1,"
+        f" next_attempt_at = NULL, updated_at = ? WHERE id IN ({marks})"
+        " AND next_attempt_at IS NOT NULL"
+        " RETURNING id, uid, webhook_id, session_id, event_type, attempts, event_id",
+        (now, *ids),
+    ).fetchall()
+    if not claimed:
+        return []
+    event_ids = sorted({row[6] for row in claimed})
+    bodies = dict(
+        conn.execute(
+            f"SELECT id, body FROM events WHERE id IN ({','.join('?' * len(event_ids))})",
+            event_ids,
+        ).fetchall()
+    )
+    return [
+        Claimed(id_, uid, webhook_id, session_id, event_type, attempt, body=bodies[event_id])
+        for id_, uid, webhook_id, session_id, event_type, attempt, event_id in claimed
+    ]
+
+
+def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float) -> None:
+    """Log attempts and move their deliveries on; count finished ones in the stats."""
+    attempt_rows = []
+    for o in outcomes:
+        c, r = o.claimed, o.result
+        attempt_rows.append(
+            (
+                c.id,
+                c.attempt,
+                o.started_at,
+                r.duration_ms,
+                r.status_code,
+                o.kind,
+                r.error,
+                r.response_body,
+            )
+        )
+        if o.kind == "retry":
+            state, next_at, finished = State.RETRYING, o.next_attempt_at, None
+        elif o.kind == "delivered":
+            state, next_at, finished = State.DELIVERED, None, now
+        else:
+            state, next_at, finished = State.FAILED, None, now
+        cur = conn.execute(
+            "UPDATE deliveries SET state = ?, next_attempt_at = ?, finished_at = ?,"
+            " updated_at = ?, last_status = ?, last_error = ?"
+            f" WHERE id = ? AND state = '{State.PROCESSING}'",
+            (state.value, next_at, finished, now, r.status_code, r.error, c.id),
+        )
+        if cur.rowcount and finished is not None:
+            ok = o.kind == "delivered"
+            conn.execute(
+                "INSERT INTO session_stats (session_id, event_type, successful, failed,"
+                " success_ms_total, last_delivery_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET successful = successful + excluded.successful,"
+                " failed = failed + excluded.failed,"
+                " success_ms_total = success_ms_total + excluded.success_ms_total,"
+                " last_delivery_at = MAX(COALESCE(last_delivery_at, 0),"
+                " COALESCE(excluded.last_delivery_at, 0))",
+                (
+                    c.session_id,
+                    c.event_type,
+                    int(ok),
+                    int(not ok),
+                    r.duration_ms if ok else 0,
+                    now if ok else None,
+                ),
+            )
+        if o.kind == "gone":
+            conn.execute(
+                "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?",
+                (now, c.webhook_id),
+            )
+            set_parked(conn, c.webhook_id, parked=True, now=now)
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
+        " status_code, outcome, error, response_body) VALUES (?,?,?,?,?,?,?,?)",
+        attempt_rows,
+    )
+
+
+def recover(conn: sqlite3.Connection, now: float) -> int:
+    """Return deliveries left `processing` by a crash to the queue; how many."""
+    # the interrupted attempt is made again with the same number: it never got an answer
+    cur = conn.execute(
+        "UPDATE deliveries SET attempts = attempts - 1,"
+        f" state = CASE WHEN attempts > 1 THEN '{State.RETRYING}' ELSE '{State.PENDING}' END,"
+        " next_attempt_at = CASE WHEN (SELECT is_active FROM webhooks w"
+        " WHERE w.id = deliveries.webhook_id) THEN ? ELSE NULL END, updated_at = ?"
+        f" WHERE state = '{State.PROCESSING}'",
+        (now, now),
+    )
+    # parked deliveries count as pending (SPEC §6)
+    conn.execute(
+        f"UPDATE deliveries SET state = '{State.PENDING}' WHERE state = '{State.RETRYING}'"
+        " AND next_attempt_at IS NULL"
+    )
+    return cur.rowcount
+
+
+# -------------------------------------------------------------------- webhooks
+def webhooks(conn: sqlite3.Connection) -> list[Webhook]:
+    """Every webhook, session and static."""
+    return [_webhook(r) for r in conn.execute(_WEBHOOK_SELECT)]
+
+
+def put_session_webhook(
+    conn: sqlite3.Connection,
+    session_id: str,
+    url: str,
+    events: Sequence[str],
+    secret: str | None,
+    is_active: bool,
+    headers: Sequence[tuple[str, str]],
+    now: float,
+) -> tuple[Webhook, bool]:
+    """Create or replace a session's webhook; returns it and whether it was just activated."""
+    row = conn.execute(
+        _WEBHOOK_SELECT + " WHERE kind = 'session' AND session_id = ?", (session_id,)
+    ).fetchone()
+    enc = (url, json.dumps(list(events)), secret, _enc_headers(headers), is_active)
+    if row is None:
+        conn.execute(
+            "INSERT INTO webhooks (kind, session_id, url, events, secret, headers,"
+            " is_active, created_at, updated_at) VALUES ('session', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, *enc, now, now),
+        )
+        webhook_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        was_active = True
+    else:
+        old = _webhook(row)
+        webhook_id, was_active = old.id, old.is_active
+        conn.execute(
+            "UPDATE webhooks SET url = ?, events = ?, secret = ?, headers = ?,"
+            " is_active = ?, updated_at = ? WHERE id = ?",
+            (*enc, now, webhook_id),
+        )
+    set_parked(conn, webhook_id, parked=not is_active, now=now)
+    new = conn.execute(_WEBHOOK_SELECT + " WHERE id = ?", (webhook_id,)).fetchone()
+    return _webhook(new), is_active and not was_active
+
+
+def delete_session_webhook(conn: sqlite3.Connection, session_id: str) -> Webhook | None:
+    """Delete a session's webhook and drop its queued deliveries."""
+    row = conn.execute(
+        _WEBHOOK_SELECT + " WHERE kind = 'session' AND session_id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    hook = _webhook(row)
+    conn.execute("DELETE FROM webhooks WHERE id = ?", (hook.id,))
+    conn.execute(
+        f"DELETE FROM deliveries WHERE webhook_id = ? AND state IN {_CLEARABLE}",
+        (hook.id,),
+    )
+    return hook
+
+
+def set_webhook_active(conn: sqlite3.Connection, webhook_id: int, active: bool, now: float) -> None:
+    """Activate or deactivate a webhook; its queued deliveries park or wake up with it."""
+    conn.execute(
+        "UPDATE webhooks SET is_active = ?, updated_at = ? WHERE id = ?",
+        (active, now, webhook_id),
+    )
+    set_parked(conn, webhook_id, parked=not active, now=now)
+
+
+def sync_static_webhooks(
+    conn: sqlite3.Connection,
+    statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]],
+    now: float,
+) -> None:
+    """Make the static webhooks those of the config; see `Store.sync_static_webhooks`."""
+    keys = [s[0] for s in statics]
+    for key, session, url, events, secret, headers in statics:
+        conn.execute(
+            "INSERT INTO webhooks (kind, session_id, static_key, url, events, secret,"
+            " headers, is_active, created_at, updated_at)"
+            " VALUES ('static', ?, ?, ?, ?, ?, ?, 1, ?, ?)"
+            " ON CONFLICT (static_key) DO UPDATE SET url = excluded.url,"
+            " events = excluded.events, secret = excluded.secret,"
+            " headers = excluded.headers, is_active = 1, updated_at = excluded.updated_at",
+            (session, key, url, json.dumps(list(events)), secret, _enc_headers(headers), now, now),
+        )
+        (webhook_id,) = conn.execute(
+            "SELECT id FROM webhooks WHERE static_key = ?", (key,)
+        ).fetchone()
+        set_parked(conn, webhook_id, parked=False, now=now)
+    gone = [
+        r[0]
+        for r in conn.execute("SELECT id, static_key FROM webhooks WHERE kind = 'static'")
+        if r[1] not in keys
+    ]
+    for webhook_id in gone:
+        conn.execute(
+            f"UPDATE deliveries SET state = '{State.FAILED}', next_attempt_at = NULL,"
+            " finished_at = ?, updated_at = ?,"
+            " last_error = 'static webhook removed from the config file'"
+            f" WHERE webhook_id = ? AND state IN {_QUEUED}",
+            (now, now, webhook_id),
+        )
+        conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+
+
+def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: float) -> None:
+    """Park (inactive webhook) or wake the webhook's queued deliveries."""
+    if parked:
+        conn.execute(
+            f"UPDATE deliveries SET state = '{State.PENDING}', next_attempt_at = NULL"
+            f" WHERE webhook_id = ? AND state IN {_QUEUED} AND next_attempt_at IS NOT NULL",
+            (webhook_id,),
+        )
+    else:
+        conn.execute(
+            "UPDATE deliveries SET next_attempt_at = ?"
+            f" WHERE webhook_id = ? AND state IN {_QUEUED} AND next_attempt_at IS NULL",
+            (now, webhook_id),
+        )
+
+
+# --------------------------------------------------------------- queue & stats
+def queue_counts(conn: sqlite3.Connection, sessions: Collection[str] | None) -> dict[str, int]:
+    """Queued deliveries by state, over every session or the given ones."""
+    counts = {
+        state.value: 0 for state in (State.PENDING, State.PROCESSING, State.FAILED, State.RETRYING)
+    }
+    sql = "SELECT state, COUNT(*) FROM deliveries WHERE state IN (?, ?, ?, ?)"
+    params: list[Any] = list(counts)
+    if sessions is not None:
+        sql += f" AND session_id IN ({','.join('?' * len(sessions))})"
+        params += sessions
+    for state, n in conn.execute(sql + " GROUP BY state", params):
+        counts[state] = n
+    return counts
+
+
+def clear_queue(
+    conn: sqlite3.Connection, session_id: str, states: Collection[State]
+) -> dict[str, int]:
+    """Delete a session's queued deliveries in the given states (never those in flight)."""
+    removed = {state.value: 0 for state in CLEARABLE_STATES}
+    for state in states:
+        cur = conn.execute(
+            "DELETE FROM deliveries WHERE state = ? AND session_id = ?",
+            (state.value, session_id),
+        )
+        removed[state.value] = cur.rowcount
+    return removed
+
+
+def session_stats(conn: sqlite3.Connection, session_id: str) -> SessionStats | None:
+    """All-time stats of a session, None when it never finished a delivery."""
+    rows = conn.execute(
+        "SELECT event_type, successful, failed, success_ms_total, last_delivery_at"
+        " FROM session_stats WHERE session_id = ? ORDER BY event_type",
+        (session_id,),
+    ).fetchall()
+    if not rows:
+        return None
+    last = [r[4] for r in rows if r[4] is not None]
+    return SessionStats(
+        successful=sum(r[1] for r in rows),
+        failed=sum(r[2] for r in rows),
+        success_ms_total=sum(r[3] for r in rows),
+        last_delivery_at=max(last) if last else None,
+        by_event={r[0]: r[1] for r in rows if r[1]},
+    )
+
+
+# ------------------------------------------------------------------ row helpers
+def _enc_headers(headers: Sequence[tuple[str, str]] | None) -> str | None:
+    return json.dumps(dict(headers)) if headers else None
+
+
+def _webhook(row: sqlite3.Row | tuple[Any, ...]) -> Webhook:
+    headers = tuple(json.loads(row[6]).items()) if row[6] else ()
+    return Webhook(
+        id=row[0],
+        kind=row[1],
+        session=row[2],
+        url=row[3],
+        events=tuple(json.loads(row[4])),
+        secret=row[5],
+        headers=headers,
+        is_active=bool(row[7]),
+        created_at=row[8],
+        updated_at=row[9],
+        static_key=row[10],
+        previous_secret=row[11],
+        previous_secret_until=row[12],
+    )
