@@ -28,7 +28,10 @@ def cli(*args: str) -> list[str]:
 class DaemonProcess:
     """`wahookd serve -c CONFIG` in a subprocess, stopped by its PID."""
 
-    def __init__(self, config_path: Path, port: int, cwd: Path) -> None:
+    def __init__(
+        self, config_path: Path, port: int, cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.extra_env = env or {}
         self.config_path = config_path
         self.port = port
         self.cwd = cwd
@@ -43,7 +46,7 @@ class DaemonProcess:
     async def start(self, timeout_s: float = 15.0) -> None:
         """Start the daemon and wait until /readyz answers 200."""
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("WAHOOKD_CONFIG", None)
         self.proc = await asyncio.create_subprocess_exec(
             *cli("serve", "-c", str(self.config_path)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -40,6 +41,35 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
 def static_rows(config: Config) -> list[tuple[str, str, str, tuple[str, ...], str | None, object]]:
     """The config file's static webhooks as the store syncs them."""
     return [(w.key, w.session, w.url, w.events, w.secret, w.headers) for w in config.webhooks]
+
+
+async def reload(app: web.Application, new: Config) -> list[str]:
+    """Apply a reloaded config (SIGHUP); returns what needs a restart to take effect."""
+    st = app[STATE]
+    old = st.config
+    restart = [
+        f"{name} changed: restart wahookd to apply it"
+        for name, before, after in (
+            ("server.listen", old.server.listen, new.server.listen),
+            ("server.max_body", old.server.max_body, new.server.max_body),
+            ("storage.path", old.storage.path, new.storage.path),
+            ("storage.synchronous", old.storage.synchronous, new.storage.synchronous),
+        )
+        if before != after
+    ]
+    keys = load_keys(new.auth, old.storage.path)
+    st.verifier = Verifier(new.auth, keys)
+    st.sender.reconfigure(new.delivery)
+    st.scheduler.config = new.delivery
+    before = {hook.id for hook in st.registry.statics()}
+    await st.store.sync_static_webhooks(static_rows(new), st.clock.time())
+    st.registry.replace_all(await st.store.webhooks())
+    after = {hook.id: hook for hook in st.registry.statics()}
+    for webhook_id in before | set(after):
+        # re-read each static lane: a reload may re-activate one or drop its queue
+        st.scheduler.webhook_changed(after.get(webhook_id), webhook_id)
+    st.config = replace(new, server=old.server, storage=old.storage)
+    return restart
 
 
 async def _daemon(app: web.Application) -> AsyncIterator[None]:

@@ -44,3 +44,8 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would print every request; our own lines say what matters
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def set_level(level: str) -> None:
+    """Change the root log level (SIGHUP reload)."""
+    logging.getLogger().setLevel(level.upper())

@@ -95,6 +95,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._claiming = True
         self._stopped = asyncio.Event()
+        self.started = asyncio.Event()
         self._unrecorded: list[Outcome] = []
         self._backoff_s = 0.0
 
@@ -160,6 +161,7 @@ class Scheduler:
     async def run(self) -> None:
         """Run until stop_claiming(): refill, claim due deliveries, start attempts."""
         self.running = True
+        self.started.set()
         try:
             while self._claiming:
                 progressed = await self.step()

@@ -64,16 +64,19 @@ class Sender:
 
     def __init__(self, config: DeliveryConfig) -> None:
         self.config = config
+        self._ssl = _ssl_for(config)
         self._session: aiohttp.ClientSession | None = None
+
+    def reconfigure(self, config: DeliveryConfig) -> None:
+        """Use a new delivery policy (SIGHUP) from the next attempt on."""
+        if config.ca_file != self.config.ca_file:
+            self._ssl = _ssl_for(config)
+        self.config = config
 
     async def start(self) -> None:
         """Open the connection pool."""
-        ca = str(self.config.ca_file) if self.config.ca_file else None
         connector = aiohttp.TCPConnector(
-            limit=self.config.concurrency + 16,
-            limit_per_host=0,
-            ssl=make_ssl_context(ca),
-            ttl_dns_cache=10,
+            limit=self.config.concurrency + 16, limit_per_host=0, ttl_dns_cache=10
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -114,7 +117,7 @@ class Sender:
             check_url(url, require_https=self.config.require_https)
             async with asyncio.timeout(self.config.timeout_s):
                 async with self._session.post(
-                    url, data=body, headers=headers, allow_redirects=False
+                    url, data=body, headers=headers, allow_redirects=False, ssl=self._ssl
                 ) as resp:
                     retry_after_header = resp.headers.get("Retry-After")
                     kept = await _read_capped(resp, self.config.max_response)
@@ -132,6 +135,10 @@ class Sender:
         text = kept[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
         error = None if 200 <= status < 300 else f"HTTP {status}"
         return result(_status_class(status), error, status, text)
+
+
+def _ssl_for(config: DeliveryConfig) -> ssl.SSLContext:
+    return make_ssl_context(str(config.ca_file) if config.ca_file else None)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -1,45 +1,101 @@
-"""Runs the daemon: startup, serve until a signal, orderly shutdown."""
+"""Runs the daemon: startup, serve until a signal, reload on SIGHUP, orderly shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
 from aiohttp import web
 
-from .app import build_app
+from .api.common import STATE
+from .app import build_app, reload
 from .auth import generated_secret_path
 from .clock import Clock
-from .config import Config
+from .config import Config, ConfigError, load_config
+from .logs import set_level
+from .systemd import Notifier
 
 log = logging.getLogger("wahookd")
 
 
-async def serve(config: Config, *, clock: Clock | None = None) -> None:
+async def serve(
+    config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, drain and close."""
+    notifier = notifier or Notifier()
     app = build_app(config, clock)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=config.server.shutdown_grace_s
+    )
+    stop, hup = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum, event in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, hup)):
+        # handlers only set an event; the main flow below does the work
+        loop.add_signal_handler(signum, event.set)
     await runner.setup()
+    watchdog = asyncio.create_task(notifier.watchdog(), name="wahookd-watchdog")
     try:
-        listen = config.server.listen
-        site: web.BaseSite
-        if listen.unix_path is not None:
-            site = web.UnixSite(runner, listen.unix_path)
-        else:
-            site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
-        await site.start()
+        await _start_site(runner, config)
+        await app[STATE].scheduler.started.wait()
         _announce(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            # handlers only set the event; the main flow below does the work
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        notifier.ready(f"listening on {config.server.listen}")
+        while not stop.is_set():
+            await _first(stop, hup)
+            if hup.is_set() and not stop.is_set():
+                hup.clear()
+                notifier.reloading()
+                await _reload(app, config)
+                notifier.ready(f"listening on {config.server.listen}")
         log.info("stopping: no new requests, waiting for attempts in flight")
+        notifier.stopping()
     finally:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
         await runner.cleanup()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+async def _start_site(runner: web.AppRunner, config: Config) -> None:
+    listen = config.server.listen
+    site: web.BaseSite
+    if listen.unix_path is not None:
+        site = web.UnixSite(runner, listen.unix_path)
+    else:
+        site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+    await site.start()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _reload(app: web.Application, running: Config) -> None:
+    source = running.source
+    log.info("SIGHUP: reloading %s", source or "the embedded defaults")
+    try:
+        new = load_config(source)
+    except ConfigError as exc:
+        log.error("reload failed, keeping the running config:\n%s", exc)
+        return
+    try:
+        notes = await reload(app, new)
+    except Exception:
+        log.exception("reload failed, keeping the running config")
+        return
+    set_level(new.log.level)
+    for note in notes:
+        log.warning(note)
+    log.info("reloaded: %d static webhooks", len(new.webhooks))
 
 
 def _announce(config: Config) -> None:
