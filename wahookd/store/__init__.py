@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import sqlite3
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,62 +25,33 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from ..events import Event
 from ..models import Claimed, DueItem, Outcome, State, Webhook
+from . import sql
+from .types import (
+    IDEMPOTENCY_WINDOW_S,
+    IngestItem,
+    IngestResult,
+    SessionStats,
+    StorageError,
+    StorageUnavailable,
+    new_uid,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-IDEMPOTENCY_WINDOW_S = 24 * 3600
 
-
-class StorageUnavailable(Exception):
-    """The database cannot take writes right now (busy, I/O error, full disk)."""
-
-    retry_after_s = 5
-
-
-class StorageError(Exception):
-    """The database file cannot be opened or is of an unknown schema."""
-
-
-def new_uid(prefix: str) -> str:
-    """A unique id whose leading part grows with time, so its index appends."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:011x}{secrets.token_hex(6)}"
-
-
-@dataclass(frozen=True, slots=True)
-class IngestItem:
-    """One validated event and the webhooks it fans out to."""
-
-    event: Event
-    webhook_ids: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """What ingest did with one event."""
-
-    event_uid: str
-    duplicate: bool
-    deliveries: tuple[DueItem, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionStats:
-    """A session's all-time delivery statistics (SPEC §6)."""
-
-    successful: int
-    failed: int
-    success_ms_total: int
-    last_delivery_at: float | None
-    by_event: dict[str, int]
-
-
-# sql.py builds the values above (and raises StorageError), so it is imported
-# once they exist: importing it first would be a circular import.
-from . import sql  # noqa: E402
+__all__ = [
+    "IDEMPOTENCY_WINDOW_S",
+    "IngestItem",
+    "IngestResult",
+    "SessionStats",
+    "StorageError",
+    "StorageUnavailable",
+    "Store",
+    "new_uid",
+]
 
 
 @dataclass(slots=True)
@@ -147,7 +116,11 @@ class Store:
         return await self._writer._execute(fn, self._writer._conn)  # type: ignore[no-untyped-call, no-any-return]
 
     async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._reader._execute(fn, self._reader._conn)  # type: ignore[no-untyped-call, no-any-return]
+        try:
+            return await self._reader._execute(fn, self._reader._conn)  # type: ignore[no-untyped-call, no-any-return]
+        except sqlite3.Error as exc:
+            # a read that fails on I/O, a lock or a vanished file is a 503, not a bug
+            raise StorageUnavailable(str(exc)) from exc
 
     # ------------------------------------------------------------- group commit
 

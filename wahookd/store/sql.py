@@ -12,13 +12,17 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..models import CLEARABLE_STATES, Claimed, DueItem, Outcome, State, Webhook
-from . import IDEMPOTENCY_WINDOW_S, IngestResult, SessionStats, StorageError, new_uid
-
-if TYPE_CHECKING:
-    from . import IngestItem
+from .types import (
+    IDEMPOTENCY_WINDOW_S,
+    IngestItem,
+    IngestResult,
+    SessionStats,
+    StorageError,
+    new_uid,
+)
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
 MIGRATIONS: tuple[str, ...] = (
