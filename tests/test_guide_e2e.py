@@ -124,6 +124,7 @@ async def test_guide_curl_examples_work_as_written(
             tmp_path,
         )
         event = json.loads(guide_blocks("json")[0])  # message.received example
+        seen = len(receiver.requests)
         out = await run(
             [
                 "curl",
@@ -141,7 +142,7 @@ async def test_guide_curl_examples_work_as_written(
             tmp_path,
         )
         assert json.loads(out)["queued"] == 1
-        got = await receiver.wait_for(len(receiver.requests) + 1)
+        got = await receiver.wait_for(seen + 1)
         delivered = got[-1]
         assert json.loads(delivered.body) == event
         assert verify_webhook_signature(
