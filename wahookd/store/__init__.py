@@ -73,6 +73,7 @@ class Store:
         # only the writer thread takes ids from it, inside sql.ingest
         self._ids = sql.Ids(next_event=0, next_delivery=0)
         self._task: asyncio.Task[None] | None = None
+        self.commits = 0  # transactions committed by the writer (each one fsync)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -152,6 +153,7 @@ class Store:
                 if not op.future.done():
                     op.future.set_exception(StorageUnavailable(str(exc)))
             return
+        self.commits += 1
         for op, (ok, value) in zip(ops, results, strict=True):
             if op.future.done():
                 continue

@@ -1,0 +1,138 @@
+"""The delivery log on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from wahookd.events import validate_event
+from wahookd.models import AttemptResult, Outcome, State
+from wahookd.store import IDEMPOTENCY_WINDOW_S, IngestItem, StorageError, Store
+from wahookd.store.sql import SCHEMA_VERSION
+
+
+def event(session: str = "s1", event_id: str | None = None, n: int = 0):
+    body: dict[str, object] = {
+        "event": "session.disconnected",
+        "sessionId": session,
+        "reason": f"r{n}",
+    }
+    if event_id is not None:
+        body["id"] = event_id
+    return validate_event(body, now=1_700_000_000)
+
+
+async def open_store(tmp_path: Path, synchronous: str = "full") -> Store:
+    return await Store.open(tmp_path / "data" / "w.db", synchronous)  # type: ignore[arg-type]
+
+
+async def test_file_mode_wal_synchronous_and_schema_version(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, "normal")
+    await store.close()
+    path = tmp_path / "data" / "w.db"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "data" / "w.db")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StorageError, match="newer than this wahookd"):
+        await open_store(tmp_path)
+
+
+async def test_concurrent_ingests_share_one_commit(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    before = store.commits
+    results = await asyncio.gather(
+        *(store.ingest([IngestItem(event(n=i), (hook.id,))], 1.0) for i in range(64))
+    )
+    commits = store.commits - before
+    await store.close()
+    assert commits < 4, commits  # one fsync for many requests, not one each
+    ids = [r[0].deliveries[0].id for r in results]
+    assert len(set(ids)) == 64
+    assert (await _count(tmp_path, "deliveries")) == 64
+
+
+async def _count(tmp_path: Path, table: str) -> int:
+    conn = sqlite3.connect(tmp_path / "data" / "w.db")
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_idempotent_ingest_within_24_hours_only(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    t0 = 1_700_000_000.0
+    item = IngestItem(event(event_id="e1"), (hook.id,))
+    (first,) = await store.ingest([item], t0)
+    (dup,) = await store.ingest([item], t0 + IDEMPOTENCY_WINDOW_S - 1)
+    other = IngestItem(event(session="s2", event_id="e1"), (hook.id,))
+    (other_session,) = await store.ingest([other], t0 + 1)
+    (later,) = await store.ingest([item], t0 + IDEMPOTENCY_WINDOW_S + 1)
+    both = await store.ingest([item, item], t0 + 3 * IDEMPOTENCY_WINDOW_S)  # twice in one batch
+    await store.close()
+    assert (first.duplicate, len(first.deliveries)) == (False, 1)
+    assert (dup.duplicate, dup.deliveries, dup.event_uid) == (True, (), "e1")
+    assert not other_session.duplicate
+    assert not later.duplicate
+    assert [r.duplicate for r in both] == [False, True]
+
+
+async def test_claim_record_recover(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    results = await store.ingest([IngestItem(event(n=i), (hook.id,)) for i in range(3)], 10.0)
+    ids = [r.deliveries[0].id for r in results]
+    claimed = await store.claim(ids, 11.0)
+    assert [c.attempt for c in claimed] == [1, 1, 1]
+    assert await store.claim(ids, 11.5) == []  # already in flight
+    ok = AttemptResult(200, None, 12, "OK", None, "2xx")
+    fail = AttemptResult(500, "HTTP 500", 7, "", None, "5xx")
+    await store.record(
+        [
+            Outcome(claimed[0], 11.0, ok, "delivered", None),
+            Outcome(claimed[1], 11.0, fail, "retry", 41.0),
+        ],
+        12.0,
+    )
+    counts = await store.queue_counts(None)
+    assert counts == {"pending": 0, "processing": 1, "failed": 0, "retrying": 1}
+    # a crash leaves claimed[2] processing: recovery puts it back, same attempt number
+    assert await store.recover(20.0) == 1
+    (again,) = await store.claim([ids[2]], 21.0)
+    assert again.attempt == 1 and again.uid == claimed[2].uid
+    stats = await store.session_stats("s1")
+    await store.close()
+    assert stats is not None
+    assert (stats.successful, stats.failed, stats.success_ms_total) == (1, 0, 12)
+    assert stats.last_delivery_at == 12.0
+
+
+async def test_parking_follows_the_webhook(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    (res,) = await store.ingest([IngestItem(event(), (hook.id,))], 10.0)
+    await store.set_webhook_active(hook.id, False, 11.0)
+    assert await store.load_due(None, 10, ()) == []  # parked: the scheduler cannot see it
+    assert (await store.queue_counts({"s1"}))[State.PENDING] == 1
+    assert await store.claim([res.deliveries[0].id], 12.0) == []
+    await store.set_webhook_active(hook.id, True, 13.0)
+    (due,) = await store.load_due(None, 10, ())
+    await store.close()
+    assert (due.id, due.due_at) == (res.deliveries[0].id, 13.0)
