@@ -76,7 +76,7 @@ async def main(events: int, gap_ms: float) -> None:
                         acked = time.perf_counter()
                     try:
                         async with asyncio.timeout(2.0), arrived:
-                            await arrived.wait_for(lambda r=reason: r in arrivals)  # type: ignore[misc]
+                            await arrived.wait_for(lambda r=reason: r in arrivals)
                     except TimeoutError:
                         continue
                     if reason in arrivals:
