@@ -23,5 +23,8 @@ lint: $(STAMP)
 test: lint  ## lint, type-check, then the whole suite
 	$(BIN)/python -m pytest
 
+pyz: $(STAMP)  ## build dist/wahookd.pyz (shiv zipapp, pinned dependencies)
+	packaging/build-pyz.sh $(BIN)/python
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -29,9 +29,15 @@ class DaemonProcess:
     """`wahookd serve -c CONFIG` in a subprocess, stopped by its PID."""
 
     def __init__(
-        self, config_path: Path, port: int, cwd: Path, env: dict[str, str] | None = None
+        self,
+        config_path: Path,
+        port: int,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        program: list[str] | None = None,
     ) -> None:
         self.extra_env = env or {}
+        self.program = program or cli()  # the argv before `serve -c CONFIG`
         self.config_path = config_path
         self.port = port
         self.cwd = cwd
@@ -49,7 +55,10 @@ class DaemonProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("WAHOOKD_CONFIG", None)
         self.proc = await asyncio.create_subprocess_exec(
-            *cli("serve", "-c", str(self.config_path)),
+            *self.program,
+            "serve",
+            "-c",
+            str(self.config_path),
             cwd=self.cwd,
             env=env,
             stdout=log,

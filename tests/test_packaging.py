@@ -1,0 +1,159 @@
+"""The shipped artefacts: the shiv zipapp and the systemd unit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from daemon_proc import DaemonProcess, free_port
+from packaging.requirements import Requirement
+
+from wahookd import __version__
+from wahookd.config import default_config
+from wahookd.units import parse_duration
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "wahookd.service"
+
+
+def isolated_python() -> list[str]:
+    """The base interpreter without the venv, site-packages or PYTHON* variables."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    return [base, "-I", "-S"]
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "wahookd.pyz"
+    done = subprocess.run(
+        ["sh", str(ROOT / "packaging" / "build-pyz.sh"), sys.executable, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_pyz_runs_without_the_venv(pyz: Path, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "SHIV_ROOT": str(tmp_path / "shiv")}
+    done = subprocess.run(
+        [*isolated_python(), str(pyz), "--version"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"wahookd {__version__}"
+    # the code that ran is the zipapp's copy, not the checkout's
+    assert any((tmp_path / "shiv").glob("wahookd.pyz_*/site-packages/wahookd/cli.py"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_pyz_serves_from_outside_the_repo(pyz: Path, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "wahookd.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\n[storage]\npath = "{tmp_path / "state/w.db"}"\n'
+    )
+    daemon = DaemonProcess(
+        config,
+        port,
+        tmp_path,
+        env={"SHIV_ROOT": str(tmp_path / "shiv")},
+        program=[*isolated_python(), str(pyz)],
+    )
+    try:
+        await daemon.start(timeout_s=60)
+        await daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    finally:
+        await daemon.stop()
+    assert "listening on" in daemon.log()
+    assert (tmp_path / "state" / "w.db").exists()
+
+
+def unit() -> dict[str, dict[str, str]]:
+    """The unit file's sections; a key given twice (SystemCallFilter=) joins its values."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        current[key] = f"{current[key]} {value}".strip() if key in current else value
+    return sections
+
+
+def test_unit_has_the_hardening_the_issue_lists() -> None:
+    service = unit()["Service"]
+    assert service["Type"] == "notify"
+    assert parse_duration(service["WatchdogSec"]) > 0
+    assert service["ExecStart"].split()[1].endswith("wahookd.pyz")
+    assert "-HUP $MAINPID" in service["ExecReload"]
+    assert service["DynamicUser"] == "yes"
+    assert service["StateDirectory"] == "wahookd"
+    assert service["ConfigurationDirectory"] == "wahookd"
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices"):
+        assert service[key] == "yes", key
+    assert service["ProtectSystem"] == "strict"
+    assert service["LockPersonality"] == "yes"
+    assert service["CapabilityBoundingSet"] == ""
+    assert "@system-service" in service["SystemCallFilter"]
+    assert set(service["RestrictAddressFamilies"].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    # shiv must unpack somewhere writable under ProtectSystem=strict
+    assert "SHIV_ROOT=/var/cache/wahookd" in service["Environment"]
+
+
+def test_unit_stop_timeout_outlasts_the_drain() -> None:
+    service = unit()["Service"]
+    grace = default_config().server.shutdown_grace_s
+    assert parse_duration(service["TimeoutStopSec"]) > grace + 5
+
+
+def test_unit_paths_match_the_example_config() -> None:
+    service = unit()["Service"]
+    example = (ROOT / "wahookd.toml.example").read_text()
+    assert "-c /etc/wahookd/wahookd.toml" in service["ExecStart"]
+    assert 'path = "/var/lib/wahookd/wahookd.db"' in example
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_the_unit() -> None:
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wahookd.service" not in done.stderr, done.stderr
+
+
+def test_pyz_pins_stay_within_pyproject_ranges() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ranges = {Requirement(r).name.lower(): Requirement(r) for r in project["dependencies"]}
+    pins = {}
+    for line in (ROOT / "packaging" / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    for name, req in ranges.items():
+        assert name in pins, f"{name} is not pinned in packaging/requirements.txt"
+        assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {req.specifier}"
