@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ from .auth import Verifier, load_keys
 from .clock import Clock, SystemClock
 from .config import Config
 from .registry import Registry
+from .retention import Pruner
 from .scheduler import Scheduler
 from .sender import Sender
 from .store import Store
@@ -23,6 +25,7 @@ log = logging.getLogger("wahookd")
 
 CONFIG = web.AppKey("wahookd_config", Config)
 CLOCK = web.AppKey("wahookd_clock", Clock)
+PRUNER = web.AppKey("wahookd_pruner", Pruner)
 
 
 def build_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -68,7 +71,9 @@ async def reload(app: web.Application, new: Config) -> list[str]:
     for webhook_id in before | set(after):
         # re-read each static lane: a reload may re-activate one or drop its queue
         st.scheduler.webhook_changed(after.get(webhook_id), webhook_id)
-    st.config = replace(new, server=old.server, storage=old.storage)
+    app[PRUNER].keep_finished_s = new.storage.keep_finished_s
+    storage = replace(old.storage, keep_finished_s=new.storage.keep_finished_s)
+    st.config = replace(new, server=old.server, storage=storage)
     return restart
 
 
@@ -95,9 +100,15 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
             clock=clock,
         )
         runner = asyncio.create_task(scheduler.run(), name="wahookd-scheduler")
+        pruner = Pruner(store, clock, config.storage.keep_finished_s)
+        app[PRUNER] = pruner
+        pruning = asyncio.create_task(pruner.run(), name="wahookd-pruner")
         try:
             yield
         finally:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
             cancelled = await scheduler.drain(config.server.shutdown_grace_s)
             await runner
             if cancelled:

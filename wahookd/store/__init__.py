@@ -234,6 +234,18 @@ class Store:
         """
         await self.write(lambda c: sql.sync_static_webhooks(c, statics, now))
 
+    # ---------------------------------------------------------------- retention
+
+    async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:
+        """Delete up to `limit` deliveries finished before `before`; (count, their event ids)."""
+        return await self.write(lambda c: sql.prune_finished(c, before, limit))
+
+    async def prune_events(
+        self, before: float, event_ids: Sequence[int], after_id: int, limit: int
+    ) -> tuple[int, int]:
+        """Delete unreferenced events received before `before`; (count, last id swept)."""
+        return await self.write(lambda c: sql.prune_events(c, before, event_ids, after_id, limit))
+
     # ------------------------------------------------------------ queue & stats
 
     async def queue_counts(self, sessions: Collection[str] | None) -> dict[str, int]:

@@ -104,6 +104,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, event_type)
     ) WITHOUT ROWID;
     """,
+    # 2: retention prunes finished deliveries oldest first
+    """
+    CREATE INDEX deliveries_finished ON deliveries(finished_at) WHERE finished_at IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -464,6 +468,11 @@ def delete_session_webhook(conn: sqlite3.Connection, session_id: str) -> Webhook
     hook = _webhook(row)
     conn.execute("DELETE FROM webhooks WHERE id = ?", (hook.id,))
     conn.execute(
+        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
+        f" WHERE webhook_id = ? AND state IN {_CLEARABLE})",
+        (hook.id,),
+    )
+    conn.execute(
         f"DELETE FROM deliveries WHERE webhook_id = ? AND state IN {_CLEARABLE}",
         (hook.id,),
     )
@@ -532,6 +541,66 @@ def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: 
         )
 
 
+# ------------------------------------------------------------------- retention
+_FINISHED = f"('{State.DELIVERED}', '{State.FAILED}')"
+
+
+def prune_finished(conn: sqlite3.Connection, before: float, limit: int) -> tuple[int, list[int]]:
+    """Delete up to `limit` deliveries finished before `before`, with their attempts.
+
+    Returns how many went and the ids of their events, which `prune_events` may
+    delete once no delivery needs them. Stats live in session_stats: untouched.
+    """
+    rows = conn.execute(
+        "SELECT id, event_id FROM deliveries WHERE finished_at < ?"
+        f" AND state IN {_FINISHED} ORDER BY finished_at LIMIT ?",
+        (before, limit),
+    ).fetchall()
+    if not rows:
+        return 0, []
+    ids = [(r[0],) for r in rows]
+    conn.executemany("DELETE FROM attempts WHERE delivery_id = ?", ids)
+    conn.executemany("DELETE FROM deliveries WHERE id = ?", ids)
+    return len(rows), sorted({r[1] for r in rows})
+
+
+def prune_events(
+    conn: sqlite3.Connection,
+    before: float,
+    event_ids: Iterable[int] = (),
+    after_id: int = 0,
+    limit: int = 0,
+) -> tuple[int, int]:
+    """Delete events received before `before` that no delivery refers to any more.
+
+    Checks `event_ids` (the events of just-pruned deliveries), then sweeps up to
+    `limit` events by id after `after_id`, which catches events that never had a
+    delivery or whose deliveries a queue clear removed. Returns (deleted, last id
+    swept); the caller passes the last id back to resume the sweep.
+    """
+    candidates = list(event_ids)
+    last = after_id
+    if limit:
+        swept = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM events WHERE id > ? AND created_at < ? ORDER BY id LIMIT ?",
+                (after_id, before, limit),
+            )
+        ]
+        candidates += swept
+        last = swept[-1] if swept else after_id
+    deleted = 0
+    for event_id in candidates:
+        cur = conn.execute(
+            "DELETE FROM events WHERE id = ? AND created_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?)",
+            (event_id, before, event_id),
+        )
+        deleted += cur.rowcount
+    return deleted, last
+
+
 # --------------------------------------------------------------- queue & stats
 def queue_counts(conn: sqlite3.Connection, sessions: Collection[str] | None) -> dict[str, int]:
     """Queued deliveries by state, over every session or the given ones."""
@@ -554,6 +623,11 @@ def clear_queue(
     """Delete a session's queued deliveries in the given states (never those in flight)."""
     removed = {state.value: 0 for state in CLEARABLE_STATES}
     for state in states:
+        conn.execute(
+            "DELETE FROM attempts WHERE delivery_id IN"
+            " (SELECT id FROM deliveries WHERE state = ? AND session_id = ?)",
+            (state.value, session_id),
+        )
         cur = conn.execute(
             "DELETE FROM deliveries WHERE state = ? AND session_id = ?",
             (state.value, session_id),
