@@ -111,6 +111,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# after a secret changes, deliveries are signed with the previous one too for this long
+SECRET_OVERLAP_S = 24 * 3600.0
+
 
 _QUEUED = f"('{State.PENDING}', '{State.RETRYING}')"
 _CLEARABLE = "(" + ", ".join(f"'{s}'" for s in CLEARABLE_STATES) + ")"
@@ -448,10 +451,17 @@ def put_session_webhook(
     else:
         old = _webhook(row)
         webhook_id, was_active = old.id, old.is_active
+        previous, until = old.previous_secret, old.previous_secret_until
+        if secret is None:
+            previous = until = None  # unsigned from now on: nothing to overlap with
+        elif old.secret is not None and secret != old.secret:
+            # rotation: receivers still holding the old secret verify for 24 h more
+            previous, until = old.secret, now + SECRET_OVERLAP_S
         conn.execute(
             "UPDATE webhooks SET url = ?, events = ?, secret = ?, headers = ?,"
-            " is_active = ?, updated_at = ? WHERE id = ?",
-            (*enc, now, webhook_id),
+            " is_active = ?, previous_secret = ?, previous_secret_until = ?,"
+            " updated_at = ? WHERE id = ?",
+            (*enc, previous, until, now, webhook_id),
         )
     set_parked(conn, webhook_id, parked=not is_active, now=now)
     new = conn.execute(_WEBHOOK_SELECT + " WHERE id = ?", (webhook_id,)).fetchone()
@@ -502,8 +512,25 @@ def sync_static_webhooks(
             " VALUES ('static', ?, ?, ?, ?, ?, ?, 1, ?, ?)"
             " ON CONFLICT (static_key) DO UPDATE SET url = excluded.url,"
             " events = excluded.events, secret = excluded.secret,"
+            # a changed secret keeps the old one valid for the overlap, as for the API
+            " previous_secret = CASE WHEN excluded.secret IS NULL THEN NULL"
+            "  WHEN webhooks.secret IS NOT excluded.secret AND webhooks.secret IS NOT NULL"
+            "  THEN webhooks.secret ELSE webhooks.previous_secret END,"
+            " previous_secret_until = CASE WHEN excluded.secret IS NULL THEN NULL"
+            "  WHEN webhooks.secret IS NOT excluded.secret AND webhooks.secret IS NOT NULL"
+            "  THEN ? ELSE webhooks.previous_secret_until END,"
             " headers = excluded.headers, is_active = 1, updated_at = excluded.updated_at",
-            (session, key, url, json.dumps(list(events)), secret, _enc_headers(headers), now, now),
+            (
+                session,
+                key,
+                url,
+                json.dumps(list(events)),
+                secret,
+                _enc_headers(headers),
+                now,
+                now,
+                now + SECRET_OVERLAP_S,
+            ),
         )
         (webhook_id,) = conn.execute(
             "SELECT id FROM webhooks WHERE static_key = ?", (key,)
