@@ -25,6 +25,7 @@ log = logging.getLogger("wahookd")
 
 CONFIG = web.AppKey("wahookd_config", Config)
 CLOCK = web.AppKey("wahookd_clock", Clock)
+MAX_HEADER_BYTES = 16 * 1024
 PRUNER = web.AppKey("wahookd_pruner", Pruner)
 
 
@@ -33,6 +34,9 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
         client_max_size=config.server.max_body,
+        # room for a header just over the token limit, so it gets our JSON 401; beyond
+        # this aiohttp's parser refuses the request itself (400, plain text)
+        handler_args={"max_field_size": MAX_HEADER_BYTES},
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
