@@ -137,13 +137,6 @@ async def test_retry_flood_does_not_starve_first_attempts(
     assert retried_after_b < flood // 2, retried_after_b
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="scheduler bug: lanes are served by the age of their oldest due delivery, so "
-    "concurrency/per_webhook_concurrency backlogged webhooks hold every slot and a new "
-    "event for a healthy webhook waits until their due backlogs are nearly drained",
-)
 async def test_outage_of_a_shared_receiver_does_not_starve_first_attempts(
     tmp_path: Path, ca: trustme.CA, receivers: tuple[Receiver, Receiver]
 ) -> None:

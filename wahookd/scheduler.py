@@ -177,7 +177,12 @@ class Scheduler:
         try:
             if self._unrecorded:
                 outcomes, self._unrecorded = self._unrecorded, []
-                await self._record(outcomes)
+                try:
+                    await self._record(outcomes)
+                except StorageUnavailable:
+                    # still unwritten: keep them (ahead of any failed since) for the next round
+                    self._unrecorded[:0] = outcomes
+                    raise
             loaded = await self._refill()
             started = await self._claim_due()
         except StorageUnavailable as exc:
@@ -328,15 +333,18 @@ class Scheduler:
     def _pick(self) -> list[DueItem]:
         free = min(self.config.concurrency - len(self._inflight), self.claim_batch)
         per_lane = self.config.per_webhook_concurrency
-        heads: list[tuple[int, int]] = []
+        # Fewest attempts in flight first, then the oldest due delivery: a freed slot
+        # goes to a webhook that has none running before another backlogged one, so
+        # many webhooks with due retries cannot hold every slot against a healthy one.
+        heads: list[tuple[int, int, int]] = []
         for lane in self._lanes.values():
             self._clean_head(lane)
             if lane.ready and lane.inflight < per_lane:
-                heads.append((lane.ready[0], lane.webhook_id))
+                heads.append((lane.inflight, lane.ready[0], lane.webhook_id))
         heapq.heapify(heads)
         picked: list[DueItem] = []
         while heads and len(picked) < free:
-            _, webhook_id = heapq.heappop(heads)
+            _, _, webhook_id = heapq.heappop(heads)
             lane = self._lanes[webhook_id]
             item = self._forget(heapq.heappop(lane.ready))
             assert item is not None
@@ -345,7 +353,7 @@ class Scheduler:
             picked.append(item)
             self._clean_head(lane)
             if lane.ready and lane.inflight < per_lane:
-                heapq.heappush(heads, (lane.ready[0], webhook_id))
+                heapq.heappush(heads, (lane.inflight, lane.ready[0], webhook_id))
         return picked
 
     def _clean_head(self, lane: Lane) -> None:
