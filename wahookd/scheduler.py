@@ -452,6 +452,7 @@ class Scheduler:
     async def _record(self, outcomes: list[Outcome]) -> None:
         await self.store.record(outcomes, self.clock.time())
         for outcome in outcomes:
+            _log_attempt(outcome)
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
             c = outcome.claimed
@@ -463,3 +464,27 @@ class Scheduler:
                     self.registry.put(replace(hook, is_active=False))
                     self.webhook_changed(None, c.webhook_id)
         self._wake.set()
+
+def _log_attempt(outcome: Outcome) -> None:
+    """One info line per finished attempt; never the URL, headers or bodies (secrets)."""
+    c, r = outcome.claimed, outcome.result
+    log.info(
+        "attempt %s #%d %s %s: %s in %dms, %s",
+        c.uid,
+        c.attempt,
+        c.session_id,
+        c.event_type,
+        r.status_code if r.status_code is not None else r.error_class,
+        r.duration_ms,
+        outcome.kind,
+        extra={
+            "delivery": c.uid,
+            "session": c.session_id,
+            "event": c.event_type,
+            "attempt": c.attempt,
+            "status": r.status_code,
+            "ms": r.duration_ms,
+            "outcome": outcome.kind,
+            "error": r.error,
+        },
+    )
