@@ -279,11 +279,10 @@ async def test_no_acknowledged_event_is_lost_under_kill_9(
         expected = hmac.new(HOOK_SECRET.encode(), r.body, hashlib.sha256).hexdigest()
         assert r.headers["X-Webhook-Signature"] == f"sha256={expected}"
     duplicates = len(receiver.requests) - len(by_delivery)
-    # The honest bound: a delivery the database had `processing` at a kill is attempted
-    # again after the restart, so each kill adds at most one copy of each of those. That
-    # is not kills x concurrency: a finished attempt frees its slot before its outcome is
-    # committed, so a kill can find more than `concurrency` deliveries `processing`,
-    # some of them already answered 2xx.
+    # A delivery the database had `processing` at a kill is attempted again after the
+    # restart, so each kill adds at most one copy of each of those. An attempt keeps its
+    # slot until its outcome is committed, so a kill never finds more than `concurrency`
+    # of them: duplicates <= kills x concurrency.
     in_flight_at_kills = Counter(uid for crash in crashes for uid in crash.processing)
     copies = Counter(r.headers["X-Webhook-Id"] for r in receiver.requests)
     unexplained = {uid: n for uid, n in copies.items() if n - 1 > in_flight_at_kills[uid]}
@@ -316,6 +315,10 @@ async def test_no_acknowledged_event_is_lost_under_kill_9(
     # a redelivery comes only from an attempt in flight at a kill
     assert not unexplained, f"copies beyond the attempts in flight at the kills: {unexplained}"
     assert duplicates <= bound
+    assert all(len(crash.processing) <= CONCURRENCY for crash in crashes), [
+        len(crash.processing) for crash in crashes
+    ]
+    assert duplicates <= KILLS * CONCURRENCY
     # each delivery was recorded delivered exactly once, whatever the receiver saw twice
     assert stats["successful"] == len(by_delivery) and stats["failed"] == 0
     assert "Traceback" not in daemon.log()

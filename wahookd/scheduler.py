@@ -91,7 +91,7 @@ class Scheduler:
         self._exhausted = False  # the last global refill found every row
         self._refilling = False
         self._deferred: list[DueItem] = []  # pushes that arrived during a refill
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._wake = asyncio.Event()
         self._claiming = True
         self._stopped = asyncio.Event()
@@ -165,7 +165,9 @@ class Scheduler:
         try:
             while self._claiming:
                 progressed = await self.step()
-                if progressed or not self._claiming:
+                # a failed round already slept its backoff: try again, as nothing
+                # else may ever wake the loop (an outcome left to record, say)
+                if progressed or self._backoff_s or not self._claiming:
                     continue
                 await self._sleep(self._next_wake())
         finally:
@@ -411,15 +413,19 @@ class Scheduler:
             outcome = self.decide(claimed, result, started_at, self.clock.time())
             if webhook is None:
                 outcome = replace(outcome, kind="failed", next_attempt_at=None)
+            finish = asyncio.ensure_future(self._finish(outcome))
+            self._tasks.add(finish)
+            finish.add_done_callback(self._tasks.discard)
+            # a cancellation (shutdown) must not lose an outcome that already exists
+            recorded = await asyncio.shield(finish)
         finally:
-            # cancelled mid-attempt (shutdown): the row stays `processing` and is
-            # returned to the queue by Store.recover()
+            # The slot frees only once the outcome is committed, so the deliveries
+            # `processing` at a crash never number more than `concurrency`: a crash
+            # repeats at most that many attempts. Cancelled mid-attempt (shutdown),
+            # the row stays `processing` and Store.recover() queues it again.
             self._release(claimed.id, claimed.webhook_id)
-        finish = asyncio.ensure_future(self._finish(outcome))
-        self._tasks.add(finish)
-        finish.add_done_callback(self._tasks.discard)
-        # a cancellation (shutdown) must not lose an outcome that already exists
-        await asyncio.shield(finish)
+        if recorded:
+            self._requeue(outcome)
 
     def decide(
         self, claimed: Claimed, result: AttemptResult, started_at: float, now: float
@@ -443,27 +449,41 @@ class Scheduler:
             kind = "retry" if next_at is not None else "failed"
         return Outcome(claimed, started_at, result, kind, next_at)
 
-    async def _finish(self, outcome: Outcome) -> None:
+    async def _finish(self, outcome: Outcome) -> bool:
+        """Record one outcome; False when storage refused it and the loop will retry."""
         try:
-            await self._record([outcome])
+            await self._record([outcome], requeue=False)
         except StorageUnavailable:
             self._unrecorded.append(outcome)  # the loop writes it once storage is back
+            self._wake.set()
+            return False
+        return True
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
+    async def _record(self, outcomes: list[Outcome], *, requeue: bool = True) -> None:
+        """Commit outcomes; with requeue, put retries back into the window at once.
+
+        An attempt's own outcome is requeued by `_attempt` after its slot is released.
+        """
         await self.store.record(outcomes, self.clock.time())
         for outcome in outcomes:
             _log_attempt(outcome)
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
-            c = outcome.claimed
-            if outcome.kind == "retry" and outcome.next_attempt_at is not None:
-                self._add(DueItem(outcome.next_attempt_at, c.id, c.webhook_id), from_refill=False)
-            elif outcome.kind == "gone":
-                hook = self.registry.get(c.webhook_id)
-                if hook is not None:
-                    self.registry.put(replace(hook, is_active=False))
-                    self.webhook_changed(None, c.webhook_id)
+            if requeue:
+                self._requeue(outcome)
         self._wake.set()
+
+    def _requeue(self, outcome: Outcome) -> None:
+        c = outcome.claimed
+        if outcome.kind == "retry" and outcome.next_attempt_at is not None:
+            self._add(DueItem(outcome.next_attempt_at, c.id, c.webhook_id), from_refill=False)
+        elif outcome.kind == "gone":
+            hook = self.registry.get(c.webhook_id)
+            if hook is not None:
+                self.registry.put(replace(hook, is_active=False))
+                self.webhook_changed(None, c.webhook_id)
+        self._wake.set()
+
 
 def _log_attempt(outcome: Outcome) -> None:
     """One info line per finished attempt; never the URL, headers or bodies (secrets)."""
