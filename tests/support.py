@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from wahookd.app import build_app
 from wahookd.auth import load_keys, mint_token
 from wahookd.clock import Clock
 from wahookd.config import Config, parse_config_text
+from wahookd.models import Outcome
 
 
 @dataclass
@@ -177,3 +179,52 @@ async def running_daemon(config: Config, clock: Clock | None = None) -> AsyncIte
     app = build_app(config, clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Daemon(client, app[STATE], config)
+
+
+def capture_outcomes(daemon: Daemon) -> list[Outcome]:
+    """Collect every recorded attempt outcome (its result carries the error class)."""
+    seen: list[Outcome] = []
+    previous = daemon.state.scheduler.on_outcome
+
+    def hook(outcome: Outcome) -> None:
+        seen.append(outcome)
+        if previous is not None:
+            previous(outcome)
+
+    daemon.state.scheduler.on_outcome = hook
+    return seen
+
+
+async def attempt_log(daemon: Daemon, session: str | None = None) -> list[dict[str, Any]]:
+    """The `attempts` table of the daemon's database (one session's), oldest first, as dicts."""
+
+    def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        cur = conn.execute(
+            "SELECT d.session_id, a.delivery_id, a.attempt, a.duration_ms, a.status_code,"
+            " a.outcome, a.error, a.response_body"
+            " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id ORDER BY a.id"
+        )
+        names = [col[0] for col in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return [r for r in rows if session is None or r["session_id"] == session]
+
+    return await daemon.state.store._in_reader(read)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll a cheap condition every 20 ms; fail the test when it does not hold in time."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def assert_readable_error(error: str | None) -> str:
+    """An attempt error an operator can read: one short line, no Python internals."""
+    assert error, error
+    assert "\n" not in error and len(error) <= 300, f"{len(error)} chars: {error[:400]!r}"
+    # no traceback, object repr ("<ssl.SSLContext object at 0x...>"), exception-args tuple
+    # ("(1, '[SSL: ..."), bytes repr ("b'\x16\x03..."), or CPython source location ("_ssl.c:1006")
+    for internal in ("Traceback", "object at 0x", "(1, '", '(1, "', "b'\\x", 'b"\\x', "_ssl.c:"):
+        assert internal not in error, f"{internal!r} in {error!r}"
+    return error
