@@ -135,12 +135,15 @@ def validate_event(obj: object, *, prefix: str = "", now: float | None = None) -
             )
         event_id = sent_id
 
-    _check_json(obj, prefix)
+    check_json(obj, prefix)
 
     if "timestamp" not in obj:
         # Copy so the caller's object is untouched; the new key lands last, after the sent ones.
         obj = {**obj, "timestamp": format_timestamp(time.time() if now is None else now)}
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # an int past sys.get_int_max_str_digits(): no JSON text
+        raise EventError(f"{_whole(prefix)}: cannot be written as JSON: {exc}") from None
     return Event(
         event_id=event_id,
         session_id=session_id,
@@ -181,8 +184,11 @@ def _check_required(obj: dict[object, object], name: str, event_type: str, prefi
         raise EventError(f"{prefix}{name}: at most {limit} characters, got {len(value)}")
 
 
-def _check_json(root: dict[object, object], prefix: str) -> None:
-    """Raise EventError unless root encodes as strict JSON in valid UTF-8."""
+def check_json(root: dict[object, object], prefix: str = "") -> None:
+    """Raise EventError unless root is strict JSON in valid UTF-8, at most MAX_DEPTH deep.
+
+    No NaN or infinity and no lone surrogate; the message names the offending field.
+    """
     # Iterative, so a deep structure meets MAX_DEPTH instead of Python's recursion limit.
     stack: list[tuple[object, str, int]] = [(root, _whole(prefix), 0)]
     while stack:

@@ -37,7 +37,10 @@ _SIZE_RE: Final = re.compile(_NUMBER + r"(?P<unit>B|KB|MB|GB|KiB|MiB|GiB)?")
 
 
 def _invalid(kind: str, value: object, help_text: str, why: str = "") -> ValueError:
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits() has no decimal repr
+        shown = "<a huge integer>"
     if len(shown) > 60:  # keep messages readable when someone pastes a whole file into a key
         shown = shown[:57] + "..."
     reason = f" ({why})" if why else ""

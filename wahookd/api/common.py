@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +15,7 @@ from aiohttp import web
 from ..auth import AuthError, Principal, Role, Verifier
 from ..clock import Clock
 from ..config import Config
-from ..events import is_session_id
+from ..events import EventError, check_json, is_session_id
 from ..registry import Registry
 from ..scheduler import Scheduler
 from ..sender import Sender
@@ -110,31 +112,67 @@ def check_session(request: web.Request, session_id: object, field: str) -> str:
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 4xx ApiError."""
+    """The request body as a JSON object of strict JSON values, or a 4xx ApiError."""
     if request.content_type != "application/json":
         raise ApiError(415, "Content-Type must be application/json")
     raw = await request.read()
-    if _too_deep(raw):
-        raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        data = json.loads(raw)
+        # JSON between systems is UTF-8 (RFC 8259 §8.1); a BOM is tolerated
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"body: invalid JSON: not UTF-8: {exc}") from None
+    if too_deep(text):
+        raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    unusual = False
+
+    def constant(name: str) -> float:  # NaN, Infinity, -Infinity: not JSON
+        nonlocal unusual
+        unusual = True
+        return float(name)
+
+    def number(digits: str) -> float:  # 1e400 overflows to infinity
+        nonlocal unusual
+        value = float(digits)
+        unusual = unusual or math.isinf(value)
+        return value
+
+    try:
+        data = json.loads(text, parse_constant=constant, parse_float=number)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"body: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body: must be a JSON object")
+    if unusual or _SURROGATE_ESCAPE.search(text):
+        # rare, so only then the walk that names the field; handlers may then assume
+        # every string encodes as UTF-8 and every number is finite
+        try:
+            check_json(data)
+        except EventError as exc:
+            raise ApiError(400, str(exc)) from None
     return data
 
 
-def _too_deep(raw: bytes) -> bool:
-    # a cheap bracket count (strings may hold brackets: then we only overestimate,
-    # and a legitimate body is never that deep)
+# \ud800-\udfff: half of a surrogate pair, maybe alone (which UTF-8 cannot encode)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A JSON string, escapes included. An unterminated one runs to the end of the text, so
+# every match succeeds without backtracking: linear time whatever the body.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def too_deep(text: str) -> bool:
+    """True when the JSON text nests arrays and objects deeper than MAX_JSON_DEPTH.
+
+    Checked before parsing, so a hostile body cannot reach the parser's recursion limit.
+    Brackets inside strings do not count.
+    """
     depth = 0
-    for byte in raw:
-        if byte in b"[{":
+    for char in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        if char in "[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 return True
-        elif byte in b"]}":
+        else:
             depth -= 1
     return False
 

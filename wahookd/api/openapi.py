@@ -76,9 +76,12 @@ def _object(properties: dict[str, Schema], *optional: str, **extra: Any) -> Sche
 
 # ------------------------------------------------------------------ patterns
 
-# A URL the handler may accept: https, a host, no credentials (the handler also checks
-# the port and, with [delivery] require_https = false, accepts http too).
-URL_PATTERN: Final = r"^[Hh][Tt][Tt][Pp][Ss]://[^/?#@]+(?:[/?#]|$)"
+# A URL the handler may accept: https, a host, no credentials, no whitespace or control
+# characters (the handler also checks the host and the port, refuses other invisible
+# characters, and with [delivery] require_https = false accepts http too). No `format: uri`:
+# the handler takes IRIs too (a Unicode host name is sent IDNA-encoded).
+_CONTROLS: Final = r"\x00-\x20\x7f-\x9f"
+URL_PATTERN: Final = rf"^[Hh][Tt][Tt][Pp][Ss]://[^/?#@{_CONTROLS}]+(?:[/?#][^{_CONTROLS}]*)?$"
 HEADER_NAME_PATTERN: Final = f"^{_TOKEN_RE.pattern}$"
 HEADER_VALUE_PATTERN: Final = f"^{_VALUE_RE.pattern}$"
 RESERVED_HEADER_PATTERN: Final = (
@@ -141,13 +144,14 @@ def _schemas() -> dict[str, Schema]:
         },
         "WebhookUrl": {
             "type": "string",
-            "format": "uri",
             "minLength": 1,
             "maxLength": MAX_URL_CHARS,
             "pattern": URL_PATTERN,
             "description": (
                 "Absolute https URL (http too when `[delivery] require_https = false`), "
-                "without credentials; a literal IP host must pass the network policy."
+                "without credentials, whitespace or control characters. Its host must be a "
+                "valid host name (Unicode ones are sent IDNA-encoded) or an IP literal that "
+                "passes the network policy: a URL matching this schema may still be a 400."
             ),
         },
         "WebhookEvents": {
@@ -192,6 +196,13 @@ def _schemas() -> dict[str, Schema]:
             "secret",
             "isActive",
             "headers",
+            examples=[
+                {
+                    "url": "https://your-server.com/webhook",
+                    "events": ["message.received", "message.sent", "session.connected"],
+                    "secret": "your_webhook_secret_key",
+                }
+            ],
         ),
         "WebhookConfig": _object(
             {
@@ -249,6 +260,16 @@ def _schemas() -> dict[str, Schema]:
             },
             "payload",
             "secret",
+            examples=[
+                {
+                    "url": "https://your-server.com/webhook",
+                    "payload": {
+                        "event": "test",
+                        "timestamp": "2024-01-01T00:00:00.000Z",
+                        "message": "This is a test webhook",
+                    },
+                }
+            ],
         ),
         "TestWebhookResponse": _object(
             {
