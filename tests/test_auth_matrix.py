@@ -52,6 +52,18 @@ def sample(method: str, path: str, session: str, receiver_url: str) -> Sample:
         ("GET", "/api/webhook/queue"): Sample(f"/api/webhook/queue?sessionId={session}"),
         ("DELETE", "/api/webhook/queue/{sessionId}"): Sample(f"/api/webhook/queue/{session}"),
         ("GET", "/api/webhook/stats/{sessionId}"): Sample(f"/api/webhook/stats/{session}"),
+        ("GET", "/api/webhook/deliveries/{sessionId}"): Sample(
+            f"/api/webhook/deliveries/{session}?limit=5"
+        ),
+        ("GET", "/api/webhook/deliveries/{sessionId}/{deliveryId}"): Sample(
+            f"/api/webhook/deliveries/{session}/dlv_0123456789abcdef"
+        ),
+        ("POST", "/api/webhook/deliveries/{sessionId}/{deliveryId}/retry"): Sample(
+            f"/api/webhook/deliveries/{session}/dlv_0123456789abcdef/retry"
+        ),
+        ("POST", "/api/webhook/queue/{sessionId}/retry-failed"): Sample(
+            f"/api/webhook/queue/{session}/retry-failed?since=1h"
+        ),
         ("POST", "/api/events"): Sample("/api/events", event),
         ("GET", "/api/openapi.json"): Sample("/api/openapi.json", names_session=False),
         ("GET", "/healthz"): Sample("/healthz", names_session=False),

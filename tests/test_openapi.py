@@ -242,7 +242,7 @@ class Checker:
         content_type: str = "application/json",
         valid_request: bool | None = None,
     ) -> Any:
-        url = path or template.replace("{sessionId}", "s1")
+        url = path or template.replace("{sessionId}", "s1").replace("{deliveryId}", NO_SUCH)
         sent = dict(self.d.headers() if headers is None else headers)
         kwargs: dict[str, Any] = {"headers": sent}
         if body is not NO_BODY:
@@ -305,6 +305,11 @@ QUEUE = "/api/webhook/queue"
 CLEAR = "/api/webhook/queue/{sessionId}"
 STATS = "/api/webhook/stats/{sessionId}"
 EVENTS = "/api/events"
+DELIVERIES = "/api/webhook/deliveries/{sessionId}"
+DELIVERY = "/api/webhook/deliveries/{sessionId}/{deliveryId}"
+RETRY = "/api/webhook/deliveries/{sessionId}/{deliveryId}/retry"
+RETRY_FAILED = "/api/webhook/queue/{sessionId}/retry-failed"
+NO_SUCH = "dlv_0123456789abcdef"
 EVENT = {
     "event": "message.received",
     "sessionId": "s1",
@@ -510,6 +515,71 @@ async def check_queue_and_stats(c: Checker, monkeypatch: pytest.MonkeyPatch) -> 
     await c("DELETE", CONFIG, 404)
 
 
+async def check_deliveries(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delivery log: a 410 fails a delivery at once, then it is listed and retried."""
+    hook = {"url": rx.url, "events": ["*"], "secret": SECRET}
+    await c("PUT", CONFIG, 200, path="/api/webhook/config/dl", body=hook)
+    rx.replies.append(Reply(status=410, body=b"gone"))
+    event = {"event": "session.disconnected", "sessionId": "dl", "reason": "x"}
+    await c("POST", EVENTS, 202, body=event)
+    listing = "/api/webhook/deliveries/dl?status=failed"
+    for _ in range(200):
+        page = await c("GET", DELIVERIES, 200, path=listing)
+        if page["deliveries"]:
+            break
+        await asyncio.sleep(0.05)
+    (failed,) = page["deliveries"]
+    assert failed["attempts"][0]["statusCode"] == 410 and page["nextCursor"] is None
+    one = f"/api/webhook/deliveries/dl/{failed['id']}"
+    detail = await c("GET", DELIVERY, 200, path=one)
+    assert detail["delivery"]["payload"]["reason"] == "x"
+    await c("GET", DELIVERIES, 200, path="/api/webhook/deliveries/dl?limit=1&event=message.sent")
+    await c("GET", DELIVERIES, 400, path="/api/webhook/deliveries/dl?status=nope")
+    await c("GET", DELIVERIES, 400, path="/api/webhook/deliveries/dl?limit=0")
+    await c("GET", DELIVERIES, 400, path="/api/webhook/deliveries/dl?cursor=x")
+    await c("GET", DELIVERIES, 400, path="/api/webhook/deliveries/dl?what=1")
+    await c("GET", DELIVERIES, 403, headers=c.d.headers(role="viewer", sessions=["other"]))
+    await c("GET", DELIVERY, 400, path="/api/webhook/deliveries/dl/nope")
+    await c("GET", DELIVERY, 403, headers=c.d.headers(role="viewer", sessions=["other"]))
+    await c("GET", DELIVERY, 404)
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "list_deliveries", storage_unavailable)
+        await c("GET", DELIVERIES, 503)
+        m.setattr(c.d.state.store, "get_delivery", storage_unavailable)
+        await c("GET", DELIVERY, 503)
+        await c("POST", RETRY, 503, path=f"{one}/retry")
+        m.setattr(c.d.state.store, "retry_failed", storage_unavailable)
+        await c("POST", RETRY_FAILED, 503)
+
+    await c("POST", RETRY, 403, path=f"{one}/retry", headers=c.d.headers(role="ingest"))
+    await c("POST", RETRY, 404)
+    await c("POST", RETRY, 400, path="/api/webhook/deliveries/dl/nope/retry")
+    answer = await c("POST", RETRY, 200, path=f"{one}/retry")
+    # the webhook went inactive with the 410: the retried delivery waits, parked
+    assert answer["delivery"]["status"] == "pending"
+    await c("POST", RETRY, 400, path=f"{one}/retry")  # no longer failed
+    await c("PUT", CONFIG, 200, path="/api/webhook/config/dl", body=hook)  # re-enable
+    for _ in range(200):
+        detail = await c("GET", DELIVERY, 200, path=one)
+        if detail["delivery"]["status"] == "delivered":
+            break
+        await asyncio.sleep(0.05)
+    attempts = detail["delivery"]["attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2] and attempts[1]["statusCode"] == 200
+
+    retried = await c("POST", RETRY_FAILED, 200, path="/api/webhook/queue/dl/retry-failed")
+    assert retried["retried"] == 0
+    await c("POST", RETRY_FAILED, 200, path="/api/webhook/queue/dl/retry-failed?since=1h")
+    await c(
+        "POST",
+        RETRY_FAILED,
+        200,
+        path="/api/webhook/queue/dl/retry-failed?since=2024-01-01T00:00:00Z",
+    )
+    await c("POST", RETRY_FAILED, 400, path="/api/webhook/queue/dl/retry-failed?since=later")
+    await c("POST", RETRY_FAILED, 403, headers=c.d.headers(role="viewer"))
+
+
 async def check_meta(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
     served = await c("GET", "/api/openapi.json", 200, headers=c.d.headers(role="viewer"))
     assert served == DOC
@@ -534,6 +604,7 @@ async def test_live_answers_match_the_document(
         await check_test_webhook(c, receiver)
         await check_events(c, receiver, monkeypatch)
         await check_queue_and_stats(c, monkeypatch)
+        await check_deliveries(c, receiver, monkeypatch)
         await check_meta(c, monkeypatch)
     # every documented answer was seen, except 500 (an unexpected error) on most routes
     missing = {key for key in documented() if key not in c.seen and key[2] != 500}
@@ -547,7 +618,7 @@ async def test_undocumented_methods_and_paths_use_the_envelope(
     error = "/components/schemas/Error"
     async with running_daemon(make_config(tmp_path, ca_file=str(ca_file(ca, tmp_path)))) as d:
         for route in ROUTES:
-            path = route.path.replace("{sessionId}", "s1")
+            path = route.path.replace("{sessionId}", "s1").replace("{deliveryId}", NO_SUCH)
             offered = {r.method for r in ROUTES if r.path == route.path}
             for method in {"GET", "PUT", "POST", "DELETE", "PATCH"} - offered:
                 resp = await d.client.request(method, path, headers=d.headers())

@@ -65,6 +65,14 @@ class Claimed:
     event_type: str
     attempt: int  # the number of the attempt being made, from 1
     body: bytes
+    # attempts made in the current ladder run: a manual retry starts a new run
+    # while X-Webhook-Attempt keeps counting
+    cycle_attempt: int = 0
+
+    @property
+    def ladder_position(self) -> int:
+        """Attempts made in this ladder run, this one included."""
+        return self.cycle_attempt or self.attempt
 
 
 OutcomeKind = Literal["delivered", "retry", "failed", "gone"]

@@ -35,6 +35,7 @@ from .models import AttemptResult, Claimed, DueItem, Outcome, OutcomeKind, Webho
 from .registry import Registry
 from .sender import Sender
 from .store import StorageUnavailable, Store
+from .units import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Scheduler:
         self._refilling = False
         self._deferred: list[DueItem] = []  # pushes that arrived during a refill
         self._tasks: set[asyncio.Task[object]] = set()
+        self.auto_disabled = 0  # webhooks turned off for failing too long (metrics)
         self._wake = asyncio.Event()
         self._claiming = True
         self._stopped = asyncio.Event()
@@ -439,7 +441,7 @@ class Scheduler:
             kind = "gone"
         else:
             next_at = retry.next_attempt_at(
-                attempts_made=claimed.attempt,
+                attempts_made=claimed.ladder_position,
                 schedule_s=self.config.retry_schedule_s,
                 now=now,
                 retry_after_s=result.retry_after_s,
@@ -464,7 +466,10 @@ class Scheduler:
 
         An attempt's own outcome is requeued by `_attempt` after its slot is released.
         """
-        await self.store.record(outcomes, self.clock.time())
+        disable_after = self.config.disable_after_s or None  # "0s": never auto-disable
+        disabled = await self.store.record(outcomes, self.clock.time(), disable_after)
+        for webhook_id in disabled:
+            self._auto_disabled(webhook_id)
         for outcome in outcomes:
             _log_attempt(outcome)
             if self.on_outcome is not None:
@@ -473,15 +478,29 @@ class Scheduler:
                 self._requeue(outcome)
         self._wake.set()
 
+    def _auto_disabled(self, webhook_id: int) -> None:
+        self.auto_disabled += 1
+        hook = self.registry.get(webhook_id)
+        if hook is None:
+            return
+        self.registry.put(replace(hook, is_active=False))
+        self.webhook_changed(None, webhook_id)
+        log.warning(
+            "webhook for session %s disabled: attempts failed with no success for %s;"
+            " its deliveries wait until it is re-enabled",
+            hook.session,
+            format_duration(self.config.disable_after_s),
+        )
+
     def _requeue(self, outcome: Outcome) -> None:
         c = outcome.claimed
+        hook = self.registry.get(c.webhook_id)
         if outcome.kind == "retry" and outcome.next_attempt_at is not None:
-            self._add(DueItem(outcome.next_attempt_at, c.id, c.webhook_id), from_refill=False)
-        elif outcome.kind == "gone":
-            hook = self.registry.get(c.webhook_id)
-            if hook is not None:
-                self.registry.put(replace(hook, is_active=False))
-                self.webhook_changed(None, c.webhook_id)
+            if hook is not None and hook.is_active:  # else the store parked it
+                self._add(DueItem(outcome.next_attempt_at, c.id, c.webhook_id), from_refill=False)
+        elif outcome.kind == "gone" and hook is not None:
+            self.registry.put(replace(hook, is_active=False))
+            self.webhook_changed(None, c.webhook_id)
         self._wake.set()
 
 

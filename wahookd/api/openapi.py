@@ -355,7 +355,18 @@ def _schemas() -> dict[str, Schema]:
             "properties": {"error": {"properties": {"code": {"const": code}}}},
         }
     schemas.update(event_schemas())
+    schemas.update(_deliveries().schemas())
     return dict(sorted(schemas.items()))
+
+
+def _deliveries() -> Any:
+    from . import openapi_deliveries  # here: it imports this module's helpers
+
+    return openapi_deliveries
+
+
+def _all_operations() -> dict[tuple[str, str], Operation]:
+    return {**OPERATIONS, **_deliveries().OPERATIONS}
 
 
 def _responses() -> dict[str, Any]:
@@ -571,7 +582,7 @@ class UndocumentedRoute(RuntimeError):
 
 def _operation(method: str, path: str, role: str | None) -> Operation:
     try:
-        op = copy.deepcopy(OPERATIONS[(method, path)])
+        op = copy.deepcopy(_all_operations()[(method, path)])
     except KeyError:
         raise UndocumentedRoute(
             f"route {method} {path} has no entry in wahookd.api.openapi.OPERATIONS"
@@ -600,7 +611,7 @@ def _built() -> dict[str, Any]:
         item = paths.setdefault(route.path, {})
         item[route.method.lower()] = _operation(route.method, route.path, route.role)
     described = {(r.method, r.path) for r in ROUTES}
-    extra = sorted(set(OPERATIONS) - described)
+    extra = sorted(set(_all_operations()) - described)
     if extra:
         raise UndocumentedRoute(f"OPERATIONS describes routes that do not exist: {extra}")
     return {
@@ -619,6 +630,7 @@ def _built() -> dict[str, Any]:
         "tags": [
             {"name": "webhook", "description": "A session's webhook."},
             {"name": "queue", "description": "Queued deliveries and statistics."},
+            {"name": "deliveries", "description": "The delivery log; retrying failed ones."},
             {"name": "events", "description": "Event ingest."},
             {"name": "meta", "description": "This API's description."},
             {"name": "probes", "description": "Liveness and readiness (no token)."},

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth import Role
-from . import health, ingest, openapi, queue, webhooks
+from . import deliveries, health, ingest, openapi, queue, webhooks
 from .common import Handler
 
 
@@ -35,6 +35,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/webhook/queue", queue.get_queue),
     Route("DELETE", "/api/webhook/queue/{sessionId}", queue.delete_queue),
     Route("GET", "/api/webhook/stats/{sessionId}", queue.get_stats),
+    Route("GET", "/api/webhook/deliveries/{sessionId}", deliveries.list_deliveries),
+    Route("GET", "/api/webhook/deliveries/{sessionId}/{deliveryId}", deliveries.get_delivery),
+    Route(
+        "POST",
+        "/api/webhook/deliveries/{sessionId}/{deliveryId}/retry",
+        deliveries.retry_delivery,
+    ),
+    Route("POST", "/api/webhook/queue/{sessionId}/retry-failed", deliveries.retry_failed),
     Route("POST", "/api/events", ingest.post_events),
     Route("GET", "/api/openapi.json", openapi.get_openapi),
     Route("GET", "/healthz", health.healthz),

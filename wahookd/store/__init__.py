@@ -29,6 +29,8 @@ from ..models import Claimed, DueItem, Outcome, State, Webhook
 from . import sql
 from .types import (
     IDEMPOTENCY_WINDOW_S,
+    AttemptRow,
+    DeliveryRow,
     IngestItem,
     IngestResult,
     SessionStats,
@@ -44,6 +46,8 @@ T = TypeVar("T")
 
 __all__ = [
     "IDEMPOTENCY_WINDOW_S",
+    "AttemptRow",
+    "DeliveryRow",
     "IngestItem",
     "IngestResult",
     "SessionStats",
@@ -184,9 +188,15 @@ class Store:
         """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
         return await self.write(lambda c: sql.claim(c, ids, now))
 
-    async def record(self, outcomes: Sequence[Outcome], now: float) -> None:
-        """Log attempts and move their deliveries on; count finished ones in the stats."""
-        await self.write(lambda c: sql.record(c, outcomes, now))
+    async def record(
+        self, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None = None
+    ) -> list[int]:
+        """Log attempts and move their deliveries on; count finished ones in the stats.
+
+        Returns the webhooks auto-disabled because nothing reached them for
+        `disable_after_s` while their attempts kept failing.
+        """
+        return await self.write(lambda c: sql.record(c, outcomes, now, disable_after_s))
 
     async def recover(self, now: float) -> int:
         """Return deliveries left `processing` by a crash to the queue; how many."""
@@ -233,6 +243,35 @@ class Store:
         clear error, so nothing silently disappears from the queue.
         """
         await self.write(lambda c: sql.sync_static_webhooks(c, statics, now))
+
+    # ------------------------------------------------------------- delivery log
+
+    async def list_deliveries(
+        self,
+        session_id: str,
+        state: State | None,
+        event_type: str | None,
+        before_id: int | None,
+        limit: int,
+    ) -> list[DeliveryRow]:
+        """A session's deliveries newest first, with attempts; page with `before_id`."""
+        return await self._in_reader(
+            lambda c: sql.list_deliveries(c, session_id, state, event_type, before_id, limit)
+        )
+
+    async def get_delivery(self, session_id: str, uid: str) -> tuple[DeliveryRow, bytes] | None:
+        """One delivery with its attempts and the event body; None when unknown."""
+        return await self._in_reader(lambda c: sql.get_delivery(c, session_id, uid))
+
+    async def retry_failed(
+        self,
+        session_id: str,
+        now: float,
+        uid: str | None = None,
+        finished_since: float | None = None,
+    ) -> list[DueItem]:
+        """Failed deliveries back to pending for a new ladder run; the ones now due."""
+        return await self.write(lambda c: sql.retry_failed(c, session_id, now, uid, finished_since))
 
     # ---------------------------------------------------------------- retention
 

@@ -17,6 +17,8 @@ from typing import Any
 from ..models import CLEARABLE_STATES, Claimed, DueItem, Outcome, State, Webhook
 from .types import (
     IDEMPOTENCY_WINDOW_S,
+    AttemptRow,
+    DeliveryRow,
     IngestItem,
     IngestResult,
     SessionStats,
@@ -107,6 +109,15 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: retention prunes finished deliveries oldest first
     """
     CREATE INDEX deliveries_finished ON deliveries(finished_at) WHERE finished_at IS NOT NULL;
+    """,
+    # 3: the delivery log API lists a session's deliveries newest first, optionally by
+    # state; a manual retry starts a new ladder run; auto-disable tracks failing webhooks
+    """
+    DROP INDEX deliveries_state_session;
+    CREATE INDEX deliveries_state_session ON deliveries(state, session_id, id);
+    CREATE INDEX deliveries_session ON deliveries(session_id, id);
+    ALTER TABLE deliveries ADD COLUMN cycle_base INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE webhooks ADD COLUMN failing_since REAL;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -321,7 +332,8 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
         f"UPDATE deliveries SET state = '{State.PROCESSING}', attempts = attempts + 1,"
         f" next_attempt_at = NULL, updated_at = ? WHERE id IN ({marks})"
         " AND next_attempt_at IS NOT NULL"
-        " RETURNING id, uid, webhook_id, session_id, event_type, attempts, event_id",
+        " RETURNING id, uid, webhook_id, session_id, event_type, attempts, event_id,"
+        " attempts - cycle_base",
         (now, *ids),
     ).fetchall()
     if not claimed:
@@ -334,14 +346,24 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
         ).fetchall()
     )
     return [
-        Claimed(id_, uid, webhook_id, session_id, event_type, attempt, body=bodies[event_id])
-        for id_, uid, webhook_id, session_id, event_type, attempt, event_id in claimed
+        Claimed(id_, uid, webhook_id, session_id, event_type, attempt, bodies[event_id], cycle)
+        for id_, uid, webhook_id, session_id, event_type, attempt, event_id, cycle in claimed
     ]
 
 
-def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float) -> None:
-    """Log attempts and move their deliveries on; count finished ones in the stats."""
+def record(
+    conn: sqlite3.Connection,
+    outcomes: Sequence[Outcome],
+    now: float,
+    disable_after_s: float | None = None,
+) -> list[int]:
+    """Log attempts and move their deliveries on; count finished ones in the stats.
+
+    Returns the webhooks this batch turned inactive because nothing was delivered
+    to them for `disable_after_s` while attempts kept failing (auto-disable).
+    """
     attempt_rows = []
+    active: dict[int, bool] = {}
     for o in outcomes:
         c, r = o.claimed, o.result
         attempt_rows.append(
@@ -356,7 +378,10 @@ def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float) ->
                 r.response_body,
             )
         )
-        if o.kind == "retry":
+        if o.kind == "retry" and not _is_active(conn, c.webhook_id, active):
+            # the webhook was turned off meanwhile (410, auto-disable, PUT): park it
+            state, next_at, finished = State.PENDING, None, None
+        elif o.kind == "retry":
             state, next_at, finished = State.RETRYING, o.next_attempt_at, None
         elif o.kind == "delivered":
             state, next_at, finished = State.DELIVERED, None, now
@@ -398,6 +423,45 @@ def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float) ->
         " status_code, outcome, error, response_body) VALUES (?,?,?,?,?,?,?,?)",
         attempt_rows,
     )
+    return _track_failing(conn, outcomes, now, disable_after_s)
+
+
+def _is_active(conn: sqlite3.Connection, webhook_id: int, cache: dict[int, bool]) -> bool:
+    if webhook_id not in cache:
+        row = conn.execute("SELECT is_active FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
+        cache[webhook_id] = bool(row and row[0])
+    return cache[webhook_id]
+
+
+def _track_failing(
+    conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None
+) -> list[int]:
+    """Keep webhooks.failing_since (first failure since the last success); auto-disable."""
+    succeeded: set[int] = set()
+    failing: set[int] = set()
+    for o in outcomes:
+        if o.kind == "delivered":
+            succeeded.add(o.claimed.webhook_id)
+        elif o.kind in ("retry", "failed"):
+            failing.add(o.claimed.webhook_id)
+    for webhook_id in succeeded:
+        conn.execute(
+            "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+            (webhook_id,),
+        )
+    disabled = []
+    for webhook_id in failing - succeeded:
+        row = conn.execute(
+            "UPDATE webhooks SET failing_since = COALESCE(failing_since, ?) WHERE id = ?"
+            " RETURNING failing_since, is_active",
+            (now, webhook_id),
+        ).fetchone()
+        if row is None or not row[1] or disable_after_s is None:
+            continue
+        if now - row[0] >= disable_after_s:
+            set_webhook_active(conn, webhook_id, False, now)
+            disabled.append(webhook_id)
+    return disabled
 
 
 def recover(conn: sqlite3.Connection, now: float) -> int:
@@ -460,6 +524,8 @@ def put_session_webhook(
         conn.execute(
             "UPDATE webhooks SET url = ?, events = ?, secret = ?, headers = ?,"
             " is_active = ?, previous_secret = ?, previous_secret_until = ?,"
+            # re-enabling (after a 410 or auto-disable) restarts the failing clock
+            " failing_since = CASE WHEN is_active THEN failing_since ELSE NULL END,"
             " updated_at = ? WHERE id = ?",
             (*enc, previous, until, now, webhook_id),
         )
@@ -492,8 +558,9 @@ def delete_session_webhook(conn: sqlite3.Connection, session_id: str) -> Webhook
 def set_webhook_active(conn: sqlite3.Connection, webhook_id: int, active: bool, now: float) -> None:
     """Activate or deactivate a webhook; its queued deliveries park or wake up with it."""
     conn.execute(
-        "UPDATE webhooks SET is_active = ?, updated_at = ? WHERE id = ?",
-        (active, now, webhook_id),
+        "UPDATE webhooks SET is_active = ?, updated_at = ?,"
+        " failing_since = CASE WHEN ? THEN NULL ELSE failing_since END WHERE id = ?",
+        (active, now, active, webhook_id),
     )
     set_parked(conn, webhook_id, parked=not active, now=now)
 
@@ -519,6 +586,7 @@ def sync_static_webhooks(
             " previous_secret_until = CASE WHEN excluded.secret IS NULL THEN NULL"
             "  WHEN webhooks.secret IS NOT excluded.secret AND webhooks.secret IS NOT NULL"
             "  THEN ? ELSE webhooks.previous_secret_until END,"
+            " failing_since = CASE WHEN webhooks.is_active THEN webhooks.failing_since END,"
             " headers = excluded.headers, is_active = 1, updated_at = excluded.updated_at",
             (
                 session,
@@ -566,6 +634,119 @@ def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: 
             f" WHERE webhook_id = ? AND state IN {_QUEUED} AND next_attempt_at IS NULL",
             (now, webhook_id),
         )
+
+
+# ---------------------------------------------------------------- delivery log
+_DELIVERY_SELECT = (
+    "SELECT d.id, d.uid, e.uid, d.session_id, d.event_type, d.state, d.attempts,"
+    " d.created_at, d.updated_at, d.next_attempt_at, d.finished_at, d.last_status,"
+    " d.last_error, d.webhook_id FROM deliveries d JOIN events e ON e.id = d.event_id"
+)
+
+
+def list_deliveries(
+    conn: sqlite3.Connection,
+    session_id: str,
+    state: State | None,
+    event_type: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[DeliveryRow]:
+    """A session's deliveries newest first, with their attempts; `before_id` pages on."""
+    where = ["d.session_id = ?"]
+    params: list[Any] = [session_id]
+    if state is not None:
+        where.append("d.state = ?")
+        params.append(state.value)
+    if event_type is not None:
+        where.append("d.event_type = ?")
+        params.append(event_type)
+    if before_id is not None:
+        where.append("d.id < ?")
+        params.append(before_id)
+    rows = conn.execute(
+        f"{_DELIVERY_SELECT} WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return _with_attempts(conn, rows)
+
+
+def get_delivery(
+    conn: sqlite3.Connection, session_id: str, uid: str
+) -> tuple[DeliveryRow, bytes] | None:
+    """One delivery of a session by its id (`dlv_...`), with attempts and the event body."""
+    row = conn.execute(
+        f"{_DELIVERY_SELECT} WHERE d.uid = ? AND d.session_id = ?", (uid, session_id)
+    ).fetchone()
+    if row is None:
+        return None
+    (body,) = conn.execute(
+        "SELECT e.body FROM events e JOIN deliveries d ON d.event_id = e.id WHERE d.id = ?",
+        (row[0],),
+    ).fetchone()
+    return _with_attempts(conn, [row])[0], bytes(body)
+
+
+def _with_attempts(conn: sqlite3.Connection, rows: list[Any]) -> list[DeliveryRow]:
+    by_id: dict[int, list[AttemptRow]] = {row[0]: [] for row in rows}
+    if by_id:
+        marks = ",".join("?" * len(by_id))
+        for a in conn.execute(
+            "SELECT delivery_id, attempt, started_at, duration_ms, status_code, outcome,"
+            f" error, response_body FROM attempts WHERE delivery_id IN ({marks})"
+            " ORDER BY delivery_id, id",
+            list(by_id),
+        ):
+            by_id[a[0]].append(AttemptRow(*a[1:]))
+    out = []
+    for row in rows:
+        values: list[Any] = [*row, tuple(by_id[row[0]])]
+        out.append(DeliveryRow(*values))
+    return out
+
+
+def retry_failed(
+    conn: sqlite3.Connection,
+    session_id: str,
+    now: float,
+    uid: str | None = None,
+    finished_since: float | None = None,
+) -> list[DueItem]:
+    """Put failed deliveries back in the queue for a new run of the retry ladder.
+
+    One delivery by `uid`, or all of the session's failed ones (finished at or after
+    `finished_since` when given). They count as failed no longer in the stats until
+    they end again. A delivery whose webhook is inactive waits parked, as others do.
+    """
+    where = f"d.session_id = ? AND d.state = '{State.FAILED}'"
+    params: list[Any] = [session_id]
+    if uid is not None:
+        where += " AND d.uid = ?"
+        params.append(uid)
+    if finished_since is not None:
+        where += " AND d.finished_at >= ?"
+        params.append(finished_since)
+    rows = conn.execute(
+        f"SELECT d.id, d.webhook_id, d.event_type, w.is_active FROM deliveries d"
+        f" JOIN webhooks w ON w.id = d.webhook_id WHERE {where}",
+        params,
+    ).fetchall()
+    due: list[DueItem] = []
+    for delivery_id, webhook_id, event_type, active in rows:
+        conn.execute(
+            f"UPDATE deliveries SET state = '{State.PENDING}', cycle_base = attempts,"
+            " next_attempt_at = ?, finished_at = NULL, last_error = NULL, updated_at = ?"
+            " WHERE id = ?",
+            (now if active else None, now, delivery_id),
+        )
+        conn.execute(
+            "UPDATE session_stats SET failed = MAX(failed - 1, 0)"
+            " WHERE session_id = ? AND event_type = ?",
+            (session_id, event_type),
+        )
+        if active:
+            due.append(DueItem(now, delivery_id, webhook_id))
+    return due
 
 
 # ------------------------------------------------------------------- retention

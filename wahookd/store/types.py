@@ -53,3 +53,37 @@ class SessionStats:
     success_ms_total: int
     last_delivery_at: float | None
     by_event: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One logged attempt of a delivery."""
+
+    attempt: int
+    started_at: float
+    duration_ms: int
+    status_code: int | None
+    outcome: str
+    error: str | None
+    response_body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A delivery as the delivery log API shows it."""
+
+    row_id: int
+    uid: str
+    event_uid: str
+    session_id: str
+    event_type: str
+    state: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None
+    finished_at: float | None
+    last_status: int | None
+    last_error: str | None
+    webhook_id: int
+    attempt_log: tuple[AttemptRow, ...] = ()

@@ -1,0 +1,184 @@
+"""The delivery log (listing, retrying failed deliveries) and auto-disable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+import trustme
+from support import Receiver, Reply, ca_file, make_config, running_daemon
+
+from wahookd.events import validate_event
+from wahookd.models import AttemptResult, Outcome, State
+from wahookd.store import IngestItem, Store
+
+T0 = 1_700_000_000.0
+DAY = 86400.0
+FAIL = AttemptResult(500, "HTTP 500", 3, "no", None, "5xx")
+OK = AttemptResult(200, None, 3, "OK", None, "2xx")
+
+
+def event(n: int, kind: str = "session.disconnected"):
+    body: dict[str, object] = {"event": kind, "sessionId": "s1"}
+    if kind == "session.disconnected":
+        body["reason"] = f"r{n}"
+    else:
+        body["phoneNumber"] = "1"
+    return validate_event(body, now=int(T0))
+
+
+async def setup(tmp_path: Path) -> tuple[Store, int]:
+    store = await Store.open(tmp_path / "w.db", "normal")
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], T0)
+    return store, hook.id
+
+
+async def attempt(
+    store: Store, ids: list[int], result: AttemptResult, kind: str, at: float, disable=None
+):
+    claimed = await store.claim(ids, at)
+    outcomes = [Outcome(c, at, result, kind, at + 1 if kind == "retry" else None) for c in claimed]  # type: ignore[arg-type]
+    return claimed, await store.record(outcomes, at, disable)
+
+
+async def test_pages_are_newest_first_without_overlap(tmp_path: Path) -> None:
+    store, hook = await setup(tmp_path)
+    items = [IngestItem(event(i), (hook,)) for i in range(7)]
+    ingested = await store.ingest(items, T0)
+    uids = []
+    before = None
+    while True:
+        page = await store.list_deliveries("s1", None, None, before, 3)
+        uids += [row.uid for row in page]
+        if len(page) < 3:
+            break
+        before = page[-1].row_id
+    assert len(uids) == len(set(uids)) == 7
+    ids = [r.deliveries[0].id for r in ingested]
+    rows = await store.list_deliveries("s1", None, None, None, 10)
+    assert [r.row_id for r in rows] == sorted(ids, reverse=True)
+    assert await store.list_deliveries("other", None, None, None, 10) == []
+    await store.close()
+
+
+async def test_filters_by_state_and_event(tmp_path: Path) -> None:
+    store, hook = await setup(tmp_path)
+    ingested = await store.ingest(
+        [IngestItem(event(0), (hook,)), IngestItem(event(1, "session.connected"), (hook,))], T0
+    )
+    first = ingested[0].deliveries[0].id
+    await attempt(store, [first], FAIL, "failed", T0)
+    failed = await store.list_deliveries("s1", State.FAILED, None, None, 10)
+    assert [r.row_id for r in failed] == [first]
+    assert failed[0].attempt_log[0].status_code == 500
+    connected = await store.list_deliveries("s1", None, "session.connected", None, 10)
+    assert [r.event_type for r in connected] == ["session.connected"]
+    await store.close()
+
+
+async def test_a_retry_starts_a_new_ladder_and_leaves_the_failed_count(tmp_path: Path) -> None:
+    store, hook = await setup(tmp_path)
+    (result,) = await store.ingest([IngestItem(event(0), (hook,))], T0)
+    delivery = result.deliveries[0].id
+    await attempt(store, [delivery], FAIL, "retry", T0)
+    await attempt(store, [delivery], FAIL, "failed", T0 + 1)
+    assert (await store.session_stats("s1")).failed == 1  # type: ignore[union-attr]
+
+    due = await store.retry_failed("s1", T0 + 10, uid=await result_uid(store, delivery))
+    assert [d.id for d in due] == [delivery]
+    assert (await store.session_stats("s1")).failed == 0  # type: ignore[union-attr]
+    claimed, _ = await attempt(store, [delivery], FAIL, "retry", T0 + 10)
+    # the header's attempt number goes on; the ladder starts again at its first step
+    assert claimed[0].attempt == 3 and claimed[0].ladder_position == 1
+    claimed, _ = await attempt(store, [delivery], OK, "delivered", T0 + 11)
+    assert claimed[0].ladder_position == 2
+    stats = await store.session_stats("s1")
+    assert stats is not None and (stats.successful, stats.failed) == (1, 0)
+    await store.close()
+
+
+async def result_uid(store: Store, delivery_id: int) -> str:
+    rows = await store.list_deliveries("s1", None, None, None, 100)
+    return next(r.uid for r in rows if r.row_id == delivery_id)
+
+
+async def test_bulk_retry_respects_since(tmp_path: Path) -> None:
+    store, hook = await setup(tmp_path)
+    ingested = await store.ingest([IngestItem(event(i), (hook,)) for i in range(3)], T0)
+    ids = [r.deliveries[0].id for r in ingested]
+    await attempt(store, ids[:1], FAIL, "failed", T0)
+    await attempt(store, ids[1:], FAIL, "failed", T0 + 100)
+    assert [d.id for d in await store.retry_failed("s1", T0 + 200, finished_since=T0 + 50)] == ids[
+        1:
+    ]
+    assert [d.id for d in await store.retry_failed("s1", T0 + 200)] == ids[:1]
+    assert await store.retry_failed("s1", T0 + 200) == []
+    await store.close()
+
+
+async def test_auto_disable_after_failing_with_no_success(tmp_path: Path) -> None:
+    store, hook = await setup(tmp_path)
+    ingested = await store.ingest([IngestItem(event(i), (hook,)) for i in range(4)], T0)
+    ids = [r.deliveries[0].id for r in ingested]
+    _, disabled = await attempt(store, ids[:1], FAIL, "retry", T0, disable=5 * DAY)
+    assert disabled == []
+    # a success resets the clock
+    _, disabled = await attempt(store, ids[1:2], OK, "delivered", T0 + 4 * DAY, 5 * DAY)
+    _, disabled = await attempt(store, ids[2:3], FAIL, "retry", T0 + 6 * DAY, 5 * DAY)
+    assert disabled == []
+    _, disabled = await attempt(store, ids[3:4], FAIL, "retry", T0 + 11 * DAY + 1, 5 * DAY)
+    assert disabled == [hook]
+    (webhook,) = await store.webhooks()
+    assert not webhook.is_active
+    # its queued deliveries are parked: none is due any more
+    assert await store.load_webhook_due(hook, 10) == []
+    # re-enabling restarts the clock: the next failure does not disable it again
+    await store.put_session_webhook(
+        "s1", "https://a.example/", ["*"], None, True, [], T0 + 12 * DAY
+    )
+    assert len(await store.load_webhook_due(hook, 10)) == 3  # one was delivered
+    _, disabled = await attempt(store, ids[:1], FAIL, "retry", T0 + 12 * DAY, 5 * DAY)
+    assert disabled == []
+    await store.close()
+
+
+@pytest.mark.slow
+async def test_the_daemon_disables_a_failing_webhook_and_a_put_resumes_it(
+    tmp_path: Path, ca: trustme.CA, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.default = Reply(status=500)
+    config = make_config(
+        tmp_path,
+        ca_file=str(ca_file(ca, tmp_path)),
+        retry_schedule=["0.3s"] * 20,
+        disable_after="1s",
+    )
+    hook = {"url": receiver.url, "events": ["*"]}
+    caplog.set_level(logging.WARNING, logger="wahookd")
+    async with running_daemon(config) as d:
+        assert (await d.call("PUT", "/api/webhook/config/s1", hook))[0] == 200
+        events = [{"event": "session.disconnected", "sessionId": "s1", "reason": "x"}] * 3
+        assert (await d.call("POST", "/api/events", {"events": events}))[0] == 202
+        for _ in range(100):
+            _, got = await d.call("GET", "/api/webhook/config/s1")
+            if not got["config"]["isActive"]:
+                break
+            await asyncio.sleep(0.05)
+        assert not got["config"]["isActive"]
+        assert any("disabled" in r.getMessage() for r in caplog.records)
+        assert d.state.scheduler.auto_disabled == 1
+        seen = len(receiver.requests)
+        await asyncio.sleep(0.7)  # parked: nothing more goes out
+        assert len(receiver.requests) == seen
+        receiver.default = Reply(status=200)
+        assert (await d.call("PUT", "/api/webhook/config/s1", hook))[0] == 200
+        for _ in range(100):
+            _, queue = await d.call("GET", "/api/webhook/queue?sessionId=s1")
+            if not any(queue["queue"].values()):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(queue["queue"].values())
+        _, stats = await d.call("GET", "/api/webhook/stats/s1")
+        assert stats["stats"]["successful"] == 3

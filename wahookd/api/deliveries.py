@@ -1,0 +1,170 @@
+"""The delivery log: list and inspect a session's deliveries, retry failed ones."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from ..events import EVENT_TYPES, format_timestamp
+from ..models import State
+from ..store import DeliveryRow
+from ..units import parse_duration
+from .common import ApiError, ok, requires, session_param, state
+
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 500
+DELIVERY_ID_RE: Final = re.compile(r"dlv_[0-9a-f]{8,64}")
+CURSOR_RE: Final = re.compile(r"[1-9][0-9]{0,17}")
+_LIST_QUERY: Final = ("status", "event", "limit", "cursor")
+
+
+def delivery_json(row: DeliveryRow) -> dict[str, Any]:
+    """A delivery and its attempts as the API shows them."""
+
+    def ts(value: float | None) -> str | None:
+        return None if value is None else format_timestamp(value)
+
+    return {
+        "id": row.uid,
+        "eventId": row.event_uid,
+        "sessionId": row.session_id,
+        "event": row.event_type,
+        "status": row.state,
+        "attemptCount": row.attempts,
+        "createdAt": format_timestamp(row.created_at),
+        "updatedAt": format_timestamp(row.updated_at),
+        "nextAttemptAt": ts(row.next_attempt_at),
+        "finishedAt": ts(row.finished_at),
+        "lastStatusCode": row.last_status,
+        "lastError": row.last_error,
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "startedAt": format_timestamp(a.started_at),
+                "responseTime": f"{a.duration_ms}ms",
+                "statusCode": a.status_code,
+                "outcome": a.outcome,
+                "error": a.error,
+                "responseBody": a.response_body or "",
+            }
+            for a in row.attempt_log
+        ],
+    }
+
+
+def _only(request: web.Request, allowed: tuple[str, ...]) -> None:
+    for name in request.query:
+        if name not in allowed:
+            raise ApiError(400, f"{name}: unknown query parameter; known: {', '.join(allowed)}")
+
+
+def _delivery_id(request: web.Request) -> str:
+    value = request.match_info["deliveryId"]
+    if not DELIVERY_ID_RE.fullmatch(value):
+        raise ApiError(400, "deliveryId: must look like dlv_ followed by hex digits")
+    return value
+
+
+@requires("viewer")
+async def list_deliveries(request: web.Request) -> web.Response:
+    """GET /api/webhook/deliveries/{sessionId}: newest first, with attempts, paged."""
+    session_id = session_param(request)
+    _only(request, _LIST_QUERY)
+    q = request.query
+    status: State | None = None
+    if "status" in q:
+        try:
+            status = State(q["status"])
+        except ValueError:
+            known = ", ".join(s.value for s in State)
+            raise ApiError(400, f"status: must be one of {known}") from None
+    event = q.get("event")
+    if event is not None and event not in EVENT_TYPES:
+        raise ApiError(400, f"event: unknown event type {event!r}")
+    limit = DEFAULT_LIMIT
+    if "limit" in q:
+        if not q["limit"].isdigit() or not 1 <= int(q["limit"]) <= MAX_LIMIT:
+            raise ApiError(400, f"limit: must be an integer from 1 to {MAX_LIMIT}")
+        limit = int(q["limit"])
+    before: int | None = None
+    if "cursor" in q:
+        if not CURSOR_RE.fullmatch(q["cursor"]):
+            raise ApiError(400, "cursor: must be a nextCursor value from a previous page")
+        before = int(q["cursor"])
+    rows = await state(request).store.list_deliveries(session_id, status, event, before, limit + 1)
+    page = rows[:limit]
+    more = len(rows) > limit
+    return ok(
+        {
+            "success": True,
+            "deliveries": [delivery_json(r) for r in page],
+            "nextCursor": str(page[-1].row_id) if more else None,
+        }
+    )
+
+
+@requires("viewer")
+async def get_delivery(request: web.Request) -> web.Response:
+    """GET /api/webhook/deliveries/{sessionId}/{deliveryId}: one delivery and its payload."""
+    session_id = session_param(request)
+    _only(request, ())
+    found = await state(request).store.get_delivery(session_id, _delivery_id(request))
+    if found is None:
+        raise ApiError(404, f"no delivery {request.match_info['deliveryId']} in this session")
+    row, body = found
+    data = delivery_json(row)
+    data["payload"] = json.loads(body)
+    return ok({"success": True, "delivery": data})
+
+
+@requires("admin")
+async def retry_delivery(request: web.Request) -> web.Response:
+    """POST .../deliveries/{sessionId}/{deliveryId}/retry: a failed delivery, due again now."""
+    session_id = session_param(request)
+    _only(request, ())
+    uid = _delivery_id(request)
+    st = state(request)
+    found = await st.store.get_delivery(session_id, uid)
+    if found is None:
+        raise ApiError(404, f"no delivery {uid} in this session")
+    if found[0].state != State.FAILED:
+        raise ApiError(400, f"{uid} is {found[0].state}: only failed deliveries can be retried")
+    due = await st.store.retry_failed(session_id, st.clock.time(), uid=uid)
+    st.scheduler.push(due)
+    again = await st.store.get_delivery(session_id, uid)
+    assert again is not None
+    return ok({"success": True, "delivery": delivery_json(again[0])})
+
+
+@requires("admin")
+async def retry_failed(request: web.Request) -> web.Response:
+    """POST /api/webhook/queue/{sessionId}/retry-failed[?since=]: every failed one, again."""
+    session_id = session_param(request)
+    _only(request, ("since",))
+    st = state(request)
+    now = st.clock.time()
+    since = _since(request.query["since"], now) if "since" in request.query else None
+    due = await st.store.retry_failed(session_id, now, finished_since=since)
+    st.scheduler.push(due)
+    return ok({"success": True, "retried": len(due)})
+
+
+def _since(value: str, now: float) -> float:
+    """An ISO 8601 time, or a duration back from now ("2h": failed in the last 2 hours)."""
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, "since: must be an ISO 8601 time (2024-01-01T12:00:00Z) or a duration (2h)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ApiError(400, "since: an ISO 8601 time needs a zone, e.g. Z or +02:00")
+    return parsed.timestamp()
