@@ -218,3 +218,35 @@ async def test_older_event_goes_first_among_due(tmp_path: Path, store: Store) ->
     await sched.run_until_idle()
     order = [c[1] for c in sender.calls]
     assert order == [1, later[0], 1, later[1]]
+
+
+async def test_many_backlogged_webhooks_cost_lane_keep_each(tmp_path: Path, store: Store) -> None:
+    """Dead receivers behind long backlogs: memory is the window plus a few per webhook."""
+    clock, registry = FakeClock(), Registry()
+    sender = ScriptedSender(lambda w, c: FAIL)
+    sender.gate = asyncio.Event()  # every attempt hangs: nothing drains
+    hooks = [await add_webhook(store, registry, f"s{i}") for i in range(12)]
+    for hook in hooks:
+        await ingest(store, hook, 300, clock.time())
+    sched = make_scheduler(
+        tmp_path,
+        store,
+        registry,
+        sender,
+        clock,
+        window=200,
+        lane_cap=150,
+        delivery={"per_webhook_concurrency": 2, "concurrency": 4},
+    )
+    assert sched.lane_keep == 64
+    peak = 0
+    for _ in range(50):
+        await sched.step()
+        peak = max(peak, sched.in_memory)
+    overflowed = [lane for lane in sched._lanes.values() if lane.overflow]
+    assert len(overflowed) >= 10
+    # without the shrink each overflowed lane would keep lane_cap (150): 12 x 150 = 1800
+    assert peak <= 2 * 200 + 12 * 64, peak
+    assert sched.inflight == 4
+    sender.gate.set()
+    await asyncio.wait(set(sched._tasks))

@@ -7,14 +7,17 @@ flight), except for webhooks in *overflow*. The horizon is the key of the last
 row the refill loaded, or infinity when the refill found no more rows.
 
 A webhook gets its own lane. When a lane holds `lane_cap` deliveries (a dead
-receiver behind a long backlog), it overflows: it stops taking new ones, the
-global refill skips it, and it reloads its own soonest deliveries from the
-index as it drains. So one webhook's backlog costs at most `lane_cap` items
-of memory and never pushes other webhooks' deliveries out of the window.
+receiver behind a long backlog), it overflows: it keeps only its soonest
+`lane_keep` (a few rounds of attempts), stops taking new ones, the global
+refill skips it, and it reloads its own soonest deliveries from the index as
+it drains. So a webhook's backlog costs at most `lane_cap` items of memory,
+`lane_keep` once it overflows, and never pushes other webhooks' deliveries out
+of the window.
 
-Due deliveries wait in their lane ordered by id (older events first); the
-lanes take turns by the age of their oldest due delivery, each limited to
-`per_webhook_concurrency` attempts in flight, all together to `concurrency`.
+Due deliveries wait in their lane ordered by id (older events first). A freed
+slot goes to the lane with the fewest attempts in flight, then to the one with
+the oldest due delivery; each lane is limited to `per_webhook_concurrency`
+attempts in flight, all together to `concurrency`.
 """
 
 from __future__ import annotations
@@ -49,10 +52,15 @@ class Lane:
 
     webhook_id: int
     ready: list[int] = field(default_factory=list)  # heap of due delivery ids
-    count: int = 0  # deliveries in memory (due or not), not counting those in flight
+    ids: set[int] = field(default_factory=set)  # in memory (due or not), not in flight
     inflight: int = 0
     overflow: bool = False
     reloading: bool = False
+
+    @property
+    def count(self) -> int:
+        """Deliveries of this webhook in memory."""
+        return len(self.ids)
 
 
 class Scheduler:
@@ -232,7 +240,7 @@ class Scheduler:
         if item.id in self._items or item.id in self._inflight:
             return
         lane = self._lane(item.webhook_id)
-        if lane.overflow and not from_refill:
+        if lane.overflow:
             return  # the lane reloads it from the index
         if not from_refill:
             if self._refilling:
@@ -241,21 +249,38 @@ class Scheduler:
             if (item.due_at, item.id) > self.horizon:
                 return  # the global refill will load it in its turn
         if lane.count >= self.lane_cap:
-            lane.overflow = True
+            self._overflow(lane)
             return
         self._items[item.id] = item
-        lane.count += 1
+        lane.ids.add(item.id)
         heapq.heappush(self._timers, (item.due_at, item.id))
+
+    @property
+    def lane_keep(self) -> int:
+        """How many deliveries an overflowed lane keeps: enough for a few rounds of attempts."""
+        return min(self.lane_cap, max(64, 4 * self.config.per_webhook_concurrency))
+
+    def _overflow(self, lane: Lane) -> None:
+        """Stop a lane taking deliveries; it keeps its soonest `lane_keep` and reloads later.
+
+        So many webhooks with long backlogs cost `lane_keep` entries each, not `lane_cap`.
+        """
+        lane.overflow = True
+        if lane.count <= self.lane_keep:
+            return
+        soonest = sorted((self._items[i].due_at, i) for i in lane.ids)
+        for _, item_id in soonest[self.lane_keep :]:
+            self._forget(item_id)
 
     def _forget(self, item_id: int) -> DueItem | None:
         item = self._items.pop(item_id, None)
         if item is not None:
             self._ready_ids.discard(item_id)
-            self._lanes[item.webhook_id].count -= 1
+            self._lanes[item.webhook_id].ids.discard(item_id)
         return item
 
     def _drop_lane_items(self, lane: Lane) -> None:
-        for item_id in [i for i, it in self._items.items() if it.webhook_id == lane.webhook_id]:
+        for item_id in list(lane.ids):
             self._forget(item_id)
         lane.ready.clear()
         lane.overflow = False
@@ -263,7 +288,7 @@ class Scheduler:
     async def _refill(self) -> bool:
         loaded = False
         for lane in [ln for ln in self._lanes.values() if ln.overflow and not ln.reloading]:
-            if lane.count < self.lane_cap // 2:
+            if lane.count < self.lane_keep // 2:
                 loaded |= await self._reload_lane(lane)
         windowed = len(self._items) - sum(ln.count for ln in self._lanes.values() if ln.overflow)
         if self._exhausted or windowed >= self.window // 2:
@@ -288,7 +313,7 @@ class Scheduler:
         lane.reloading = True
         self._refilling = True
         try:
-            limit = lane.count + self.lane_cap
+            limit = lane.count + self.lane_keep
             rows = await self.store.load_webhook_due(lane.webhook_id, limit)
         finally:
             lane.reloading = False
@@ -300,7 +325,7 @@ class Scheduler:
         for row in rows:
             self._add(row, from_refill=True)
         if len(rows) >= limit:
-            lane.overflow = True
+            self._overflow(lane)
         self._replay_deferred()
         return bool(rows)
 
@@ -311,7 +336,8 @@ class Scheduler:
 
     def _trim(self) -> None:
         """Keep the window bounded when pushes grew it past twice its size."""
-        if len(self._items) <= 2 * self.window:
+        overflowed = sum(ln.count for ln in self._lanes.values() if ln.overflow)
+        if len(self._items) - overflowed <= 2 * self.window:
             return
         windowed = [it for it in self._items.values() if not self._lanes[it.webhook_id].overflow]
         windowed.sort(key=lambda it: (it.due_at, it.id))
