@@ -63,6 +63,8 @@ async def test_guide_curl_examples_work_as_written(
         f'[server]\nlisten = "127.0.0.1:{port}"\n'
         f'[storage]\npath = "{tmp_path / "data" / "wahookd.db"}"\n'
         f'[delivery]\nca_file = "{ca_file(ca, tmp_path)}"\n'
+        # the receiver listens on loopback, which the network policy refuses by default
+        'allow_networks = ["127.0.0.0/8"]\n'
     )
     daemon = DaemonProcess(config, port, tmp_path)
     await daemon.start()

@@ -15,6 +15,7 @@ from typing import Final, Literal, TypeVar, cast, get_args
 from urllib.parse import urlsplit
 
 from wahookd.events import EVENT_TYPES, is_session_id
+from wahookd.netpolicy import Network, RefusedTarget, check_url
 from wahookd.units import parse_duration, parse_size
 
 Synchronous = Literal["full", "normal"]
@@ -28,8 +29,6 @@ ASYMMETRIC_ALGORITHMS: Final = (*RSA_ALGORITHMS, "ES256", "ES384", "ES512", "EdD
 JWT_ALGORITHMS: Final = SYMMETRIC_ALGORITHMS + ASYMMETRIC_ALGORITHMS
 MAX_WEBHOOK_HEADERS: Final = 16
 DEFAULT_CONFIG_PATHS: Final = (Path("wahookd.toml"), Path("/etc/wahookd/wahookd.toml"))
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 LISTEN_HELP: Final = 'use "HOST:PORT", "[IPv6]:PORT" or "unix:/path/to/socket"'
 _HOSTNAME_RE: Final = re.compile(
@@ -594,40 +593,18 @@ def _events(value: object) -> tuple[str, ...]:
 
 def _url(delivery: DeliveryConfig) -> Callable[[object], str]:
     def convert(value: object) -> str:
-        # Imported here: netpolicy may come to need config's types, and a top-level import
-        # would then be circular. Sharing check_url keeps static and API webhooks alike.
-        from wahookd.netpolicy import RefusedTarget, check_url
-
+        # The same rules as PUT /api/webhook/config, so static and API webhooks are alike.
         url = _string(value)
         try:
-            check_url(url, require_https=False)  # the https rule below names its config key
+            # the https rule below names its config key
+            check_url(url, require_https=False, allow_networks=delivery.allow_networks)
         except RefusedTarget as exc:
             raise ValueError(f"{exc}: {url!r}") from None
         if delivery.require_https and urlsplit(url).scheme != "https":
             raise ValueError(f"{url!r} is not https; set delivery.require_https = false to allow")
-        if any(char.isspace() or not char.isprintable() for char in url):
-            raise ValueError(f"URL {url!r} contains whitespace or control characters")
-        _check_literal_address(urlsplit(url).hostname or "", delivery.allow_networks)
         return url
 
     return convert
-
-
-def _check_literal_address(host: str, allow_networks: tuple[Network, ...]) -> None:
-    """Refuse a literal non-public address early; host names are checked when connecting."""
-    try:
-        address: IPAddress = ipaddress.ip_address(host)
-    except ValueError:
-        return
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in network for network in allow_networks):
-        return
-    if not address.is_global or address.is_multicast:
-        raise ValueError(
-            f"{host} is not a public address (loopback, private, link-local, reserved...); "
-            "add it to delivery.allow_networks to allow it"
-        )
 
 
 def _headers(value: object) -> tuple[tuple[str, str], ...]:

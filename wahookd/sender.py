@@ -8,11 +8,13 @@ import time
 from collections.abc import Mapping, Sequence
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 
 from . import __version__
 from .config import DeliveryConfig
 from .models import AttemptResult, Claimed, ErrorClass, Webhook
-from .netpolicy import RefusedTarget, check_url
+from .netpolicy import PolicyResolver, RefusedAddress, RefusedTarget, check_url
 from .retry import parse_retry_after
 from .signing import signature_headers
 
@@ -60,36 +62,71 @@ def delivery_headers(
 
 
 class Sender:
-    """Makes attempts over one pooled client session. Create, `await start()`, `await close()`."""
+    """Makes attempts over one pooled client session. Create, `await start()`, `await close()`.
 
-    def __init__(self, config: DeliveryConfig) -> None:
+    Every connection goes through the network policy (netpolicy.py): `resolver` (aiohttp's
+    default when None) answers the lookups, and the policy keeps only allowed addresses.
+    """
+
+    def __init__(self, config: DeliveryConfig, resolver: AbstractResolver | None = None) -> None:
         self.config = config
         self._ssl = _ssl_for(config)
+        self._upstream_resolver = resolver
+        self._policy: PolicyResolver | None = None
         self._session: aiohttp.ClientSession | None = None
+        # sessions replaced by a policy change, each closed once its attempts are over
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, config: DeliveryConfig) -> None:
         """Use a new delivery policy (SIGHUP) from the next attempt on."""
-        if config.ca_file != self.config.ca_file:
+        old = self.config
+        if config.ca_file != old.ca_file:
             self._ssl = _ssl_for(config)
         self.config = config
+        if self._policy is not None:
+            self._policy.allow_networks = config.allow_networks
+        if config.allow_networks != old.allow_networks and self._session is not None:
+            # pooled connections and cached lookups were vetted under the old policy
+            retired, self._session = self._session, self._open_session()
+            task = asyncio.create_task(_close_later(retired, old.timeout_s + 1.0))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def start(self) -> None:
         """Open the connection pool."""
+        upstream = self._upstream_resolver or DefaultResolver()
+        self._policy = PolicyResolver(upstream, self.config.allow_networks)
+        self._session = self._open_session()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        assert self._policy is not None
         connector = aiohttp.TCPConnector(
-            limit=self.config.concurrency + 16, limit_per_host=0, ttl_dns_cache=10
+            limit=self.config.concurrency + 16,
+            limit_per_host=0,
+            ttl_dns_cache=10,
+            resolver=self._policy,
+            socket_factory=self._policy.open_socket,
         )
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
             # our own whole-attempt deadline governs; no per-phase limits besides it
             timeout=aiohttp.ClientTimeout(total=None),
+            # never through an environment proxy: the policy must see the real target
+            trust_env=False,
         )
 
     async def close(self) -> None:
         """Close the connection pool."""
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._policy is not None:
+            await self._policy.close()
+            self._policy = None
 
     async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
         """Make one attempt of a claimed delivery to the webhook's current config."""
@@ -114,7 +151,12 @@ class Sender:
 
         retry_after_header: str | None = None
         try:
-            check_url(url, require_https=self.config.require_https)
+            # again at every attempt: the policy may have changed since the URL was configured
+            check_url(
+                url,
+                require_https=self.config.require_https,
+                allow_networks=self.config.allow_networks,
+            )
             async with asyncio.timeout(self.config.timeout_s):
                 async with self._session.post(
                     url, data=body, headers=headers, allow_redirects=False, ssl=self._ssl
@@ -131,10 +173,29 @@ class Sender:
         except aiohttp.ClientResponseError as exc:
             return result("network", f"bad HTTP response: {exc.message}")
         except (aiohttp.ClientError, OSError) as exc:
+            if (refused := _refusal_in(exc)) is not None:
+                return result("refused", f"refused: {refused}")
             return result("network", f"connection failed: {_describe(exc)}")
         text = kept[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
         error = None if 200 <= status < 300 else f"HTTP {status}"
         return result(_status_class(status), error, status, text)
+
+
+async def _close_later(session: aiohttp.ClientSession, delay_s: float) -> None:
+    """Close a retired session once every attempt on it has met its timeout."""
+    try:
+        await asyncio.sleep(delay_s)
+    finally:
+        await session.close()
+
+
+def _refusal_in(exc: BaseException) -> RefusedAddress | None:
+    """The policy refusal behind a connection error, if that is what it was."""
+    if isinstance(exc, RefusedAddress):
+        return exc
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
+        return exc.os_error
+    return None
 
 
 def _ssl_for(config: DeliveryConfig) -> ssl.SSLContext:

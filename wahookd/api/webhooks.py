@@ -29,13 +29,17 @@ _KNOWN = ", ".join(sorted(EVENT_TYPES))
 
 
 def check_target(request: web.Request, url: object, field: str = "url") -> str:
-    """Validate a webhook URL against the form rules and the network policy."""
+    """Validate a webhook URL: its form, and a literal host against the network policy.
+
+    Host names are checked when connecting (netpolicy.PolicyResolver), since DNS can change.
+    """
     if not isinstance(url, str) or not url:
         raise ApiError(400, f"{field}: must be a non-empty string")
     if len(url) > MAX_URL_CHARS:
         raise ApiError(400, f"{field}: longer than {MAX_URL_CHARS} characters")
+    delivery = state(request).config.delivery
     try:
-        check_url(url, require_https=state(request).config.delivery.require_https)
+        check_url(url, require_https=delivery.require_https, allow_networks=delivery.allow_networks)
     except RefusedTarget as exc:
         raise ApiError(400, f"{field}: {exc}") from None
     return url
