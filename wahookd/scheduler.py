@@ -271,6 +271,7 @@ class Scheduler:
         soonest = sorted((self._items[i].due_at, i) for i in lane.ids)
         for _, item_id in soonest[self.lane_keep :]:
             self._forget(item_id)
+        lane.ids = set(lane.ids)  # a set never shrinks its table by itself
 
     def _forget(self, item_id: int) -> DueItem | None:
         item = self._items.pop(item_id, None)
@@ -286,6 +287,7 @@ class Scheduler:
         lane.overflow = False
 
     async def _refill(self) -> bool:
+        self._compact_timers()
         loaded = False
         for lane in [ln for ln in self._lanes.values() if ln.overflow and not ln.reloading]:
             if lane.count < self.lane_keep // 2:
@@ -334,6 +336,15 @@ class Scheduler:
         for item in deferred:
             self._add(item, from_refill=False)
 
+    def _compact_timers(self) -> None:
+        """Drop timer entries of forgotten deliveries once they outnumber the live ones."""
+        if len(self._timers) <= 2 * len(self._items) + 1024:
+            return
+        self._timers = [
+            (it.due_at, it.id) for it in self._items.values() if it.id not in self._ready_ids
+        ]
+        heapq.heapify(self._timers)
+
     def _trim(self) -> None:
         """Keep the window bounded when pushes grew it past twice its size."""
         overflowed = sum(ln.count for ln in self._lanes.values() if ln.overflow)
@@ -353,9 +364,10 @@ class Scheduler:
 
     def _promote(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
-            _, item_id = heapq.heappop(self._timers)
+            due, item_id = heapq.heappop(self._timers)
             item = self._items.get(item_id)
-            if item is None or item_id in self._ready_ids:
+            # a stale entry: forgotten since, or re-added with another due time
+            if item is None or item.due_at != due or item_id in self._ready_ids:
                 continue
             self._ready_ids.add(item_id)
             heapq.heappush(self._lanes[item.webhook_id].ready, item_id)
