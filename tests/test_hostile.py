@@ -524,24 +524,16 @@ CONTEXT_REPR = (
             reset_at_accept,
             False,
             id="reset-during-handshake",
-            marks=pytest.mark.xfail(strict=True, reason=CONTEXT_REPR),
         ),
         pytest.param(
             garbage,
             False,
             id="garbage-instead-of-tls",
-            marks=pytest.mark.xfail(strict=True, reason=CONTEXT_REPR + ", and '(_ssl.c:1006)'"),
         ),
         pytest.param(
             garbage,
             True,
             id="garbage-instead-of-http",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="sender.post() logs aiohttp's ClientResponseError.message uncut: "
-                "'Bad status line:\\n  Expected HTTP/...:\\n\\n  b'<every byte received, "
-                "as a repr>'' - 95 KB on 4 lines per attempt, into the DB and the log",
-            ),
         ),
     ],
 )

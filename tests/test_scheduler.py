@@ -250,3 +250,21 @@ async def test_many_backlogged_webhooks_cost_lane_keep_each(tmp_path: Path, stor
     assert sched.inflight == 4
     sender.gate.set()
     await asyncio.wait(set(sched._tasks))
+
+
+async def test_a_crashing_attempt_is_a_failed_attempt(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, registry = FakeClock(), Registry()
+
+    def boom(w: Webhook, c: Claimed) -> AttemptResult:
+        raise RuntimeError("a bug in the sender")
+
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 1, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, ScriptedSender(boom), clock)
+    await sched.run_until_idle()
+    # recorded and scheduled for its retry, not left `processing` forever
+    counts = await store.queue_counts(None)
+    assert counts["retrying"] == 1 and counts["processing"] == 0
+    assert "crashed" in caplog.text

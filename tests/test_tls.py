@@ -224,12 +224,6 @@ async def test_tls_failures_end_failed_after_the_ladder(tmp_path: Path, ca: trus
     assert rx.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sender.post() logs str() of aiohttp's ClientConnectorCertificateError: "
-    "'Cannot connect to host ... ssl:True [SSLCertVerificationError: (1, \"[SSL: "
-    "CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)\")]', a Python args-tuple repr",
-)
 async def test_tls_error_reads_without_python_internals(
     tmp_path: Path, ca: trustme.CA, bad: tuple[CertReceiver, Case]
 ) -> None:

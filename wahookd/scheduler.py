@@ -449,7 +449,7 @@ class Scheduler:
             if webhook is None:
                 result = AttemptResult(None, "webhook no longer exists", 0, "", None, "refused")
             else:
-                result = await self.sender.attempt(webhook, claimed, started_at)
+                result = await self._send(webhook, claimed, started_at)
             outcome = self.decide(claimed, result, started_at, self.clock.time())
             if webhook is None:
                 outcome = replace(outcome, kind="failed", next_attempt_at=None)
@@ -466,6 +466,14 @@ class Scheduler:
             self._release(claimed.id, claimed.webhook_id)
         if recorded:
             self._requeue(outcome)
+
+    async def _send(self, webhook: Webhook, claimed: Claimed, started_at: float) -> AttemptResult:
+        """The attempt; a bug in it is a failed attempt, not a delivery stuck `processing`."""
+        try:
+            return await self.sender.attempt(webhook, claimed, started_at)
+        except Exception:
+            log.exception("attempt %s #%d crashed", claimed.uid, claimed.attempt)
+            return AttemptResult(None, "internal error in wahookd", 0, "", None, "network")
 
     def decide(
         self, claimed: Claimed, result: AttemptResult, started_at: float, now: float

@@ -12,6 +12,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 from . import __version__
+from .attempt_errors import network_error, tls_error
 from .config import DeliveryConfig
 from .models import AttemptResult, Claimed, ErrorClass, Webhook
 from .netpolicy import PolicyResolver, RefusedAddress, RefusedTarget, check_url
@@ -169,13 +170,13 @@ class Sender:
         except TimeoutError:
             return result("timeout", f"timed out after {self.config.timeout_s:g}s")
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            return result("tls", f"TLS error: {_describe(exc)}")
-        except aiohttp.ClientResponseError as exc:
-            return result("network", f"bad HTTP response: {exc.message}")
+            return result("tls", tls_error(exc))
         except (aiohttp.ClientError, OSError) as exc:
             if (refused := _refusal_in(exc)) is not None:
                 return result("refused", f"refused: {refused}")
-            return result("network", f"connection failed: {_describe(exc)}")
+            if isinstance(getattr(exc, "os_error", None), ssl.SSLError):
+                return result("tls", tls_error(exc))
+            return result("network", network_error(exc))
         text = kept[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
         error = None if 200 <= status < 300 else f"HTTP {status}"
         return result(_status_class(status), error, status, text)
@@ -224,8 +225,3 @@ def _status_class(status: int) -> ErrorClass:
     if 400 <= status < 500:
         return "4xx"
     return "5xx"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
