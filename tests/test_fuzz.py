@@ -57,7 +57,10 @@ class ThreadedDaemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-daemon")
+        # a daemon thread: should stopping fail, it still cannot hold the interpreter's exit
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="fuzz-daemon", daemon=True
+        )
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -66,12 +69,16 @@ class ThreadedDaemon:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            self.loop.close()
+            return
         try:
             asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(60)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(30)
-            self.loop.close()
+            if not self.thread.is_alive():
+                self.loop.close()
 
     async def _start(self) -> None:
         self.runner = web.AppRunner(build_app(self.config), access_log=None)
@@ -143,8 +150,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, fence: list[str]) -> Iterat
     # The static webhook serves every session: each fuzzed event becomes a delivery (the
     # scheduler runs its ladder against the fence) and every session has stats.
     d = ThreadedDaemon(make_config(tmp_path, STATIC_WEBHOOK, allow_networks=[]))
-    d.start()
     try:
+        d.start()
         yield d
     finally:
         d.stop()

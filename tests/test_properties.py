@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry
@@ -53,6 +53,8 @@ from wahookd.units import (
 )
 
 NOW = 1_704_110_400.0  # 2024-01-01T12:00:00Z
+# a loaded CI machine must not fail these: no per-example deadline, slow generation is fine
+LOADED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DOC = openapi.document()
 URI = "urn:wahookd:openapi"
 REGISTRY: Registry[Any] = Registry().with_resource(URI, DRAFT202012.create_resource(DOC))
@@ -134,6 +136,7 @@ SIZE_TEXT = st.builds(
 )
 
 
+@LOADED
 @given(DURATION_TEXT)
 def test_durations_parse_exactly_as_the_model_says(text: str) -> None:
     expected = model_duration(text)
@@ -146,6 +149,7 @@ def test_durations_parse_exactly_as_the_model_says(text: str) -> None:
         assert seconds == expected, text
 
 
+@LOADED
 @given(SIZE_TEXT)
 def test_sizes_parse_exactly_as_the_model_says(text: str) -> None:
     expected = model_size(text)
@@ -158,6 +162,7 @@ def test_sizes_parse_exactly_as_the_model_says(text: str) -> None:
         assert size == expected and type(size) is int, text
 
 
+@LOADED
 @given(st.integers(min_value=0, max_value=10**15), st.sampled_from(sorted(SIZE_UNITS)))
 def test_a_formatted_size_is_in_its_largest_exact_unit(count: int, unit: str) -> None:
     size = count * SIZE_UNITS[unit]
@@ -169,6 +174,7 @@ def test_a_formatted_size_is_in_its_largest_exact_unit(count: int, unit: str) ->
         assert int(number) % 1024 != 0  # else a larger unit would have been exact
 
 
+@LOADED
 @given(
     st.integers(min_value=0, max_value=10**7),
     st.sampled_from(["ms", "s", "m", "h", "d"]),
@@ -198,7 +204,7 @@ HOSTILE_VALUES = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@settings(LOADED, max_examples=300)
 @given(HOSTILE_VALUES)
 def test_parsers_raise_nothing_but_their_value_error(value: object) -> None:
     for parse, kind in ((parse_duration, "duration"), (parse_size, "size")):
@@ -227,6 +233,7 @@ def model_session_id(value: object) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= 128 and set(value) <= SESSION_CHARS
 
 
+@LOADED
 @given(NEAR_SESSION | st.text(alphabet=sorted(SESSION_CHARS), min_size=120, max_size=135))
 def test_session_ids_follow_the_model_and_the_document(text: str) -> None:
     assert is_session_id(text) == model_session_id(text), repr(text)
@@ -242,6 +249,7 @@ def test_session_ids_follow_the_model_and_the_document(text: str) -> None:
     assert accepted == model_session_id(text)
 
 
+@LOADED
 @given(HOSTILE_VALUES)
 def test_a_session_id_is_only_ever_a_string(value: object) -> None:
     assert is_session_id(value) == model_session_id(value)
@@ -314,6 +322,7 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
     return dict(parts[i] for i in order)
 
 
+@LOADED
 @given(valid_events())
 def test_a_valid_event_is_accepted_and_keeps_its_fields(obj: dict[str, Any]) -> None:
     sent = json.loads(json.dumps(obj))  # what the API hands over after parsing
@@ -331,6 +340,7 @@ def test_a_valid_event_is_accepted_and_keeps_its_fields(obj: dict[str, Any]) -> 
     assert not schema_errors("IngestRequest", obj), obj
 
 
+@LOADED
 @given(st.lists(valid_events(), min_size=1, max_size=5))
 def test_a_valid_batch_keeps_every_event(objs: list[dict[str, Any]]) -> None:
     events = parse_ingest_body({"events": objs}, now=NOW)
@@ -395,7 +405,7 @@ def deep(levels: int) -> Any:
     return value
 
 
-@settings(max_examples=300)
+@settings(LOADED, max_examples=300)
 @given(
     PYTHON_VALUES | MUTATED | ODD_NUMBER | st.builds(lambda n: {"x": deep(n)}, st.integers(60, 70))
 )
@@ -411,7 +421,7 @@ def test_validate_event_raises_only_event_error(obj: object) -> None:
         assert decoded["event"] == event.type and decoded["sessionId"] == event.session_id
 
 
-@settings(max_examples=200)
+@settings(LOADED, max_examples=200)
 @given(st.lists(PYTHON_VALUES | MUTATED | ODD_NUMBER, max_size=4) | PYTHON_VALUES)
 def test_parse_ingest_body_raises_only_event_error(items: object) -> None:
     for body in (items, {"events": items}):
@@ -423,6 +433,7 @@ def _no_constant(token: str) -> None:
     raise AssertionError(f"non-standard JSON token {token}")
 
 
+@LOADED
 @given(timestamps())
 def test_generated_timestamps_are_accepted_and_keep_their_instant(text: str) -> None:
     assert is_timestamp(text)
@@ -431,6 +442,7 @@ def test_generated_timestamps_are_accepted_and_keep_their_instant(text: str) -> 
     assert parsed.tzinfo is not None and parsed.utcoffset() is not None
 
 
+@LOADED
 @given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1)))
 def test_format_timestamp_is_what_the_document_promises(moment: datetime) -> None:
     seconds = (moment.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(seconds=1)
@@ -471,12 +483,14 @@ def nested_values(draw: st.DrawFn) -> Any:
     return value
 
 
+@LOADED
 @given(nested_values(), st.booleans())
 def test_the_depth_check_counts_structure_not_strings(value: Any, ascii_only: bool) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only)
     assert too_deep(text) == (depth(value) > MAX_JSON_DEPTH)
 
 
+@LOADED
 @given(st.text(alphabet='[]{}"\\ a', max_size=200))
 def test_the_depth_check_takes_any_text(text: str) -> None:
     # invalid JSON too: no exception, and a text with few brackets is never too deep

@@ -31,8 +31,11 @@ SIZE_HELP: Final = (
 )
 
 # ASCII digits only: `\d` would also accept other scripts' digits, which no operator means.
-_NUMBER: Final = r"(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+_NUMBER_TEXT: Final = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"
+_NUMBER: Final = rf"(?P<number>{_NUMBER_TEXT})"
 _DURATION_RE: Final = re.compile(_NUMBER + r"(?P<unit>ms|s|m|h|d)?")
+# The duration strings parse_duration reads, as a JSON Schema (ECMA-262) pattern.
+DURATION_PATTERN: Final = rf"^(?:{_NUMBER_TEXT})(?:ms|s|m|h|d)?$"
 _SIZE_RE: Final = re.compile(_NUMBER + r"(?P<unit>B|KB|MB|GB|KiB|MiB|GiB)?")
 
 

@@ -10,7 +10,8 @@ from typing import Final
 from ..events import EVENT_TYPES
 from ..models import State
 from ..sender import RESPONSE_KEEP_BYTES
-from .deliveries import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT
+from ..units import DURATION_PATTERN
+from .deliveries import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT, MAX_SINCE_CHARS
 from .openapi import TIMESTAMP_PATTERN, Operation, _answer, _count, _error, _nullable, _object
 from .openapi_events import Schema, ref
 
@@ -110,9 +111,10 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
                 "name": "limit",
                 "in": "query",
                 "schema": {
-                    "type": "string",
-                    "pattern": "^[0-9]+$",
-                    "description": f"1-{MAX_LIMIT}, default {DEFAULT_LIMIT}.",
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_LIMIT,
+                    "default": DEFAULT_LIMIT,
                 },
             },
             {
@@ -165,7 +167,11 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
                     "Only those that failed since this ISO 8601 time (with a zone) or within "
                     "this duration back from now (`2h`)."
                 ),
-                "schema": {"type": "string", "minLength": 1},
+                "schema": {
+                    "type": "string",
+                    "maxLength": MAX_SINCE_CHARS,
+                    "anyOf": [{"pattern": DURATION_PATTERN}, ref("EventTimestamp")],
+                },
             },
         ],
         "responses": {
