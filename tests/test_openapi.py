@@ -15,6 +15,7 @@ import pytest
 import trustme
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
+from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from support import Daemon, Receiver, Reply, ca_file, make_config, running_daemon
@@ -591,6 +592,19 @@ async def check_meta(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:
         m.setattr(c.d.state.scheduler, "running", False)
         await c("GET", "/readyz", 503, headers={})
+    await check_metrics(c)
+
+
+async def check_metrics(c: Checker) -> None:
+    """The one answer that is not JSON: the documented text type, and Prometheus reads it."""
+    resp = await c.d.client.get("/metrics")
+    assert resp.status == 200
+    (documented,) = resolve(f"{response_pointer('GET', '/metrics', 200)}/content")
+    served = resp.headers["Content-Type"]
+    assert served.startswith(f"{documented};"), (served, documented)
+    families = list(text_string_to_metric_families(await resp.text()))
+    assert any(f.name == "wahookd_attempts" for f in families)
+    c.seen.add(("GET", "/metrics", 200))
 
 
 async def test_live_answers_match_the_document(

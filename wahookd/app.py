@@ -15,6 +15,7 @@ from .api.routes import add_routes
 from .auth import Verifier, load_keys
 from .clock import Clock, SystemClock
 from .config import Config
+from .metrics import Metrics
 from .registry import Registry
 from .retention import Pruner
 from .scheduler import Scheduler
@@ -93,7 +94,17 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
         registry = Registry(await store.webhooks())
         sender = Sender(config.delivery)
         await sender.start()
-        scheduler = Scheduler(store, registry, sender, config.delivery, clock)
+        metrics = Metrics(clock)
+        scheduler = Scheduler(
+            store,
+            registry,
+            sender,
+            config.delivery,
+            clock,
+            on_outcome=metrics.observe_outcome,
+            on_claimed=metrics.observe_claimed,
+        )
+        metrics.watch(store, scheduler)
         app[STATE] = AppState(
             config=config,
             store=store,
@@ -102,6 +113,7 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
             sender=sender,
             verifier=Verifier(config.auth, keys),
             clock=clock,
+            metrics=metrics,
         )
         runner = asyncio.create_task(scheduler.run(), name="wahookd-scheduler")
         pruner = Pruner(store, clock, config.storage.keep_finished_s)

@@ -79,6 +79,7 @@ class Scheduler:
         claim_batch: int = 256,
         rng: random.Random | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
+        on_claimed: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -90,6 +91,8 @@ class Scheduler:
         self.claim_batch = claim_batch
         self.rng = rng or random.Random()
         self.on_outcome = on_outcome
+        # called with each claimed delivery's lag: how late its attempt starts (metrics)
+        self.on_claimed = on_claimed
         self.running = False
         self._items: dict[int, DueItem] = {}  # queued deliveries in memory
         self._ready_ids: set[int] = set()  # of those, the ones already due
@@ -102,6 +105,7 @@ class Scheduler:
         self._deferred: list[DueItem] = []  # pushes that arrived during a refill
         self._tasks: set[asyncio.Task[object]] = set()
         self.auto_disabled = 0  # webhooks turned off for failing too long (metrics)
+        self.backoffs = 0  # rounds that backed off because storage was unavailable (metrics)
         self._wake = asyncio.Event()
         self._claiming = True
         self._stopped = asyncio.Event()
@@ -199,6 +203,7 @@ class Scheduler:
             started = await self._claim_due()
         except StorageUnavailable as exc:
             self._backoff_s = min(max(self._backoff_s * 2, 0.5), 30.0)
+            self.backoffs += 1
             log.warning("storage unavailable, scheduler backs off %.1fs: %s", self._backoff_s, exc)
             await self._sleep(self._backoff_s)
             return False
@@ -421,6 +426,8 @@ class Scheduler:
         for item in picked:
             if item.id not in got:  # deleted, parked or claimed elsewhere meanwhile
                 self._release(item.id, item.webhook_id)
+            elif self.on_claimed is not None:
+                self.on_claimed(max(0.0, now - item.due_at))
         for c in claimed:
             task = asyncio.create_task(self._attempt(c), name=f"wahookd-attempt-{c.id}")
             # keep a hard reference or the task may be garbage-collected mid-attempt

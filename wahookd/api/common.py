@@ -16,6 +16,7 @@ from ..auth import AuthError, Principal, Role, Verifier
 from ..clock import Clock
 from ..config import Config
 from ..events import EventError, check_json, is_session_id
+from ..metrics import Metrics
 from ..registry import Registry
 from ..scheduler import Scheduler
 from ..sender import Sender
@@ -52,6 +53,7 @@ class AppState:
     sender: Sender
     verifier: Verifier
     clock: Clock
+    metrics: Metrics
 
 
 STATE = web.AppKey("wahookd_state", AppState)

@@ -26,6 +26,7 @@ async def post_events(request: web.Request) -> web.Response:
         check_session(request, event.session_id, field)
         items.append(IngestItem(event, st.registry.match(event.session_id, event.type)))
     results = await st.store.ingest(items, now)
+    st.metrics.observe_ingest(items, results)
     queued = [due for r in results for due in r.deliveries]
     st.scheduler.push(queued)
     return ok(

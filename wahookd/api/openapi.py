@@ -95,6 +95,7 @@ RESERVED_HEADER_PATTERN: Final = (
 TIMESTAMP_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 MILLISECONDS_PATTERN: Final = r"^[0-9]+ms$"
 MASKED_SECRET_PATTERN: Final = r"^[\s\S]{0,4}\*{4}$"
+METRICS_MEDIA_TYPE: Final = "text/plain; version=0.0.4"
 
 # ------------------------------------------------------------------ components
 
@@ -573,6 +574,21 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
             "503": _error("Unavailable"),
         },
     },
+    ("GET", "/metrics"): {
+        "operationId": "metrics",
+        "tags": ["probes"],
+        "summary": "Prometheus metrics (text exposition format 0.0.4)",
+        "description": (
+            "Always 200 while the process runs. When the database does not answer, the queue "
+            "gauges are left out and `wahookd_storage_up` is 0. The README lists the metrics."
+        ),
+        "responses": {
+            "200": {
+                "description": "The metrics; no series carries a session id.",
+                "content": {METRICS_MEDIA_TYPE: {"schema": {"type": "string"}}},
+            }
+        },
+    },
 }
 
 
@@ -633,7 +649,7 @@ def _built() -> dict[str, Any]:
             {"name": "deliveries", "description": "The delivery log; retrying failed ones."},
             {"name": "events", "description": "Event ingest."},
             {"name": "meta", "description": "This API's description."},
-            {"name": "probes", "description": "Liveness and readiness (no token)."},
+            {"name": "probes", "description": "Liveness, readiness and metrics (no token)."},
         ],
         "paths": paths,
         "components": {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth import Role
-from . import deliveries, health, ingest, openapi, queue, webhooks
+from . import deliveries, health, ingest, metrics, openapi, queue, webhooks
 from .common import Handler
 
 
@@ -47,6 +47,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/openapi.json", openapi.get_openapi),
     Route("GET", "/healthz", health.healthz),
     Route("GET", "/readyz", health.readyz),
+    Route("GET", "/metrics", metrics.get_metrics),
 )
 
 

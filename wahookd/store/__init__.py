@@ -78,6 +78,7 @@ class Store:
         self._ids = sql.Ids(next_event=0, next_delivery=0)
         self._task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions committed by the writer (each one fsync)
+        self.faults = 0  # refused batches and failed reads: busy, I/O error, full disk (metrics)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -125,6 +126,7 @@ class Store:
             return await self._reader._execute(fn, self._reader._conn)  # type: ignore[no-untyped-call, no-any-return]
         except sqlite3.Error as exc:
             # a read that fails on I/O, a lock or a vanished file is a 503, not a bug
+            self.faults += 1
             raise StorageUnavailable(str(exc)) from exc
 
     # ------------------------------------------------------------- group commit
@@ -153,6 +155,7 @@ class Store:
             results = await self._in_writer(lambda c: sql.apply_batch(c, [op.fn for op in ops]))
         except Exception as exc:
             log.warning("storage write failed, %d operations refused: %s", len(ops), exc)
+            self.faults += 1
             for op in ops:
                 if not op.future.done():
                     op.future.set_exception(StorageUnavailable(str(exc)))
@@ -290,6 +293,10 @@ class Store:
     async def queue_counts(self, sessions: Collection[str] | None) -> dict[str, int]:
         """Queued deliveries by state, over every session or the given ones."""
         return await self._in_reader(lambda c: sql.queue_counts(c, sessions))
+
+    async def oldest_due_at(self) -> float | None:
+        """The earliest next-attempt time of the queued deliveries (None: nothing waits)."""
+        return await self._in_reader(sql.oldest_due_at)
 
     async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
         """Delete a session's queued deliveries in the given states (never those in flight)."""

@@ -832,6 +832,16 @@ def queue_counts(conn: sqlite3.Connection, sessions: Collection[str] | None) -> 
     return counts
 
 
+def oldest_due_at(conn: sqlite3.Connection) -> float | None:
+    """The earliest next-attempt time of the queued deliveries, None when none waits."""
+    # one step down the partial index, whatever the backlog
+    row = conn.execute(
+        "SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_due"
+        " WHERE next_attempt_at IS NOT NULL"
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
 def clear_queue(
     conn: sqlite3.Connection, session_id: str, states: Collection[State]
 ) -> dict[str, int]:
