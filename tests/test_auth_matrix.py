@@ -52,6 +52,8 @@ def sample(method: str, path: str, session: str, receiver_url: str) -> Sample:
         ("GET", "/api/webhook/queue"): Sample(f"/api/webhook/queue?sessionId={session}"),
         ("DELETE", "/api/webhook/queue/{sessionId}"): Sample(f"/api/webhook/queue/{session}"),
         ("GET", "/api/webhook/stats/{sessionId}"): Sample(f"/api/webhook/stats/{session}"),
+        # a scoped token is not refused here: it sees only its own sessions
+        ("GET", "/api/webhook/sessions"): Sample("/api/webhook/sessions", names_session=False),
         ("GET", "/api/webhook/deliveries/{sessionId}"): Sample(
             f"/api/webhook/deliveries/{session}?limit=5"
         ),

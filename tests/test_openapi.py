@@ -310,6 +310,7 @@ DELIVERIES = "/api/webhook/deliveries/{sessionId}"
 DELIVERY = "/api/webhook/deliveries/{sessionId}/{deliveryId}"
 RETRY = "/api/webhook/deliveries/{sessionId}/{deliveryId}/retry"
 RETRY_FAILED = "/api/webhook/queue/{sessionId}/retry-failed"
+SESSIONS = "/api/webhook/sessions"
 NO_SUCH = "dlv_0123456789abcdef"
 EVENT = {
     "event": "message.received",
@@ -581,6 +582,20 @@ async def check_deliveries(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyP
     await c("POST", RETRY_FAILED, 403, headers=c.d.headers(role="viewer"))
 
 
+async def check_sessions(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overview lists sessions with a webhook or queued deliveries, within the scope."""
+    answer = await c("GET", SESSIONS, 200)
+    by_id = {s["sessionId"]: s for s in answer["sessions"]}
+    assert list(by_id) == sorted(by_id) and "dl" in by_id
+    assert by_id["dl"]["webhooks"][0]["kind"] == "session"
+    assert by_id["dl"]["stats"]["successful"] >= 1
+    scoped = await c("GET", SESSIONS, 200, headers=c.d.headers(role="viewer", sessions=["dl"]))
+    assert [s["sessionId"] for s in scoped["sessions"]] == ["dl"]
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "queue_counts_by_session", storage_unavailable)
+        await c("GET", SESSIONS, 503)
+
+
 async def check_meta(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
     served = await c("GET", "/api/openapi.json", 200, headers=c.d.headers(role="viewer"))
     assert served == DOC
@@ -619,6 +634,7 @@ async def test_live_answers_match_the_document(
         await check_events(c, receiver, monkeypatch)
         await check_queue_and_stats(c, monkeypatch)
         await check_deliveries(c, receiver, monkeypatch)
+        await check_sessions(c, monkeypatch)
         await check_meta(c, monkeypatch)
     # every documented answer was seen, except 500 (an unexpected error) on most routes
     missing = {key for key in documented() if key not in c.seen and key[2] != 500}

@@ -65,8 +65,11 @@ def generated_secret_path(db_path: Path) -> Path:
     return db_path.parent / SECRET_FILE_NAME
 
 
-def load_keys(auth: AuthConfig, db_path: Path) -> Keys:
-    """Read the configured keys, generating jwt.secret beside the database when none is named."""
+def load_keys(auth: AuthConfig, db_path: Path, *, generate: bool = True) -> Keys:
+    """Read the configured keys, generating jwt.secret beside the database when none is named.
+
+    With generate=False a missing jwt.secret is a KeyError_ (the daemon has not created it).
+    """
     public = auth.jwt_public_key_file.read_text() if auth.jwt_public_key_file else None
     if auth.jwt_secret is not None:
         return Keys(auth.jwt_secret, public)
@@ -75,6 +78,8 @@ def load_keys(auth: AuthConfig, db_path: Path) -> Keys:
     if public is not None and not any(a.startswith("HS") for a in auth.algorithms):
         return Keys(None, public)
     path = generated_secret_path(db_path)
+    if not generate and not path.exists():
+        raise KeyError_(f"{path} does not exist: the daemon creates it when it starts")
     return Keys(_ensure_secret_file(path), public, generated_secret_file=path)
 
 

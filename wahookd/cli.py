@@ -1,19 +1,27 @@
-"""Command line: argparse to functions, errors to exit codes (0 ok, 1 runtime, 2 usage/config)."""
+"""Command line: argparse to functions, errors to exit codes.
+
+0 ok, 1 runtime (for the operator commands: the daemon answered an error), 2 usage or
+config, 3 the daemon is not running or not reachable, 4 not found (see ops.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .auth import ROLES, KeyError_, load_keys, mint_token
 from .config import Config, ConfigError, find_config_path, load_config
 from .events import is_session_id
 from .logs import setup_logging
+from .models import State
 from .units import parse_duration
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -41,7 +49,80 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sessions", default="*", help="ID,ID,... or * (default: all)")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default: 1h)")
     with_config(sub.add_parser("check-config", help="validate the config file"))
+    _ops_parsers(sub, with_config)
     return parser
+
+
+def _ops_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    """The operator commands: they talk to the running daemon at server.listen."""
+
+    def op(name: str, summary: str) -> argparse.ArgumentParser:
+        p = with_config(
+            sub.add_parser(name, help=summary, description=summary[:1].upper() + summary[1:] + ".")
+        )
+        p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+        return p
+
+    op("status", "show the daemon's health, queue and sessions")
+    queue = op("queue", "show queued deliveries by state")
+    queue.add_argument("session", nargs="?", type=_session_arg, help="only this session")
+    dl = op("deliveries", "list a session's deliveries, newest first")
+    dl.add_argument("session", type=_session_arg)
+    which = dl.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true", help="only failed deliveries")
+    which.add_argument("--status", choices=[s.value for s in State], help="only this state")
+    dl.add_argument("--limit", type=_limit_arg, default=50, help="at most N (1-500, default 50)")
+    retry = op("retry", "queue failed deliveries again")
+    retry.add_argument("session", type=_session_arg)
+    what = retry.add_mutually_exclusive_group(required=True)
+    what.add_argument("delivery_id", nargs="?", type=_delivery_arg, help="one failed delivery")
+    what.add_argument("--all-failed", action="store_true", help="every failed delivery")
+    retry.add_argument("--since", help="with --all-failed: failed since a time or within 2h")
+    emit = op("emit", "publish an event as the gateway would; prints its id")
+    emit.add_argument("session", type=_session_arg)
+    emit.add_argument("event", help="the event type, e.g. message.received")
+    emit.add_argument("--data", type=_object_arg, default={}, help="more fields, a JSON object")
+    test = op("test-webhook", "send one signed test POST from the daemon now")
+    test.add_argument("url")
+    test.add_argument("--secret", help="sign with this secret")
+    test.add_argument("--payload", type=_object_arg, help="send this JSON object")
+
+
+def _session_arg(value: str) -> str:
+    if not is_session_id(value):
+        raise argparse.ArgumentTypeError(
+            f"invalid session id {value!r}: 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+        )
+    return value
+
+
+def _delivery_arg(value: str) -> str:
+    from .api.deliveries import DELIVERY_ID_RE  # here: it imports the server side
+
+    if not DELIVERY_ID_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"invalid delivery id {value!r}: dlv_ then hex digits")
+    return value
+
+
+def _limit_arg(value: str) -> int:
+    from .api.deliveries import MAX_LIMIT
+
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def _object_arg(value: str) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             print(_token(config, args))
             return EXIT_OK
+        if args.command != "serve":
+            return _ops(config, args)
         return _serve(config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
@@ -94,6 +177,53 @@ def _token(config: Config, args: argparse.Namespace) -> str:
         ttl_s=ttl_s,
         now=time.time(),
     )
+
+
+def _ops(config: Config, args: argparse.Namespace) -> int:
+    from . import ops  # imported here: the HTTP client is only for these commands
+
+    command: ops.Command
+    timeout_s = ops.TIMEOUT_S
+    if args.command == "status":
+        command = ops.status
+    elif args.command == "queue":
+        command = functools.partial(ops.queue, session=args.session)
+    elif args.command == "deliveries":
+        status = "failed" if args.failed else args.status
+        command = functools.partial(
+            ops.deliveries, session=args.session, status=status, limit=args.limit
+        )
+    elif args.command == "retry":
+        if args.since and not args.all_failed:
+            raise UsageError("retry: --since goes with --all-failed")
+        command = functools.partial(
+            ops.retry, session=args.session, delivery_id=args.delivery_id, since=args.since
+        )
+    elif args.command == "emit":
+        for key, value in (("event", args.event), ("sessionId", args.session)):
+            if key in args.data and args.data[key] != value:
+                raise UsageError(f"emit: --data sets {key!r} to something else than the argument")
+        command = functools.partial(
+            ops.emit, session=args.session, event=args.event, data=args.data
+        )
+    else:
+        command = functools.partial(
+            ops.test_webhook, url=args.url, secret=args.secret, payload=args.payload
+        )
+        timeout_s += config.delivery.timeout_s  # the daemon waits that long for the receiver
+    try:
+        report = ops.run(config, os.environ, command, timeout_s)
+    except ops.OpsError as exc:
+        if args.json and exc.answer is not None:
+            print(json.dumps(exc.answer, indent=2, ensure_ascii=False))
+        print(f"wahookd: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(report.data, indent=2, ensure_ascii=False) if args.json else report.text)
+    if report.note:
+        print(f"wahookd: {report.note}", file=sys.stderr)
+    return report.exit_code
 
 
 def _serve(config: Config) -> int:

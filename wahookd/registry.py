@@ -60,6 +60,16 @@ class Registry:
         ]
         return tuple(ids)
 
+    def session_ids(self) -> set[str]:
+        """Sessions a webhook names: their own, or a static one's (not "*")."""
+        return set(self._by_session) | {
+            hook.session for hook in self.statics() if hook.session != "*"
+        }
+
+    def serving(self, session_id: str) -> list[Webhook]:
+        """Every webhook that covers this session, active or not; its own first."""
+        return list(self._candidates(session_id))
+
     def serves(self, session_id: str) -> bool:
         """True when some webhook, active or not, covers this session."""
         return any(True for _ in self._candidates(session_id))

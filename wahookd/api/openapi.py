@@ -357,6 +357,7 @@ def _schemas() -> dict[str, Schema]:
         }
     schemas.update(event_schemas())
     schemas.update(_deliveries().schemas())
+    schemas.update(_sessions().schemas())
     return dict(sorted(schemas.items()))
 
 
@@ -366,8 +367,14 @@ def _deliveries() -> Any:
     return openapi_deliveries
 
 
+def _sessions() -> Any:
+    from . import openapi_sessions  # here: it imports this module's helpers
+
+    return openapi_sessions
+
+
 def _all_operations() -> dict[tuple[str, str], Operation]:
-    return {**OPERATIONS, **_deliveries().OPERATIONS}
+    return {**OPERATIONS, **_deliveries().OPERATIONS, **_sessions().OPERATIONS}
 
 
 def _responses() -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""Routes for the queue and the stats of SPEC §6."""
+"""Routes for the queue and the stats of SPEC §6, and the sessions overview."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
 from ..events import format_timestamp
-from ..models import CLEARABLE_STATES, State
+from ..models import CLEARABLE_STATES, QUEUE_STATES, State
+from ..store import SessionStats
 from .common import ApiError, check_session, ok, principal, requires, session_param, state
 
 
@@ -43,10 +46,43 @@ async def get_stats(request: web.Request) -> web.Response:
     session_id = session_param(request)
     st = state(request)
     stats = await st.store.session_stats(session_id)
+    if stats is None and not st.registry.serves(session_id):
+        raise ApiError(404, f"no webhook and no deliveries for session '{session_id}'")
+    return ok({"success": True, "stats": stats_json(stats)})
+
+
+@requires("viewer")
+async def list_sessions(request: web.Request) -> web.Response:
+    """GET /api/webhook/sessions: each session with a webhook or queued deliveries, at a glance."""
+    who = principal(request)
+    st = state(request)
+    queued = await st.store.queue_counts_by_session()
+    ids = sorted(
+        s
+        for s in st.registry.session_ids() | set(queued)
+        if who.sessions is None or s in who.sessions
+    )
+    stats = await st.store.sessions_stats(ids)
+    zero = {s.value: 0 for s in QUEUE_STATES}
+    sessions = [
+        {
+            "sessionId": session_id,
+            "webhooks": [
+                {"kind": hook.kind, "url": hook.url, "isActive": hook.is_active}
+                for hook in st.registry.serving(session_id)
+            ],
+            "queue": queued.get(session_id, zero),
+            "stats": stats_json(stats.get(session_id)),
+        }
+        for session_id in ids
+    ]
+    return ok({"success": True, "sessions": sessions})
+
+
+def stats_json(stats: SessionStats | None) -> dict[str, Any]:
+    """A session's stats in the guide's shape; all zero when it never finished a delivery."""
     if stats is None:
-        if not st.registry.serves(session_id):
-            raise ApiError(404, f"no webhook and no deliveries for session '{session_id}'")
-        body = {
+        return {
             "totalSent": 0,
             "successful": 0,
             "failed": 0,
@@ -54,15 +90,13 @@ async def get_stats(request: web.Request) -> web.Response:
             "lastDelivery": None,
             "byEvent": {},
         }
-    else:
-        average = round(stats.success_ms_total / stats.successful) if stats.successful else 0
-        last = stats.last_delivery_at
-        body = {
-            "totalSent": stats.successful + stats.failed,
-            "successful": stats.successful,
-            "failed": stats.failed,
-            "averageResponseTime": f"{average}ms",
-            "lastDelivery": None if last is None else format_timestamp(last),
-            "byEvent": stats.by_event,
-        }
-    return ok({"success": True, "stats": body})
+    average = round(stats.success_ms_total / stats.successful) if stats.successful else 0
+    last = stats.last_delivery_at
+    return {
+        "totalSent": stats.successful + stats.failed,
+        "successful": stats.successful,
+        "failed": stats.failed,
+        "averageResponseTime": f"{average}ms",
+        "lastDelivery": None if last is None else format_timestamp(last),
+        "byEvent": stats.by_event,
+    }

@@ -35,6 +35,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/webhook/queue", queue.get_queue),
     Route("DELETE", "/api/webhook/queue/{sessionId}", queue.delete_queue),
     Route("GET", "/api/webhook/stats/{sessionId}", queue.get_stats),
+    Route("GET", "/api/webhook/sessions", queue.list_sessions),
     Route("GET", "/api/webhook/deliveries/{sessionId}", deliveries.list_deliveries),
     Route("GET", "/api/webhook/deliveries/{sessionId}/{deliveryId}", deliveries.get_delivery),
     Route(

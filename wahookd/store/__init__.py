@@ -298,6 +298,10 @@ class Store:
         """The earliest next-attempt time of the queued deliveries (None: nothing waits)."""
         return await self._in_reader(sql.oldest_due_at)
 
+    async def queue_counts_by_session(self) -> dict[str, dict[str, int]]:
+        """Queued deliveries by session and state (sessions with none queued are absent)."""
+        return await self._in_reader(sql.queue_counts_by_session)
+
     async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
         """Delete a session's queued deliveries in the given states (never those in flight)."""
         return await self.write(lambda c: sql.clear_queue(c, session_id, states))
@@ -305,6 +309,10 @@ class Store:
     async def session_stats(self, session_id: str) -> SessionStats | None:
         """All-time stats of a session, None when it never finished a delivery."""
         return await self._in_reader(lambda c: sql.session_stats(c, session_id))
+
+    async def sessions_stats(self, sessions: Collection[str]) -> dict[str, SessionStats]:
+        """All-time stats of these sessions; those that never finished a delivery are absent."""
+        return await self._in_reader(lambda c: sql.sessions_stats(c, sessions))
 
     async def ping(self) -> None:
         """Raise unless the database answers a read."""

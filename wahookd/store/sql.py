@@ -842,6 +842,19 @@ def oldest_due_at(conn: sqlite3.Connection) -> float | None:
     return None if row[0] is None else float(row[0])
 
 
+def queue_counts_by_session(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Queued deliveries by session and state (sessions with none queued are absent)."""
+    states = [s.value for s in (State.PENDING, State.PROCESSING, State.FAILED, State.RETRYING)]
+    out: dict[str, dict[str, int]] = {}
+    for session_id, state, n in conn.execute(
+        "SELECT session_id, state, COUNT(*) FROM deliveries WHERE state IN (?, ?, ?, ?)"
+        " GROUP BY state, session_id",
+        states,
+    ):
+        out.setdefault(session_id, dict.fromkeys(states, 0))[state] = n
+    return out
+
+
 def clear_queue(
     conn: sqlite3.Connection, session_id: str, states: Collection[State]
 ) -> dict[str, int]:
@@ -868,8 +881,27 @@ def session_stats(conn: sqlite3.Connection, session_id: str) -> SessionStats | N
         " FROM session_stats WHERE session_id = ? ORDER BY event_type",
         (session_id,),
     ).fetchall()
-    if not rows:
-        return None
+    return _stats(rows) if rows else None
+
+
+def sessions_stats(conn: sqlite3.Connection, sessions: Collection[str]) -> dict[str, SessionStats]:
+    """All-time stats of these sessions; those that never finished a delivery are absent."""
+    by_session: dict[str, list[Any]] = {}
+    wanted = sorted(set(sessions))
+    for i in range(0, len(wanted), 500):  # far below SQLite's limit of bound parameters
+        chunk = wanted[i : i + 500]
+        for row in conn.execute(
+            "SELECT session_id, event_type, successful, failed, success_ms_total,"
+            " last_delivery_at FROM session_stats"
+            f" WHERE session_id IN ({','.join('?' * len(chunk))}) ORDER BY session_id, event_type",
+            chunk,
+        ):
+            by_session.setdefault(row[0], []).append(row[1:])
+    return {session_id: _stats(rows) for session_id, rows in by_session.items()}
+
+
+def _stats(rows: Sequence[Any]) -> SessionStats:
+    """Sum (event_type, successful, failed, success_ms_total, last_delivery_at) rows."""
     last = [r[4] for r in rows if r[4] is not None]
     return SessionStats(
         successful=sum(r[1] for r in rows),
