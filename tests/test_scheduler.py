@@ -11,7 +11,7 @@ from support import make_config
 
 from wahookd.clock import FakeClock
 from wahookd.events import validate_event
-from wahookd.models import AttemptResult, Claimed, Webhook
+from wahookd.models import AttemptResult, Claimed, DueItem, Webhook
 from wahookd.registry import Registry
 from wahookd.scheduler import Scheduler
 from wahookd.store import IngestItem, Store
@@ -268,3 +268,28 @@ async def test_a_crashing_attempt_is_a_failed_attempt(
     counts = await store.queue_counts(None)
     assert counts["retrying"] == 1 and counts["processing"] == 0
     assert "crashed" in caplog.text
+
+
+async def test_a_push_during_a_lane_reload_is_not_lost(tmp_path: Path, store: Store) -> None:
+    clock, registry = FakeClock(), Registry()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 1, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, ScriptedSender(), clock)
+    sched._lane(hook.id).overflow = True  # as after a long backlog: the lane reloads itself
+    sched._exhausted = True  # and the global refill has read everything else
+    gate = asyncio.Event()
+    original = store.load_webhook_due
+
+    async def slow_read(webhook_id: int, limit: int):  # type: ignore[no-untyped-def]
+        rows = await original(webhook_id, limit)  # read before the new event commits
+        await gate.wait()
+        return rows
+
+    store.load_webhook_due = slow_read  # type: ignore[method-assign]
+    refill = asyncio.create_task(sched._refill())
+    await asyncio.sleep(0.05)
+    (new_id,) = await ingest(store, hook, 1, clock.time(), start=1)
+    sched.push([DueItem(clock.time(), new_id, hook.id)])
+    gate.set()
+    await refill
+    assert new_id in sched._items

@@ -244,15 +244,16 @@ class Scheduler:
     def _add(self, item: DueItem, *, from_refill: bool) -> None:
         if item.id in self._items or item.id in self._inflight:
             return
+        if not from_refill and self._refilling:
+            # a refill or lane reload is reading the index: its read may predate this
+            # commit, so the item waits and is added once the read is in
+            self._deferred.append(item)
+            return
         lane = self._lane(item.webhook_id)
         if lane.overflow:
             return  # the lane reloads it from the index
-        if not from_refill:
-            if self._refilling:
-                self._deferred.append(item)
-                return
-            if (item.due_at, item.id) > self.horizon:
-                return  # the global refill will load it in its turn
+        if not from_refill and (item.due_at, item.id) > self.horizon:
+            return  # the global refill will load it in its turn
         if lane.count >= self.lane_cap:
             self._overflow(lane)
             return
@@ -468,8 +469,10 @@ class Scheduler:
         finally:
             # The slot frees only once the outcome is committed, so the deliveries
             # `processing` at a crash never number more than `concurrency`: a crash
-            # repeats at most that many attempts. Cancelled mid-attempt (shutdown),
-            # the row stays `processing` and Store.recover() queues it again.
+            # repeats at most that many attempts. (While storage refuses writes the
+            # outcome waits in memory for the loop and the slot frees anyway: no
+            # claim can commit then either.) Cancelled mid-attempt (shutdown), the
+            # row stays `processing` and Store.recover() queues it again.
             self._release(claimed.id, claimed.webhook_id)
         if recorded:
             self._requeue(outcome)
