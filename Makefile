@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test lint bench pyz clean
 
@@ -22,6 +23,15 @@ lint: $(STAMP)
 
 test: lint  ## lint, type-check, then the whole suite
 	$(BIN)/python -m pytest
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# BENCH_ARGS=--quick for a smoke run; see `.venv/bin/python bench/run.py --help`
+bench: $(BENCH_STAMP)  ## the speed suite (issue 6): a table, and bench/results/bench.json
+	sh bench/setup.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 pyz: $(STAMP)  ## build dist/wahookd.pyz (shiv zipapp, pinned dependencies)
 	packaging/build-pyz.sh $(BIN)/python
