@@ -105,7 +105,12 @@ async def measure(rx: Receiver, tmp: Path, opts: Options) -> dict[str, Any]:
                 outputs = await profiler.stop()
                 say("profile: " + ", ".join(str(p) for p in outputs))
         _, hwm_kb = mem_kb(pid)
-        queue = await queue_counts(http, daemon.base)
+        # the last outcomes commit just after their 2xx was logged: wait for them (bounded)
+        for _ in range(50):
+            queue = await queue_counts(http, daemon.base)
+            if not any(queue.values()):
+                break
+            await asyncio.sleep(0.1)
         stats = await session_stats(http, daemon.base)
     entries = log.entries()
     ok = [e for e in entries if 200 <= e[1] < 300]
