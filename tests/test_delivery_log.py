@@ -126,9 +126,11 @@ async def test_auto_disable_after_failing_with_no_success(tmp_path: Path) -> Non
     assert disabled == []
     # a success resets the clock
     _, disabled = await attempt(store, ids[1:2], OK, "delivered", T0 + 4 * DAY, 5 * DAY)
-    _, disabled = await attempt(store, ids[2:3], FAIL, "retry", T0 + 6 * DAY, 5 * DAY)
-    assert disabled == []
-    _, disabled = await attempt(store, ids[3:4], FAIL, "retry", T0 + 11 * DAY + 1, 5 * DAY)
+    # then failures every day: disabled five days after the first of them
+    for day in range(6, 11):
+        _, disabled = await attempt(store, ids[2:3], FAIL, "retry", T0 + day * DAY, 5 * DAY)
+        assert disabled == []
+    _, disabled = await attempt(store, ids[3:4], FAIL, "retry", T0 + 11 * DAY, 5 * DAY)
     assert disabled == [hook]
     (webhook,) = await store.webhooks()
     assert not webhook.is_active
@@ -141,6 +143,18 @@ async def test_auto_disable_after_failing_with_no_success(tmp_path: Path) -> Non
     assert len(await store.load_webhook_due(hook, 10)) == 3  # one was delivered
     _, disabled = await attempt(store, ids[:1], FAIL, "retry", T0 + 12 * DAY, 5 * DAY)
     assert disabled == []
+    await store.close()
+
+
+async def test_a_failure_after_a_quiet_spell_does_not_disable(tmp_path: Path) -> None:
+    store, hook = await setup(tmp_path)
+    ingested = await store.ingest([IngestItem(event(i), (hook,)) for i in range(2)], T0)
+    ids = [r.deliveries[0].id for r in ingested]
+    _, disabled = await attempt(store, ids[:1], FAIL, "failed", T0, 5 * DAY)
+    # idle for six days, then one transient failure: a new failing period, not day six
+    _, disabled = await attempt(store, ids[1:], FAIL, "retry", T0 + 6 * DAY, 5 * DAY)
+    assert disabled == []
+    assert (await store.webhooks())[0].is_active
     await store.close()
 
 

@@ -140,7 +140,10 @@ async def retry_delivery(request: web.Request) -> web.Response:
     due = await st.store.retry_failed(session_id, st.clock.time(), uid=uid)
     st.scheduler.push(due)
     again = await st.store.get_delivery(session_id, uid)
-    assert again is not None
+    if again is None:  # cleared meanwhile
+        raise ApiError(404, f"no delivery {uid} in this session")
+    if again[0].state == State.FAILED:
+        raise ApiError(400, f"{uid} cannot be retried: its webhook was deleted")
     return ok({"success": True, "delivery": delivery_json(again[0])})
 
 

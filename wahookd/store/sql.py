@@ -126,8 +126,45 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_due ON deliveries(next_attempt_at, id, webhook_id)
         WHERE next_attempt_at IS NOT NULL;
     """,
+    # 5: webhook ids are never reused (AUTOINCREMENT, seeded past every id a delivery
+    # names), so a delivery of a deleted webhook can never reach a new one; and
+    # last_failure_at lets auto-disable forget a failure followed by a quiet spell
+    """
+    CREATE TABLE webhooks_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('session', 'static')),
+        session_id TEXT NOT NULL,
+        static_key TEXT UNIQUE,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT,
+        previous_secret TEXT,
+        previous_secret_until REAL,
+        headers TEXT,
+        is_active INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        failing_since REAL,
+        last_failure_at REAL
+    );
+    INSERT INTO webhooks_v5 SELECT id, kind, session_id, static_key, url, events, secret,
+        previous_secret, previous_secret_until, headers, is_active, created_at, updated_at,
+        failing_since, failing_since FROM webhooks;
+    DROP TABLE webhooks;
+    ALTER TABLE webhooks_v5 RENAME TO webhooks;
+    CREATE UNIQUE INDEX webhooks_session ON webhooks(session_id) WHERE kind = 'session';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'webhooks', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'webhooks');
+    UPDATE sqlite_sequence SET seq = MAX(seq,
+        (SELECT COALESCE(MAX(id), 0) FROM webhooks),
+        (SELECT COALESCE(MAX(webhook_id), 0) FROM deliveries)) WHERE name = 'webhooks';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+WEBHOOK_GONE = "its webhook was deleted"
+# auto-disable: failures further apart than this do not make one failing period
+FAILING_GAP_S = 24 * 3600.0
 
 # after a secret changes, deliveries are signed with the previous one too for this long
 SECRET_OVERLAP_S = 24 * 3600.0
@@ -370,7 +407,7 @@ def record(
     to them for `disable_after_s` while attempts kept failing (auto-disable).
     """
     attempt_rows = []
-    active: dict[int, bool] = {}
+    active: dict[int, bool | None] = {}
     for o in outcomes:
         c, r = o.claimed, o.result
         attempt_rows.append(
@@ -385,7 +422,13 @@ def record(
                 r.response_body,
             )
         )
-        if o.kind == "retry" and not _is_active(conn, c.webhook_id, active):
+        error = r.error
+        status = _webhook_status(conn, c.webhook_id, active) if o.kind == "retry" else True
+        if status is None:
+            # deleted while the attempt ran: nothing left to retry with
+            state, next_at, finished = State.FAILED, None, now
+            error = f"{r.error}; then its webhook was deleted" if r.error else WEBHOOK_GONE
+        elif not status:
             # the webhook was turned off meanwhile (410, auto-disable, PUT): park it
             state, next_at, finished = State.PENDING, None, None
         elif o.kind == "retry":
@@ -398,10 +441,10 @@ def record(
             "UPDATE deliveries SET state = ?, next_attempt_at = ?, finished_at = ?,"
             " updated_at = ?, last_status = ?, last_error = ?"
             f" WHERE id = ? AND state = '{State.PROCESSING}'",
-            (state.value, next_at, finished, now, r.status_code, r.error, c.id),
+            (state.value, next_at, finished, now, r.status_code, error, c.id),
         )
         if cur.rowcount and finished is not None:
-            ok = o.kind == "delivered"
+            ok = state == State.DELIVERED
             conn.execute(
                 "INSERT INTO session_stats (session_id, event_type, successful, failed,"
                 " success_ms_total, last_delivery_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -433,10 +476,13 @@ def record(
     return _track_failing(conn, outcomes, now, disable_after_s)
 
 
-def _is_active(conn: sqlite3.Connection, webhook_id: int, cache: dict[int, bool]) -> bool:
+def _webhook_status(
+    conn: sqlite3.Connection, webhook_id: int, cache: dict[int, bool | None]
+) -> bool | None:
+    """Whether the webhook is active; None when it no longer exists."""
     if webhook_id not in cache:
         row = conn.execute("SELECT is_active FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
-        cache[webhook_id] = bool(row and row[0])
+        cache[webhook_id] = None if row is None else bool(row[0])
     return cache[webhook_id]
 
 
@@ -453,15 +499,20 @@ def _track_failing(
             failing.add(o.claimed.webhook_id)
     for webhook_id in succeeded:
         conn.execute(
-            "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+            "UPDATE webhooks SET failing_since = NULL, last_failure_at = NULL"
+            " WHERE id = ? AND failing_since IS NOT NULL",
             (webhook_id,),
         )
     disabled = []
     for webhook_id in failing - succeeded:
+        # a failure after a quiet spell starts a new failing period: an idle webhook
+        # that failed once long ago is not "failing for days"
         row = conn.execute(
-            "UPDATE webhooks SET failing_since = COALESCE(failing_since, ?) WHERE id = ?"
+            "UPDATE webhooks SET failing_since = CASE WHEN failing_since IS NULL"
+            " OR last_failure_at IS NULL OR ? - last_failure_at > ? THEN ?"
+            " ELSE failing_since END, last_failure_at = ? WHERE id = ?"
             " RETURNING failing_since, is_active",
-            (now, webhook_id),
+            (now, FAILING_GAP_S, now, now, webhook_id),
         ).fetchone()
         if row is None or not row[1] or disable_after_s is None:
             continue
@@ -476,12 +527,15 @@ def recover(conn: sqlite3.Connection, now: float) -> int:
     # the interrupted attempt is made again with the same number: it never got an answer
     cur = conn.execute(
         "UPDATE deliveries SET attempts = attempts - 1,"
-        # parked (inactive webhook) counts as pending (SPEC §6)
-        f" state = CASE WHEN {_ACTIVE} AND attempts > 1 THEN '{State.RETRYING}'"
+        # parked (inactive webhook) counts as pending (SPEC §6); a deleted one fails it
+        f" state = CASE WHEN {_ACTIVE} IS NULL THEN '{State.FAILED}'"
+        f" WHEN {_ACTIVE} AND attempts > 1 THEN '{State.RETRYING}'"
         f" ELSE '{State.PENDING}' END,"
+        f" finished_at = CASE WHEN {_ACTIVE} IS NULL THEN ? ELSE finished_at END,"
+        f" last_error = CASE WHEN {_ACTIVE} IS NULL THEN ? ELSE last_error END,"
         f" next_attempt_at = CASE WHEN {_ACTIVE} THEN ? ELSE NULL END, updated_at = ?"
         f" WHERE state = '{State.PROCESSING}'",
-        (now, now),
+        (now, WEBHOOK_GONE, now, now),
     )
     return cur.rowcount
 
