@@ -189,3 +189,18 @@ async def test_the_daemon_prunes_and_its_answers_stay_right(
         assert (await d.call("GET", "/api/webhook/stats/s1"))[1]["stats"] == stats
         queue = (await d.call("GET", "/api/webhook/queue"))[1]["queue"]
         assert queue == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+
+
+async def test_the_sweep_comes_back_for_events_freed_later(tmp_path: Path) -> None:
+    store, path = await setup(tmp_path)
+    hook = (await store.webhooks())[0]
+    await store.ingest([IngestItem(event(0), (hook.id,))], T0)  # stays pending
+    pruner = Pruner(store, FakeClock(T0 + 2 * DAY), keep_finished_s=HOUR)
+    assert await pruner.prune() == (0, 0)  # swept past it: a delivery still needs it
+    await store.clear_queue("s1", [State.PENDING])
+    pruner.clock = FakeClock(T0 + 2 * DAY + HOUR)
+    assert await pruner.prune() == (0, 0)  # the cursor is past it
+    pruner.clock = FakeClock(T0 + 3 * DAY + HOUR)
+    assert await pruner.prune() == (0, 1)  # a day later the sweep starts over
+    await store.close()
+    assert count(path, "SELECT COUNT(*) FROM events") == 0

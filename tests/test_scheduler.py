@@ -293,3 +293,35 @@ async def test_a_push_during_a_lane_reload_is_not_lost(tmp_path: Path, store: St
     gate.set()
     await refill
     assert new_id in sched._items
+
+
+async def test_the_loop_sleeps_while_every_slot_is_busy(tmp_path: Path, store: Store) -> None:
+    clock, registry = FakeClock(), Registry()
+    sender = ScriptedSender()
+    sender.gate = asyncio.Event()  # attempts hang: all slots stay busy
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 2, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 2})
+    steps = 0
+    step = sched.step
+
+    async def counted() -> bool:
+        nonlocal steps
+        steps += 1
+        return await step()
+
+    sched.step = counted  # type: ignore[method-assign]
+    runner = asyncio.create_task(sched.run())
+    await asyncio.sleep(0.05)  # both slots taken
+    more = await ingest(store, hook, 18, clock.time(), start=2)  # due while slots are busy
+    sched.push(DueItem(clock.time(), i, hook.id) for i in more)
+    steps = 0
+    await asyncio.sleep(0.3)
+    busy_steps = steps
+    sender.gate.set()
+    await sched.drain(5)
+    await runner
+    # with 18 due deliveries waiting for 2 busy slots the loop used to spin on a zero
+    # timeout (thousands of rounds); now it waits for a slot to free
+    assert busy_steps < 20, busy_steps
+    assert len(sender.calls) >= 2

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 BATCH = 500  # rows per transaction: a few milliseconds of work
 PAUSE_S = 0.01  # between batches, so other writes get their turn
 INTERVAL_S = 60.0  # between pruning rounds
+REWIND_S = 86400.0  # how often the event sweep starts again from the first event
 
 
 class Pruner:
@@ -31,10 +32,15 @@ class Pruner:
         self.clock = clock
         self.keep_finished_s = keep_finished_s
         self._swept_to = 0  # events up to this id have been swept once
+        self._swept_from_start_at = clock.time()
 
     async def prune(self, max_batches: int = 1_000_000) -> tuple[int, int]:
         """One round: (deliveries deleted, events deleted)."""
         now = self.clock.time()
+        if now - self._swept_from_start_at > REWIND_S:
+            # events skipped because a delivery still needed them may be free by now
+            # (the delivery was cleared, not pruned): sweep them again once a day
+            self._swept_to, self._swept_from_start_at = 0, now
         before = now - self.keep_finished_s
         events_before = min(before, now - IDEMPOTENCY_WINDOW_S)
         deliveries = events = 0
@@ -62,6 +68,9 @@ class Pruner:
                 deliveries, events = await self.prune()
             except StorageUnavailable as exc:
                 log.warning("pruning skipped, storage unavailable: %s", exc)
+            except Exception:
+                # a bug here must not end pruning for good, nor break the shutdown
+                log.exception("pruning failed; trying again in %.0fs", interval_s)
             else:
                 if deliveries or events:
                     log.info("pruned %d finished deliveries and %d events", deliveries, events)

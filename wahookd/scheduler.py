@@ -222,6 +222,8 @@ class Scheduler:
         raise RuntimeError("scheduler did not become idle")
 
     def _next_wake(self) -> float | None:
+        if len(self._inflight) >= self.config.concurrency:
+            return None  # nothing can start before a slot frees, and that wakes the loop
         while self._timers and self._timers[0][1] not in self._items:
             heapq.heappop(self._timers)
         if not self._timers:
