@@ -196,3 +196,21 @@ async def test_the_daemon_disables_a_failing_webhook_and_a_put_resumes_it(
         assert not any(queue["queue"].values())
         _, stats = await d.call("GET", "/api/webhook/stats/s1")
         assert stats["stats"]["successful"] == 3
+
+
+async def test_sessions_hide_a_static_webhooks_query_string(tmp_path: Path) -> None:
+    static = (
+        '[[webhook]]\nsession = "*"\nurl = "https://hooks.example/in?key=SECRETKEY"\n'
+        'events = ["*"]\n'
+    )
+    async with running_daemon(make_config(tmp_path, static)) as d:
+        put = {"url": "https://own.example/h?token=mine", "events": ["*"]}
+        assert (await d.call("PUT", "/api/webhook/config/s1", put))[0] == 200
+        status, body = await d.call(
+            "GET", "/api/webhook/sessions", headers=d.headers(role="viewer", sessions=["s1"])
+        )
+    assert status == 200
+    assert "SECRETKEY" not in str(body)
+    (s1,) = body["sessions"]
+    urls = {hook["kind"]: hook["url"] for hook in s1["webhooks"]}
+    assert urls == {"static": "https://hooks.example/in?…", "session": put["url"]}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
 from ..events import format_timestamp
-from ..models import CLEARABLE_STATES, QUEUE_STATES, State
+from ..models import CLEARABLE_STATES, QUEUE_STATES, State, Webhook
 from ..store import SessionStats
 from .common import ApiError, check_session, ok, principal, requires, session_param, state
 
@@ -68,7 +69,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         {
             "sessionId": session_id,
             "webhooks": [
-                {"kind": hook.kind, "url": hook.url, "isActive": hook.is_active}
+                {"kind": hook.kind, "url": _shown_url(hook), "isActive": hook.is_active}
                 for hook in st.registry.serving(session_id)
             ],
             "queue": queued.get(session_id, zero),
@@ -77,6 +78,15 @@ async def list_sessions(request: web.Request) -> web.Response:
         for session_id in ids
     ]
     return ok({"success": True, "sessions": sessions})
+
+
+def _shown_url(hook: Webhook) -> str:
+    """A static webhook serves sessions the token may not own: hide its query (keys)."""
+    if hook.kind != "static":
+        return hook.url
+    parts = urlsplit(hook.url)
+    hidden = "?…" if parts.query else ""
+    return urlunsplit(parts._replace(query="", fragment="")) + hidden
 
 
 def stats_json(stats: SessionStats | None) -> dict[str, Any]:
