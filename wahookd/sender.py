@@ -62,6 +62,10 @@ def delivery_headers(
     return headers
 
 
+# URL form and literal-address checks are pure: remember the URLs that passed
+MAX_CHECKED_URLS = 10_000
+
+
 class Sender:
     """Makes attempts over one pooled client session. Create, `await start()`, `await close()`.
 
@@ -72,6 +76,7 @@ class Sender:
     def __init__(self, config: DeliveryConfig, resolver: AbstractResolver | None = None) -> None:
         self.config = config
         self._ssl = _ssl_for(config)
+        self._checked: set[str] = set()  # URLs that passed check_url under this config
         self._upstream_resolver = resolver
         self._policy: PolicyResolver | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -81,6 +86,7 @@ class Sender:
     def reconfigure(self, config: DeliveryConfig) -> None:
         """Use a new delivery policy (SIGHUP) from the next attempt on."""
         old = self.config
+        self._checked = set()
         if config.ca_file != old.ca_file:
             self._ssl = _ssl_for(config)
         self.config = config
@@ -153,11 +159,14 @@ class Sender:
         retry_after_header: str | None = None
         try:
             # again at every attempt: the policy may have changed since the URL was configured
-            check_url(
-                url,
-                require_https=self.config.require_https,
-                allow_networks=self.config.allow_networks,
-            )
+            if url not in self._checked:
+                check_url(
+                    url,
+                    require_https=self.config.require_https,
+                    allow_networks=self.config.allow_networks,
+                )
+                if len(self._checked) < MAX_CHECKED_URLS:
+                    self._checked.add(url)
             async with asyncio.timeout(self.config.timeout_s):
                 async with self._session.post(
                     url, data=body, headers=headers, allow_redirects=False, ssl=self._ssl
