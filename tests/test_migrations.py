@@ -8,7 +8,8 @@ from pathlib import Path
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome
 from wahookd.store import IngestItem, Store
-from wahookd.store.sql import MIGRATIONS, SCHEMA_VERSION, WEBHOOK_GONE
+from wahookd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from wahookd.store.sql import WEBHOOK_GONE
 
 T0 = 1_700_000_000.0
 FAIL = AttemptResult(500, "HTTP 500", 3, "no", None, "5xx")

@@ -12,7 +12,7 @@ import pytest
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome, State
 from wahookd.store import IDEMPOTENCY_WINDOW_S, IngestItem, StorageError, Store
-from wahookd.store.sql import SCHEMA_VERSION
+from wahookd.store.schema import SCHEMA_VERSION
 
 
 def event(session: str = "s1", event_id: str | None = None, n: int = 0):

@@ -7,9 +7,10 @@ fsync). Each batch runs as a single call on aiosqlite's worker thread, so a
 batch costs one thread hop whatever its size. Reads use a second connection,
 which WAL lets run beside the writer.
 
-This module holds the facade and the values it hands out; the schema, its
-migrations and every SQL statement live in `sql.py`, as plain synchronous
-functions that the facade runs on the worker thread.
+This module holds the facade and the values it hands out. The SQL lives in plain
+synchronous functions that the facade runs on the worker thread: the schema and
+its migrations in `schema.py`, the delivery log's history and retention in
+`history.py`, everything else in `sql.py`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from ..models import Claimed, DueItem, Outcome, State, Webhook
-from . import sql
+from . import history, schema, sql
 from .types import (
     IDEMPOTENCY_WINDOW_S,
     AttemptRow,
@@ -92,8 +93,8 @@ class Store:
         reader = await aiosqlite.connect(path, isolation_level=None)
         store = cls(path, writer, reader)
         try:
-            await store._in_writer(lambda c: sql.prepare(c, synchronous))
-            await store._in_reader(sql.prepare_reader)
+            await store._in_writer(lambda c: schema.prepare(c, synchronous))
+            await store._in_reader(schema.prepare_reader)
             ids = await store._in_writer(sql.max_ids)
         except sqlite3.DatabaseError as exc:
             await store._close_connections()
@@ -259,12 +260,12 @@ class Store:
     ) -> list[DeliveryRow]:
         """A session's deliveries newest first, with attempts; page with `before_id`."""
         return await self._in_reader(
-            lambda c: sql.list_deliveries(c, session_id, state, event_type, before_id, limit)
+            lambda c: history.list_deliveries(c, session_id, state, event_type, before_id, limit)
         )
 
     async def get_delivery(self, session_id: str, uid: str) -> tuple[DeliveryRow, bytes] | None:
         """One delivery with its attempts and the event body; None when unknown."""
-        return await self._in_reader(lambda c: sql.get_delivery(c, session_id, uid))
+        return await self._in_reader(lambda c: history.get_delivery(c, session_id, uid))
 
     async def retry_failed(
         self,
@@ -274,19 +275,23 @@ class Store:
         finished_since: float | None = None,
     ) -> list[DueItem]:
         """Failed deliveries back to pending for a new ladder run; the ones now due."""
-        return await self.write(lambda c: sql.retry_failed(c, session_id, now, uid, finished_since))
+        return await self.write(
+            lambda c: history.retry_failed(c, session_id, now, uid, finished_since)
+        )
 
     # ---------------------------------------------------------------- retention
 
     async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:
         """Delete up to `limit` deliveries finished before `before`; (count, their event ids)."""
-        return await self.write(lambda c: sql.prune_finished(c, before, limit))
+        return await self.write(lambda c: history.prune_finished(c, before, limit))
 
     async def prune_events(
         self, before: float, event_ids: Sequence[int], after_id: int, limit: int
     ) -> tuple[int, int]:
         """Delete unreferenced events received before `before`; (count, last id swept)."""
-        return await self.write(lambda c: sql.prune_events(c, before, event_ids, after_id, limit))
+        return await self.write(
+            lambda c: history.prune_events(c, before, event_ids, after_id, limit)
+        )
 
     # ------------------------------------------------------------ queue & stats
 

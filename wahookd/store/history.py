@@ -1,0 +1,188 @@
+"""The delivery log's history: listing deliveries with their attempts, manual
+retries of failed ones, and retention (pruning what is finished and old).
+
+Plain synchronous functions on a `sqlite3.Connection`, like `sql.py`; the `Store`
+facade runs them on aiosqlite's worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from ..models import DueItem, State
+from .types import AttemptRow, DeliveryRow
+
+# ---------------------------------------------------------------- delivery log
+_DELIVERY_SELECT = (
+    "SELECT d.id, d.uid, e.uid, d.session_id, d.event_type, d.state, d.attempts,"
+    " d.created_at, d.updated_at, d.next_attempt_at, d.finished_at, d.last_status,"
+    " d.last_error, d.webhook_id FROM deliveries d JOIN events e ON e.id = d.event_id"
+)
+
+
+def list_deliveries(
+    conn: sqlite3.Connection,
+    session_id: str,
+    state: State | None,
+    event_type: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[DeliveryRow]:
+    """A session's deliveries newest first, with their attempts; `before_id` pages on."""
+    where = ["d.session_id = ?"]
+    params: list[Any] = [session_id]
+    if state is not None:
+        where.append("d.state = ?")
+        params.append(state.value)
+    if event_type is not None:
+        where.append("d.event_type = ?")
+        params.append(event_type)
+    if before_id is not None:
+        where.append("d.id < ?")
+        params.append(before_id)
+    rows = conn.execute(
+        f"{_DELIVERY_SELECT} WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return _with_attempts(conn, rows)
+
+
+def get_delivery(
+    conn: sqlite3.Connection, session_id: str, uid: str
+) -> tuple[DeliveryRow, bytes] | None:
+    """One delivery of a session by its id (`dlv_...`), with attempts and the event body."""
+    row = conn.execute(
+        f"{_DELIVERY_SELECT} WHERE d.uid = ? AND d.session_id = ?", (uid, session_id)
+    ).fetchone()
+    if row is None:
+        return None
+    (body,) = conn.execute(
+        "SELECT e.body FROM events e JOIN deliveries d ON d.event_id = e.id WHERE d.id = ?",
+        (row[0],),
+    ).fetchone()
+    return _with_attempts(conn, [row])[0], bytes(body)
+
+
+def _with_attempts(conn: sqlite3.Connection, rows: list[Any]) -> list[DeliveryRow]:
+    by_id: dict[int, list[AttemptRow]] = {row[0]: [] for row in rows}
+    if by_id:
+        marks = ",".join("?" * len(by_id))
+        for a in conn.execute(
+            "SELECT delivery_id, attempt, started_at, duration_ms, status_code, outcome,"
+            f" error, response_body FROM attempts WHERE delivery_id IN ({marks})"
+            " ORDER BY delivery_id, id",
+            list(by_id),
+        ):
+            by_id[a[0]].append(AttemptRow(*a[1:]))
+    out = []
+    for row in rows:
+        values: list[Any] = [*row, tuple(by_id[row[0]])]
+        out.append(DeliveryRow(*values))
+    return out
+
+
+def retry_failed(
+    conn: sqlite3.Connection,
+    session_id: str,
+    now: float,
+    uid: str | None = None,
+    finished_since: float | None = None,
+) -> list[DueItem]:
+    """Put failed deliveries back in the queue for a new run of the retry ladder.
+
+    One delivery by `uid`, or all of the session's failed ones (finished at or after
+    `finished_since` when given). They count as failed no longer in the stats until
+    they end again. A delivery whose webhook is inactive waits parked, as others do.
+    """
+    where = f"d.session_id = ? AND d.state = '{State.FAILED}'"
+    params: list[Any] = [session_id]
+    if uid is not None:
+        where += " AND d.uid = ?"
+        params.append(uid)
+    if finished_since is not None:
+        where += " AND d.finished_at >= ?"
+        params.append(finished_since)
+    rows = conn.execute(
+        f"SELECT d.id, d.webhook_id, d.event_type, w.is_active FROM deliveries d"
+        f" JOIN webhooks w ON w.id = d.webhook_id WHERE {where}",
+        params,
+    ).fetchall()
+    due: list[DueItem] = []
+    for delivery_id, webhook_id, event_type, active in rows:
+        conn.execute(
+            f"UPDATE deliveries SET state = '{State.PENDING}', cycle_base = attempts,"
+            " next_attempt_at = ?, finished_at = NULL, last_error = NULL, updated_at = ?"
+            " WHERE id = ?",
+            (now if active else None, now, delivery_id),
+        )
+        conn.execute(
+            "UPDATE session_stats SET failed = MAX(failed - 1, 0)"
+            " WHERE session_id = ? AND event_type = ?",
+            (session_id, event_type),
+        )
+        if active:
+            due.append(DueItem(now, delivery_id, webhook_id))
+    return due
+
+
+# ------------------------------------------------------------------- retention
+_FINISHED = f"('{State.DELIVERED}', '{State.FAILED}')"
+
+
+def prune_finished(conn: sqlite3.Connection, before: float, limit: int) -> tuple[int, list[int]]:
+    """Delete up to `limit` deliveries finished before `before`, with their attempts.
+
+    Returns how many went and the ids of their events, which `prune_events` may
+    delete once no delivery needs them. Stats live in session_stats: untouched.
+    """
+    # the partial index on finished_at, not the state index plus a sort of every row
+    rows = conn.execute(
+        "SELECT id, event_id FROM deliveries INDEXED BY deliveries_finished"
+        f" WHERE finished_at < ? AND state IN {_FINISHED} ORDER BY finished_at LIMIT ?",
+        (before, limit),
+    ).fetchall()
+    if not rows:
+        return 0, []
+    ids = [(r[0],) for r in rows]
+    conn.executemany("DELETE FROM attempts WHERE delivery_id = ?", ids)
+    conn.executemany("DELETE FROM deliveries WHERE id = ?", ids)
+    return len(rows), sorted({r[1] for r in rows})
+
+
+def prune_events(
+    conn: sqlite3.Connection,
+    before: float,
+    event_ids: Iterable[int] = (),
+    after_id: int = 0,
+    limit: int = 0,
+) -> tuple[int, int]:
+    """Delete events received before `before` that no delivery refers to any more.
+
+    Checks `event_ids` (the events of just-pruned deliveries), then sweeps up to
+    `limit` events by id after `after_id`, which catches events that never had a
+    delivery or whose deliveries a queue clear removed. Returns (deleted, last id
+    swept); the caller passes the last id back to resume the sweep. Ids grow with
+    time, so the sweep stops at the first event that is too young.
+    """
+    candidates = list(event_ids)
+    last = after_id
+    if limit:
+        for event_id, created_at in conn.execute(
+            "SELECT id, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall():
+            if created_at >= before:
+                break
+            candidates.append(event_id)
+            last = event_id
+    deleted = 0
+    for event_id in candidates:
+        cur = conn.execute(
+            "DELETE FROM events WHERE id = ? AND created_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?)",
+            (event_id, before, event_id),
+        )
+        deleted += cur.rowcount
+    return deleted, last
