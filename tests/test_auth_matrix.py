@@ -223,3 +223,20 @@ async def test_hostile_tokens_get_the_envelope_over_http(tmp_path: Path) -> None
         )
         assert resp.status == 400
         assert (await d.client.get("/healthz")).status == 200
+
+
+async def test_an_unmarked_api_route_fails_closed(tmp_path: Path) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from wahookd.app import build_app
+
+    async def forgot_requires(request: web.Request) -> web.Response:
+        return web.json_response({"secret": "data"})
+
+    app = build_app(make_config(tmp_path))
+    app.router.add_get("/api/forgotten", forgot_requires)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/api/forgotten")).status == 401
+        # unknown /api paths stay 404 for anyone
+        assert (await client.get("/api/no-such-route")).status == 404

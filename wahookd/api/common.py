@@ -229,6 +229,9 @@ def _http_message(exc: web.HTTPException, request: web.Request) -> str:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every /api route needs a bearer token whose role suffices."""
     needed: Role | None = getattr(request.match_info.handler, "wahookd_role", None)
+    matched = request.match_info.http_exception is None
+    if needed is None and matched and request.path.startswith("/api/"):
+        needed = "admin"  # fail closed: an /api route someone forgot to mark is admin-only
     if needed is None:
         return await handler(request)
     verifier: Verifier = request.app[STATE].verifier
