@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeGuard
 
+from .jsontext import encode_compact
+
 # The eight event types and the fields each must carry (besides `event` and `sessionId`).
 EVENT_TYPES: Final[dict[str, tuple[str, ...]]] = {
     "message.received": ("messageId", "from", "to", "type"),
@@ -97,8 +99,14 @@ def webhook_matches(events: Sequence[str], event_type: str) -> bool:
     return "*" in events or event_type in events
 
 
-def validate_event(obj: object, *, prefix: str = "", now: float | None = None) -> Event:
-    """Validate one ingested event object and build its delivery body."""
+def validate_event(
+    obj: object, *, prefix: str = "", now: float | None = None, parsed: bool = False
+) -> Event:
+    """Validate one ingested event object and build its delivery body.
+
+    `parsed`: obj comes from a request body that read_json_object accepted, so it is
+    strict JSON within the depth limit already and check_json's walk is skipped.
+    """
     if not isinstance(obj, dict):
         raise EventError(f"{_whole(prefix)}: must be a JSON object, got {_json_type(obj)}")
 
@@ -135,29 +143,28 @@ def validate_event(obj: object, *, prefix: str = "", now: float | None = None) -
             )
         event_id = sent_id
 
-    check_json(obj, prefix)
+    if not parsed:
+        check_json(obj, prefix)
 
     if "timestamp" not in obj:
         # Copy so the caller's object is untouched; the new key lands last, after the sent ones.
         obj = {**obj, "timestamp": format_timestamp(time.time() if now is None else now)}
     try:
-        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        body = encode_compact(obj)
     except ValueError as exc:  # an int past sys.get_int_max_str_digits(): no JSON text
         raise EventError(f"{_whole(prefix)}: cannot be written as JSON: {exc}") from None
-    return Event(
-        event_id=event_id,
-        session_id=session_id,
-        type=event_type,
-        body=body.encode("utf-8"),
-    )
+    return Event(event_id=event_id, session_id=session_id, type=event_type, body=body)
 
 
 def parse_ingest_body(
-    obj: object, *, now: float | None = None, max_batch: int = MAX_BATCH
+    obj: object, *, now: float | None = None, max_batch: int = MAX_BATCH, parsed: bool = False
 ) -> list[Event]:
-    """Validate a POST /api/events body: one event object or {"events": [...]}."""
+    """Validate a POST /api/events body: one event object or {"events": [...]}.
+
+    `parsed` as for validate_event: the body is what read_json_object returned.
+    """
     if not (isinstance(obj, dict) and obj.keys() == {"events"}):
-        return [validate_event(obj, now=now)]
+        return [validate_event(obj, now=now, parsed=parsed)]
     items = obj["events"]
     if not isinstance(items, list):
         raise EventError(f"events: must be a list of event objects, got {_json_type(items)}")
@@ -165,7 +172,10 @@ def parse_ingest_body(
         raise EventError(f"events: must hold 1 to {max_batch} events, got {len(items)}")
     # One clock reading for the whole batch, so events sent together share a filled-in timestamp.
     now = time.time() if now is None else now
-    return [validate_event(item, prefix=f"events[{i}].", now=now) for i, item in enumerate(items)]
+    return [
+        validate_event(item, prefix=f"events[{i}].", now=now, parsed=parsed)
+        for i, item in enumerate(items)
+    ]
 
 
 def _check_required(obj: dict[object, object], name: str, event_type: str, prefix: str) -> None:

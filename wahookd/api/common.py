@@ -16,6 +16,7 @@ from ..auth import AuthError, Principal, Role, Verifier
 from ..clock import Clock
 from ..config import Config
 from ..events import EventError, check_json, is_session_id
+from ..jsontext import MAX_JSON_DEPTH, decode_object
 from ..metrics import Metrics
 from ..registry import Registry
 from ..scheduler import Scheduler
@@ -25,9 +26,6 @@ from ..store import StorageUnavailable, Store
 log = logging.getLogger("wahookd.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# the JSON nesting a request body may have; deeper bodies are refused before parsing
-MAX_JSON_DEPTH = 64
 
 ERROR_CODES: dict[int, str] = {
     400: "validation_error",
@@ -118,6 +116,20 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ApiError(415, "Content-Type must be application/json")
     raw = await request.read()
+    return parse_json_object(raw)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """raw as a JSON object of strict JSON values, or a 400 ApiError that names the problem."""
+    data = decode_object(raw)
+    if data is not None:
+        return data
+    # msgspec refused it or was unsure: the standard library decides, and explains
+    return parse_json_object_stdlib(raw)
+
+
+def parse_json_object_stdlib(raw: bytes) -> dict[str, Any]:
+    """parse_json_object with the standard library alone: the reference, and every 400."""
     try:
         # JSON between systems is UTF-8 (RFC 8259 §8.1); a BOM is tolerated
         text = raw.decode("utf-8-sig")

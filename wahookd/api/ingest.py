@@ -16,7 +16,7 @@ async def post_events(request: web.Request) -> web.Response:
     st = state(request)
     now = st.clock.time()
     try:
-        events = parse_ingest_body(body, now=now)
+        events = parse_ingest_body(body, now=now, parsed=True)
     except EventError as exc:
         raise ApiError(400, str(exc)) from None
     batch = set(body) == {"events"}
