@@ -36,7 +36,8 @@ def tls_error(exc: ssl.SSLError, host: str, port: int) -> str:
         why = why or "certificate verify failed"
         return one_line(f"TLS error: certificate verify failed: {why}{where}")
     # a real SSLError has the OpenSSL reason; one built by hand only its text
-    why = getattr(exc, "reason", None) or _SSL_TAG.sub("", _SSL_LOCATION.sub("", exc.strerror or ""))
+    why = getattr(exc, "reason", None)
+    why = why or _SSL_TAG.sub("", _SSL_LOCATION.sub("", exc.strerror or ""))
     return one_line(f"TLS error: {why or type(exc).__name__}{where}")
 
 
