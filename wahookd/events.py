@@ -7,9 +7,10 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeGuard
+
+import msgspec
 
 from .jsontext import encode_compact
 
@@ -46,6 +47,14 @@ MAX_FIELD_CHARS_BY_NAME: Final[dict[str, int]] = {"qrCode": 64 * 1024}
 MAX_DEPTH: Final = 64
 MAX_BATCH: Final = 1000
 
+# Each type's required fields with their length limits; 0 for an object field.
+_STRING_LIMITS: Final[dict[str, tuple[tuple[str, int], ...]]] = {
+    event_type: tuple(
+        (name, 0 if name in OBJECT_FIELDS else MAX_FIELD_CHARS_BY_NAME.get(name, MAX_FIELD_CHARS))
+        for name in fields
+    )
+    for event_type, fields in EVENT_TYPES.items()
+}
 _KNOWN: Final = ", ".join(sorted(EVENT_TYPES))
 _SESSION_ID_RULE: Final = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
 _SIMPLE_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -56,8 +65,9 @@ class EventError(ValueError):
     """An ingested event is invalid; the message starts with the offending field's path."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+# a Struct rather than a frozen dataclass: one per ingested event, six times cheaper to
+# make; gc=False: it holds only strings and bytes
+class Event(msgspec.Struct, frozen=True, gc=False):
     """One validated event, ready to store and deliver."""
 
     event_id: str | None
@@ -124,8 +134,11 @@ def validate_event(
     if not is_session_id(session_id):
         raise EventError(f"{prefix}sessionId: {_SESSION_ID_RULE}, got {_show(session_id)}")
 
-    for name in EVENT_TYPES[event_type]:
-        _check_required(obj, name, event_type, prefix)
+    for name, limit in _STRING_LIMITS[event_type]:
+        value = obj.get(name)
+        # the common case inline; anything else (an object field too) gets the full check
+        if type(value) is not str or not 0 < len(value) <= limit:
+            _check_required(obj, name, event_type, prefix)
 
     if "timestamp" in obj and not is_timestamp(obj["timestamp"]):
         raise EventError(

@@ -21,10 +21,19 @@ async def post_events(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc)) from None
     batch = set(body) == {"events"}
     items = []
+    # a batch mostly repeats one session and a few types: check and match each once
+    checked: set[str] = set()
+    fan_out: dict[tuple[str, str], tuple[int, ...]] = {}
     for i, event in enumerate(events):
-        field = f"events[{i}].sessionId" if batch else "sessionId"
-        check_session(request, event.session_id, field)
-        items.append(IngestItem(event, st.registry.match(event.session_id, event.type)))
+        session_id = event.session_id
+        if session_id not in checked:
+            check_session(request, session_id, f"events[{i}].sessionId" if batch else "sessionId")
+            checked.add(session_id)
+        key = (session_id, event.type)
+        webhook_ids = fan_out.get(key)
+        if webhook_ids is None:
+            webhook_ids = fan_out[key] = st.registry.match(session_id, event.type)
+        items.append(IngestItem(event, webhook_ids))
     results = await st.store.ingest(items, now)
     st.metrics.observe_ingest(items, results)
     queued = [due for r in results for due in r.deliveries]

@@ -23,7 +23,7 @@ from .types import (
     IngestItem,
     IngestResult,
     SessionStats,
-    new_uid,
+    new_uids,
 )
 
 WEBHOOK_GONE = "its webhook was deleted"
@@ -121,20 +121,27 @@ def ingest(
     results: list[IngestResult] = []
     event_rows: list[tuple[Any, ...]] = []
     delivery_rows: list[tuple[Any, ...]] = []
-    seen: dict[tuple[str, str], str] = {}
-    since = now - IDEMPOTENCY_WINDOW_S
+    recent = _recent_events(conn, items, now - IDEMPOTENCY_WINDOW_S)
+    seen: set[tuple[str, str]] = set()
+    # ids drawn for the whole request at once: one clock reading, one urandom call
+    event_uids = iter(new_uids("evt", len(items)))
+    delivery_uids = iter(new_uids("dlv", sum(len(item.webhook_ids) for item in items)))
+    pending = State.PENDING.value
     for item in items:
         ev = item.event
-        if ev.event_id is not None:
-            key = (ev.session_id, ev.event_id)
-            if key in seen or _recent_event(conn, key, since):
-                results.append(IngestResult(ev.event_id, True, ()))
+        client_id = ev.event_id
+        if client_id is None:
+            uid = next(event_uids)
+        else:
+            key = (ev.session_id, client_id)
+            if key in seen or key in recent:
+                results.append(IngestResult(client_id, True, ()))
                 continue
-            seen[key] = ev.event_id
+            seen.add(key)
+            uid = client_id
         event_id = ids.take_event()
-        uid = ev.event_id if ev.event_id is not None else new_uid("evt")
         event_rows.append(
-            (event_id, uid, ev.event_id is not None, ev.session_id, ev.type, ev.body, now)
+            (event_id, uid, client_id is not None, ev.session_id, ev.type, ev.body, now)
         )
         due: list[DueItem] = []
         for webhook_id in item.webhook_ids:
@@ -142,12 +149,12 @@ def ingest(
             delivery_rows.append(
                 (
                     delivery_id,
-                    new_uid("dlv"),
+                    next(delivery_uids),
                     event_id,
                     webhook_id,
                     ev.session_id,
                     ev.type,
-                    State.PENDING.value,
+                    pending,
                     now,
                     now,
                     now,
@@ -164,13 +171,30 @@ def ingest(
     return results
 
 
-def _recent_event(conn: sqlite3.Connection, key: tuple[str, str], since: float) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM events WHERE session_id = ? AND uid = ? AND client_id = 1"
-        " AND created_at > ? LIMIT 1",
-        (*key, since),
-    ).fetchone()
-    return row is not None
+# event ids looked up per query; far below SQLite's limit on bound parameters
+_LOOKUP_CHUNK = 500
+
+
+def _recent_events(
+    conn: sqlite3.Connection, items: Sequence[IngestItem], since: float
+) -> set[tuple[str, str]]:
+    """The (session, client id) pairs of these items already ingested after `since`."""
+    by_session: dict[str, set[str]] = {}
+    for item in items:
+        if item.event.event_id is not None:
+            by_session.setdefault(item.event.session_id, set()).add(item.event.event_id)
+    found: set[tuple[str, str]] = set()
+    for session_id, client_ids in by_session.items():
+        wanted = sorted(client_ids)
+        for lo in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[lo : lo + _LOOKUP_CHUNK]
+            rows = conn.execute(
+                "SELECT uid FROM events WHERE session_id = ? AND client_id = 1"
+                f" AND uid IN ({','.join('?' * len(chunk))}) AND created_at > ?",
+                (session_id, *chunk, since),
+            )
+            found.update((session_id, uid) for (uid,) in rows)
+    return found
 
 
 # ------------------------------------------------------------------ scheduling

@@ -6,6 +6,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import msgspec
+
 from ..events import Event
 from ..models import DueItem
 
@@ -27,16 +29,23 @@ def new_uid(prefix: str) -> str:
     return f"{prefix}_{time.time_ns() // 1_000_000:011x}{secrets.token_hex(6)}"
 
 
-@dataclass(frozen=True, slots=True)
-class IngestItem:
+def new_uids(prefix: str, count: int) -> list[str]:
+    """`count` ids like new_uid's, from one clock reading and one read of randomness."""
+    head = f"{prefix}_{time.time_ns() // 1_000_000:011x}"
+    noise = secrets.token_hex(6 * count)  # one urandom call instead of one per id
+    return [head + noise[i : i + 12] for i in range(0, 12 * count, 12)]
+
+
+# Structs rather than frozen dataclasses: made for every ingested event, and a frozen
+# dataclass's __init__ costs six times as much. gc=False: they hold no cycles.
+class IngestItem(msgspec.Struct, frozen=True, gc=False):
     """One validated event and the webhooks it fans out to."""
 
     event: Event
     webhook_ids: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class IngestResult:
+class IngestResult(msgspec.Struct, frozen=True, gc=False):
     """What ingest did with one event."""
 
     event_uid: str
