@@ -110,7 +110,9 @@ class Scheduler:
         self._claiming = True
         self._stopped = asyncio.Event()
         self.started = asyncio.Event()
-        self._unrecorded: list[Outcome] = []
+        self._unrecorded: list[Outcome] = []  # refused by storage: the loop retries them
+        self._outcomes: list[Outcome] = []  # finished attempts waiting for _record_outcomes
+        self._recorder: asyncio.Task[None] | None = None
         self._backoff_s = 0.0
 
     # ----------------------------------------------------------------- inputs
@@ -460,24 +462,55 @@ class Scheduler:
                 result = AttemptResult(None, "webhook no longer exists", 0, "", None, "refused")
             else:
                 result = await self._send(webhook, claimed, started_at)
-            outcome = self.decide(claimed, result, started_at, self.clock.time())
-            if webhook is None:
-                outcome = replace(outcome, kind="failed", next_attempt_at=None)
-            finish = asyncio.ensure_future(self._finish(outcome))
-            self._tasks.add(finish)
-            finish.add_done_callback(self._tasks.discard)
-            # a cancellation (shutdown) must not lose an outcome that already exists
-            recorded = await asyncio.shield(finish)
-        finally:
-            # The slot frees only once the outcome is committed, so the deliveries
-            # `processing` at a crash never number more than `concurrency`: a crash
-            # repeats at most that many attempts. (While storage refuses writes the
-            # outcome waits in memory for the loop and the slot frees anyway: no
-            # claim can commit then either.) Cancelled mid-attempt (shutdown), the
-            # row stays `processing` and Store.recover() queues it again.
+        except BaseException:
+            # Cancelled mid-attempt (shutdown): the row stays `processing` and
+            # Store.recover() queues it again.
             self._release(claimed.id, claimed.webhook_id)
-        if recorded:
-            self._requeue(outcome)
+            raise
+        outcome = self.decide(claimed, result, started_at, self.clock.time())
+        if webhook is None:
+            outcome = replace(outcome, kind="failed", next_attempt_at=None)
+        # The slot stays taken until the outcome is committed, so the deliveries
+        # `processing` at a crash never number more than `concurrency`: a crash
+        # repeats at most that many attempts.
+        self._outcomes.append(outcome)
+        if self._recorder is None:
+            self._recorder = task = asyncio.create_task(
+                self._record_outcomes(), name="wahookd-outcomes"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _record_outcomes(self) -> None:
+        """Commit finished attempts, all that finished meanwhile in one write; free their slots.
+
+        One outcome write per commit, however many attempts ended, instead of one per attempt.
+        """
+        try:
+            while self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                try:
+                    await self._record(batch, requeue=False)
+                except StorageUnavailable:
+                    # the loop writes them once storage is back; their slots free anyway,
+                    # as no claim can commit meanwhile either
+                    self._unrecorded.extend(batch)
+                    for outcome in batch:
+                        self._release(outcome.claimed.id, outcome.claimed.webhook_id)
+                    continue
+                except Exception:
+                    log.exception("recording %d attempt outcomes failed", len(batch))
+                    for outcome in batch:  # left `processing`: recovered at the next start
+                        self._release(outcome.claimed.id, outcome.claimed.webhook_id)
+                    continue
+                for outcome in batch:
+                    self._release(outcome.claimed.id, outcome.claimed.webhook_id)
+                    self._requeue(outcome)
+        finally:
+            self._recorder = None
+            if self._outcomes:  # cancelled (shutdown) with some left: the loop may record them
+                self._unrecorded.extend(self._outcomes)
+                self._outcomes = []
 
     async def _send(self, webhook: Webhook, claimed: Claimed, started_at: float) -> AttemptResult:
         """The attempt; a bug in it is a failed attempt, not a delivery stuck `processing`."""
@@ -509,20 +542,10 @@ class Scheduler:
             kind = "retry" if next_at is not None else "failed"
         return Outcome(claimed, started_at, result, kind, next_at)
 
-    async def _finish(self, outcome: Outcome) -> bool:
-        """Record one outcome; False when storage refused it and the loop will retry."""
-        try:
-            await self._record([outcome], requeue=False)
-        except StorageUnavailable:
-            self._unrecorded.append(outcome)  # the loop writes it once storage is back
-            self._wake.set()
-            return False
-        return True
-
     async def _record(self, outcomes: list[Outcome], *, requeue: bool = True) -> None:
         """Commit outcomes; with requeue, put retries back into the window at once.
 
-        An attempt's own outcome is requeued by `_attempt` after its slot is released.
+        Attempts' own outcomes are requeued by `_record_outcomes` after their slots free.
         """
         disable_after = self.config.disable_after_s or None  # "0s": never auto-disable
         disabled = await self.store.record(outcomes, self.clock.time(), disable_after)

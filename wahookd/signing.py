@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import functools
 import hmac
 from collections.abc import Sequence
 from typing import Final
@@ -12,6 +12,7 @@ from typing import Final
 WHSEC_PREFIX: Final = "whsec_"
 
 
+@functools.lru_cache(maxsize=1024)
 def standard_key(secret: str) -> bytes:
     """HMAC key for webhook-signature: base64 after "whsec_" when it decodes, else UTF-8 bytes."""
     if secret.startswith(WHSEC_PREFIX):
@@ -38,7 +39,7 @@ def signature_headers(
     """Signature headers for one attempt; {} when the webhook has no secret."""
     if secret is None:
         return {}
-    legacy = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    legacy = hmac.digest(secret.encode("utf-8"), body, "sha256").hex()
     signed_content = f"{msg_id}.{timestamp}.".encode() + body
     # Current secret first, then the previous ones, so receivers can rotate without downtime.
     signatures = " ".join(

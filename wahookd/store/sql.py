@@ -274,6 +274,8 @@ def record(
     """
     attempt_rows = []
     active: dict[int, bool | None] = {}
+    # (session, event type) -> [successful, failed, success_ms_total, last_delivery_at]
+    stats: dict[tuple[str, str], list[Any]] = {}
     for o in outcomes:
         c, r = o.claimed, o.result
         attempt_rows.append(
@@ -311,23 +313,15 @@ def record(
         )
         if cur.rowcount and finished is not None:
             ok = state == State.DELIVERED
-            conn.execute(
-                "INSERT INTO session_stats (session_id, event_type, successful, failed,"
-                " success_ms_total, last_delivery_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO UPDATE SET successful = successful + excluded.successful,"
-                " failed = failed + excluded.failed,"
-                " success_ms_total = success_ms_total + excluded.success_ms_total,"
-                " last_delivery_at = MAX(COALESCE(last_delivery_at, 0),"
-                " COALESCE(excluded.last_delivery_at, 0))",
-                (
-                    c.session_id,
-                    c.event_type,
-                    int(ok),
-                    int(not ok),
-                    r.duration_ms if ok else 0,
-                    now if ok else None,
-                ),
-            )
+            row = stats.get((c.session_id, c.event_type))
+            if row is None:
+                row = stats[(c.session_id, c.event_type)] = [0, 0, 0, None]
+            if ok:
+                row[0] += 1
+                row[2] += r.duration_ms
+                row[3] = now
+            else:
+                row[1] += 1
         if o.kind == "gone":
             conn.execute(
                 "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?",
@@ -338,6 +332,17 @@ def record(
         "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
         " status_code, outcome, error, response_body) VALUES (?,?,?,?,?,?,?,?)",
         attempt_rows,
+    )
+    # one upsert per (session, event type) of the batch, not one per finished delivery
+    conn.executemany(
+        "INSERT INTO session_stats (session_id, event_type, successful, failed,"
+        " success_ms_total, last_delivery_at) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT DO UPDATE SET successful = successful + excluded.successful,"
+        " failed = failed + excluded.failed,"
+        " success_ms_total = success_ms_total + excluded.success_ms_total,"
+        " last_delivery_at = MAX(COALESCE(last_delivery_at, 0),"
+        " COALESCE(excluded.last_delivery_at, 0))",
+        [(session, event, *counts) for (session, event), counts in stats.items()],
     )
     return _track_failing(conn, outcomes, now, disable_after_s)
 
