@@ -5,7 +5,7 @@ by the policy resolver (which drops every refused address, netpolicy.py), an IP 
 skips the lookup, happy eyeballs (aiohappyeyeballs, as aiohttp uses) connects to the
 vetted addresses through the policy's socket factory (the last check, on the exact
 address), and TLS verifies the URL's host name. Idle connections are kept per origin
-(scheme, host, port) for KEEPALIVE_S and reused newest first.
+(scheme, host, port) and reused newest first; a sweep closes those idle for KEEPALIVE_S.
 
 `reset()` (a policy or CA change) retires every pooled connection: idle ones close at
 once, busy ones when their attempt ends.
@@ -53,22 +53,34 @@ class ConnectionPool:
         self.resolver = resolver
         self.open_socket = open_socket
         self.ssl_context = ssl_context
-        self._idle: dict[Origin, list[tuple[Http1Connection, asyncio.TimerHandle]]] = {}
+        # idle connections per origin with the loop time each was released, oldest first
+        self._idle: dict[Origin, list[tuple[Http1Connection, float]]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
         self._generation = 0
         self._born: dict[Http1Connection, int] = {}  # busy connection -> generation opened
 
     async def acquire(self, origin: Origin) -> tuple[Http1Connection, bool]:
         """A connection to origin and whether it was reused from the pool."""
+        conn = self.take_idle(origin)
+        if conn is not None:
+            return conn, True
+        return await self.connect(origin), False
+
+    def take_idle(self, origin: Origin) -> Http1Connection | None:
+        """The most recently used idle connection to origin, if one is still open."""
         idle = self._idle.get(origin)
         while idle:
-            conn, timer = idle.pop()
-            timer.cancel()
+            conn, _ = idle.pop()
             if not conn.closed:
                 self._born[conn] = self._generation
-                return conn, True
+                return conn
+        return None
+
+    async def connect(self, origin: Origin) -> Http1Connection:
+        """A new connection to origin (counted as busy until released)."""
         conn = await self._connect(origin)
         self._born[conn] = self._generation
-        return conn, False
+        return conn
 
     def release(self, origin: Origin, conn: Http1Connection) -> None:
         """Give a connection back after its attempt: pooled when clean, else closed."""
@@ -77,8 +89,9 @@ class ConnectionPool:
             conn.abort()
             return
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(KEEPALIVE_S, self._expire, origin, conn)
-        self._idle.setdefault(origin, []).append((conn, timer))
+        self._idle.setdefault(origin, []).append((conn, loop.time()))
+        if self._sweep is None:
+            self._sweep = loop.call_later(KEEPALIVE_S / 3, self._expire)
 
     def reset(self, ssl_context: ssl.SSLContext | None = None) -> None:
         """Retire every connection (a new policy or CA); optionally trust a new context."""
@@ -97,21 +110,29 @@ class ConnectionPool:
     def _close_idle(self) -> None:
         idle, self._idle = self._idle, {}
         for conns in idle.values():
-            for conn, timer in conns:
-                timer.cancel()
+            for conn, _ in conns:
                 conn.abort()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
-    def _expire(self, origin: Origin, conn: Http1Connection) -> None:
-        idle = self._idle.get(origin)
-        if idle is None:
-            return
-        for i, (pooled, _) in enumerate(idle):
-            if pooled is conn:
-                del idle[i]
-                break
-        if not idle:
-            del self._idle[origin]
-        conn.abort()
+    def _expire(self) -> None:
+        """Close connections idle for KEEPALIVE_S (a sweep every third of it, while any idle)."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - KEEPALIVE_S
+        for origin, conns in list(self._idle.items()):
+            # oldest first: the expired ones are a prefix
+            expired = 0
+            while expired < len(conns) and conns[expired][1] <= cutoff:
+                conns[expired][0].abort()
+                expired += 1
+            del conns[:expired]
+            conns[:] = [(conn, at) for conn, at in conns if not conn.closed]
+            if not conns:
+                del self._idle[origin]
+        if self._idle:
+            self._sweep = loop.call_later(KEEPALIVE_S / 3, self._expire)
 
     async def _connect(self, origin: Origin) -> Http1Connection:
         tls, host, port = origin

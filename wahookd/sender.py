@@ -15,7 +15,7 @@ from aiohttp.resolver import DefaultResolver
 from . import __version__
 from .attempt_errors import network_error, tls_error
 from .config import DeliveryConfig
-from .http1 import BadResponse
+from .http1 import BadResponse, Response
 from .models import AttemptResult, Claimed, ErrorClass, Webhook
 from .netpolicy import PolicyResolver, RefusedTarget, check_url
 from .pool import ConnectError, ConnectionPool, Origin
@@ -126,9 +126,9 @@ class Sender:
         started = time.monotonic()
         try:
             target = self._target(url, ())
+            lines = [target.request_line, *_header_lines(headers.items())]
         except RefusedTarget as exc:
             return _result(started, now, "refused", f"refused: {exc}")
-        lines = [target.request_line, *_header_lines(headers.items())]
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
         return await self._exchange(target.origin, "".join(lines).encode() + body, started, now)
 
@@ -167,11 +167,21 @@ class Sender:
         """Send one request within the attempt timeout and classify the answer."""
         assert self._pool is not None, "Sender.start() was not awaited"
         pool = self._pool
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_s
         conn = None
         try:
-            async with asyncio.timeout(self.config.timeout_s):
-                conn, _ = await pool.acquire(origin)
-                response = await conn.request(request, self.config.max_response)
+            conn = pool.take_idle(origin)
+            if conn is None:
+                async with asyncio.timeout_at(deadline):
+                    conn = await pool.connect(origin)
+            answer = conn.request(request, self.config.max_response)
+            # one timer per attempt, cheaper than another asyncio.timeout
+            timer = loop.call_at(deadline, _time_out, answer)
+            try:
+                response = await answer
+            finally:
+                timer.cancel()
         except RefusedTarget as exc:
             return _result(started, now, "refused", f"refused: {exc}")
         except TimeoutError:
@@ -194,6 +204,11 @@ class Sender:
         if status in (429, 503):
             retry_after = parse_retry_after(response.retry_after, now)
         return _result(started, now, _status_class(status), error, status, text, retry_after)
+
+
+def _time_out(answer: asyncio.Future[Response]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
 
 
 def _result(
