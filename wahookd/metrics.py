@@ -97,10 +97,9 @@ class Metrics:
         # every series exists from the start, at 0, so rate() and alerts see it
         for event_type in EVENT_TYPES:
             self.events_ingested.labels(event_type)
-        for outcome in FINISHED:
-            self.deliveries_finished.labels(outcome)
-        for error_class in get_args(ErrorClass):
-            self.attempts.labels(error_class)
+        # the labelled children, looked up once: an attempt's metrics are on the hot path
+        self._finished = {outcome: self.deliveries_finished.labels(outcome) for outcome in FINISHED}
+        self._attempts = {c: self.attempts.labels(c) for c in get_args(ErrorClass)}
         ProcessCollector(registry=r)
         self._live: _Live | None = None
         self._lock = asyncio.Lock()
@@ -138,10 +137,11 @@ class Metrics:
     def observe_outcome(self, outcome: Outcome) -> None:
         """Count one recorded attempt and, when it ended its delivery, the delivery."""
         result = outcome.result
-        self.attempts.labels(result.error_class).inc()
+        self._attempts[result.error_class].inc()
         self.attempt_duration.observe(result.duration_ms / 1000)
-        if outcome.kind in FINISHED:
-            self.deliveries_finished.labels(outcome.kind).inc()
+        finished = self._finished.get(outcome.kind)
+        if finished is not None:
+            finished.inc()
 
     # ---------------------------------------------------------------- scrape
 
