@@ -94,6 +94,41 @@ async def test_idempotent_ingest_within_24_hours_only(tmp_path: Path) -> None:
     assert [r.duplicate for r in both] == [False, True]
 
 
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 100, 1000])
+async def test_every_event_and_delivery_of_a_batch_is_stored(tmp_path: Path, count: int) -> None:
+    # rows go in by multi-row INSERTs of 64, 32, ... 1: none lost or doubled at the seams
+    store = await open_store(tmp_path)
+    a, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    b, _ = await store.put_session_webhook("s2", "https://b.example/", ["*"], None, True, [], 0)
+    items = [IngestItem(event(n=i), (a.id, b.id) if i % 3 else (a.id,)) for i in range(count)]
+    results = await store.ingest(items, 10.0)
+    await store.close()
+    deliveries = [d for r in results for d in r.deliveries]
+    assert len(deliveries) == count + sum(1 for i in range(count) if i % 3)
+    conn = sqlite3.connect(tmp_path / "data" / "w.db")
+    stored = conn.execute("SELECT uid, body FROM events ORDER BY id").fetchall()
+    rows = conn.execute("SELECT id, webhook_id, uid FROM deliveries ORDER BY id").fetchall()
+    conn.close()
+    assert stored == [
+        (r.event_uid, item.event.body) for r, item in zip(results, items, strict=True)
+    ]
+    assert [(r[0], r[1]) for r in rows] == [(d.id, d.webhook_id) for d in deliveries]
+    assert len({r[2] for r in rows}) == len(rows)  # every delivery uid unique
+
+
+async def test_duplicates_are_found_across_sessions_and_many_ids(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    first = [IngestItem(event(event_id=f"e{i}"), (hook.id,)) for i in range(0, 1200, 2)]
+    await store.ingest(first, 1.0)
+    # 1,200 ids of s1 (half seen: more than one lookup query) and the same ids in s2 (new)
+    again = [IngestItem(event(event_id=f"e{i}"), (hook.id,)) for i in range(1200)]
+    other = [IngestItem(event(session="s2", event_id=f"e{i}"), (hook.id,)) for i in range(10)]
+    results = await store.ingest(again + other, 2.0)
+    await store.close()
+    assert [r.duplicate for r in results] == [i % 2 == 0 for i in range(1200)] + [False] * 10
+
+
 async def test_claim_record_recover(tmp_path: Path) -> None:
     store = await open_store(tmp_path)
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)

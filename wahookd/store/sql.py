@@ -11,6 +11,7 @@ reader connection. Nothing here awaits, so one operation is one thread hop.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -162,13 +163,40 @@ def ingest(
             )
             due.append(DueItem(now, delivery_id, webhook_id))
         results.append(IngestResult(uid, False, tuple(due)))
-    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", event_rows)
-    conn.executemany(
+    _insert_rows(conn, "INSERT INTO events VALUES", event_rows)
+    _insert_rows(
+        conn,
         "INSERT INTO deliveries (id, uid, event_id, webhook_id, session_id, event_type,"
-        " state, next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " state, next_attempt_at, created_at, updated_at) VALUES",
         delivery_rows,
     )
     return results
+
+
+# rows per INSERT statement at most: 64 deliveries bind 640 parameters
+_ROWS_PER_INSERT = 64
+
+
+def _insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert rows with one multi-row statement per 64, 32, ... 1 of them.
+
+    One statement runs as one sqlite3_step, so the writer thread gives up and takes back
+    the GIL once per statement rather than once per row (executemany), and the sizes,
+    powers of two, keep the statement cache to a handful of entries.
+    """
+    done = 0
+    while done < len(rows):
+        size = min(_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
+        chunk = rows[done : done + size]
+        conn.execute(_values_sql(insert, len(chunk[0]), size), [v for row in chunk for v in row])
+        done += size
+
+
+@functools.cache
+def _values_sql(insert: str, width: int, count: int) -> str:
+    """`insert` followed by `count` rows of `width` placeholders."""
+    row = "(" + ",".join("?" * width) + ")"
+    return f"{insert} {','.join([row] * count)}"
 
 
 # event ids looked up per query; far below SQLite's limit on bound parameters
