@@ -325,3 +325,43 @@ async def test_the_loop_sleeps_while_every_slot_is_busy(tmp_path: Path, store: S
     # timeout (thousands of rounds); now it waits for a slot to free
     assert busy_steps < 20, busy_steps
     assert len(sender.calls) >= 2
+
+
+async def test_a_freed_slot_is_claimed_in_the_commit_of_its_outcome(
+    tmp_path: Path, store: Store
+) -> None:
+    # With one slot, each finished attempt's outcome and the next delivery's claim
+    # share a transaction: about one commit per delivery, not two (record, then claim).
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    hook = await add_webhook(store, registry, "a")
+    ids = await ingest(store, hook, 20, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 1})
+    before = store.commits
+    await sched.run_until_idle()
+    assert [c[1] for c in sender.calls] == ids  # in order, one at a time
+    assert sender.most_open == 1
+    assert store.commits - before <= len(ids) + 2, store.commits - before
+    counts = await store.queue_counts(None)
+    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+
+
+async def test_processing_never_exceeds_concurrency_while_outcomes_commit(
+    tmp_path: Path, store: Store
+) -> None:
+    # the handover keeps the invariant the crash guarantee rests on (SPEC §7)
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 60, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 4})
+    peaks: list[int] = []
+    original = store.write
+
+    async def write_and_count(fn):  # type: ignore[no-untyped-def]
+        result = await original(fn)
+        peaks.append((await store.queue_counts(None))["processing"])
+        return result
+
+    store.write = write_and_count  # type: ignore[method-assign]
+    await sched.run_until_idle()
+    assert len(sender.calls) == 60
+    assert peaks and max(peaks) <= 4, peaks

@@ -97,6 +97,9 @@ class Scheduler:
         self._items: dict[int, DueItem] = {}  # queued deliveries in memory
         self._ready_ids: set[int] = set()  # of those, the ones already due
         self._inflight: set[int] = set()
+        # slots of finished attempts whose outcomes are being committed and which no
+        # new delivery took over: free only once the commit is in
+        self._reserved = 0
         self._timers: list[tuple[float, int]] = []  # heap of (due_at, id)
         self._lanes: dict[int, Lane] = {}
         self._cursor: Key | None = None  # last key the global refill loaded
@@ -223,8 +226,12 @@ class Scheduler:
                 return
         raise RuntimeError("scheduler did not become idle")
 
+    @property
+    def _free_slots(self) -> int:
+        return self.config.concurrency - len(self._inflight) - self._reserved
+
     def _next_wake(self) -> float | None:
-        if len(self._inflight) >= self.config.concurrency:
+        if self._free_slots <= 0:
             return None  # nothing can start before a slot frees, and that wakes the loop
         while self._timers and self._timers[0][1] not in self._items:
             heapq.heappop(self._timers)
@@ -383,7 +390,7 @@ class Scheduler:
             heapq.heappush(self._lanes[item.webhook_id].ready, item_id)
 
     def _pick(self) -> list[DueItem]:
-        free = min(self.config.concurrency - len(self._inflight), self.claim_batch)
+        free = min(self._free_slots, self.claim_batch)
         per_lane = self.config.per_webhook_concurrency
         # Fewest attempts in flight first, then the oldest due delivery: a freed slot
         # goes to a webhook that has none running before another backlogged one, so
@@ -413,7 +420,7 @@ class Scheduler:
             heapq.heappop(lane.ready)
 
     async def _claim_due(self) -> bool:
-        if not self._claiming or len(self._inflight) >= self.config.concurrency:
+        if not self._claiming or self._free_slots <= 0:
             return False
         now = self.clock.time()
         self._promote(now)
@@ -423,10 +430,19 @@ class Scheduler:
         try:
             claimed = await self.store.claim([item.id for item in picked], now)
         except BaseException:
-            for item in picked:
-                self._release(item.id, item.webhook_id)
-                self._add(item, from_refill=True)
+            self._unpick(picked)
             raise
+        self._start(picked, claimed, now)
+        return True
+
+    def _unpick(self, picked: list[DueItem]) -> None:
+        """Picked deliveries whose claim did not commit go back to the window."""
+        for item in picked:
+            self._release(item.id, item.webhook_id)
+            self._add(item, from_refill=True)
+
+    def _start(self, picked: list[DueItem], claimed: list[Claimed], now: float) -> None:
+        """Start the attempts of the claimed deliveries; free the slots of the others."""
         got = {c.id for c in claimed}
         for item in picked:
             if item.id not in got:  # deleted, parked or claimed elsewhere meanwhile
@@ -438,7 +454,6 @@ class Scheduler:
             # keep a hard reference or the task may be garbage-collected mid-attempt
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return True
 
     def _release(self, item_id: int, webhook_id: int) -> None:
         self._inflight.discard(item_id)
@@ -482,35 +497,50 @@ class Scheduler:
             task.add_done_callback(self._tasks.discard)
 
     async def _record_outcomes(self) -> None:
-        """Commit finished attempts, all that finished meanwhile in one write; free their slots.
+        """Commit finished attempts, all that finished meanwhile in one write; reuse their slots.
 
-        One outcome write per commit, however many attempts ended, instead of one per attempt.
+        The same transaction claims the due deliveries that take the freed slots over,
+        so a slot goes from one attempt to the next in one commit, and the deliveries
+        `processing` never number more than `concurrency`.
         """
         try:
             while self._outcomes:
                 batch, self._outcomes = self._outcomes, []
-                try:
-                    await self._record(batch, requeue=False)
-                except StorageUnavailable:
-                    # the loop writes them once storage is back; their slots free anyway,
-                    # as no claim can commit meanwhile either
-                    self._unrecorded.extend(batch)
-                    for outcome in batch:
-                        self._release(outcome.claimed.id, outcome.claimed.webhook_id)
-                    continue
-                except Exception:
-                    log.exception("recording %d attempt outcomes failed", len(batch))
-                    for outcome in batch:  # left `processing`: recovered at the next start
-                        self._release(outcome.claimed.id, outcome.claimed.webhook_id)
-                    continue
-                for outcome in batch:
-                    self._release(outcome.claimed.id, outcome.claimed.webhook_id)
-                    self._requeue(outcome)
+                await self._record_and_claim(batch)
         finally:
             self._recorder = None
             if self._outcomes:  # cancelled (shutdown) with some left: the loop may record them
                 self._unrecorded.extend(self._outcomes)
                 self._outcomes = []
+
+    async def _record_and_claim(self, batch: list[Outcome]) -> None:
+        for outcome in batch:
+            self._release(outcome.claimed.id, outcome.claimed.webhook_id)
+        now = self.clock.time()
+        picked: list[DueItem] = []
+        if self._claiming:
+            self._promote(now)
+            picked = self._pick()
+        reserved = max(0, len(batch) - len(picked))
+        self._reserved += reserved
+        try:
+            claimed = await self._record(batch, requeue=False, claim=[i.id for i in picked])
+        except StorageUnavailable:
+            # the loop writes them once storage is back; their slots free anyway, as no
+            # claim can commit meanwhile either
+            self._unrecorded.extend(batch)
+            self._unpick(picked)
+            return
+        except Exception:
+            log.exception("recording %d attempt outcomes failed", len(batch))
+            self._unpick(picked)  # the outcomes' rows stay `processing`: recovered at restart
+            return
+        finally:
+            self._reserved -= reserved
+            self._wake.set()
+        for outcome in batch:
+            self._requeue(outcome)
+        self._start(picked, claimed, now)
 
     async def _send(self, webhook: Webhook, claimed: Claimed, started_at: float) -> AttemptResult:
         """The attempt; a bug in it is a failed attempt, not a delivery stuck `processing`."""
@@ -542,13 +572,22 @@ class Scheduler:
             kind = "retry" if next_at is not None else "failed"
         return Outcome(claimed, started_at, result, kind, next_at)
 
-    async def _record(self, outcomes: list[Outcome], *, requeue: bool = True) -> None:
-        """Commit outcomes; with requeue, put retries back into the window at once.
+    async def _record(
+        self, outcomes: list[Outcome], *, requeue: bool = True, claim: list[int] | None = None
+    ) -> list[Claimed]:
+        """Commit outcomes (and claim these ids in the same transaction); the claimed.
 
-        Attempts' own outcomes are requeued by `_record_outcomes` after their slots free.
+        With requeue, put retries back into the window at once; attempts' own
+        outcomes are requeued by `_record_and_claim` after their slots free.
         """
         disable_after = self.config.disable_after_s or None  # "0s": never auto-disable
-        disabled = await self.store.record(outcomes, self.clock.time(), disable_after)
+        if claim:
+            disabled, claimed = await self.store.record_and_claim(
+                outcomes, claim, self.clock.time(), disable_after
+            )
+        else:
+            disabled = await self.store.record(outcomes, self.clock.time(), disable_after)
+            claimed = []
         for webhook_id in disabled:
             self._auto_disabled(webhook_id)
         for outcome in outcomes:
@@ -558,6 +597,7 @@ class Scheduler:
             if requeue:
                 self._requeue(outcome)
         self._wake.set()
+        return claimed
 
     def _auto_disabled(self, webhook_id: int) -> None:
         self.auto_disabled += 1

@@ -202,6 +202,21 @@ class Store:
         """
         return await self.write(lambda c: sql.record(c, outcomes, now, disable_after_s))
 
+    async def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        claim: Sequence[int],
+        now: float,
+        disable_after_s: float | None = None,
+    ) -> tuple[list[int], list[Claimed]]:
+        """`record()` and `claim()` in one transaction: (auto-disabled webhooks, claimed)."""
+
+        def both(c: sqlite3.Connection) -> tuple[list[int], list[Claimed]]:
+            disabled = sql.record(c, outcomes, now, disable_after_s)
+            return disabled, sql.claim(c, claim, now) if claim else []
+
+        return await self.write(both)
+
     async def recover(self, now: float) -> int:
         """Return deliveries left `processing` by a crash to the queue; how many."""
         return await self.write(lambda c: sql.recover(c, now))
