@@ -1,13 +1,35 @@
-"""Shared fixtures: a test CA, a TLS receiver, a daemon wired to trust it."""
+"""Shared fixtures: a test CA, a TLS receiver, a daemon wired to trust it; event loops."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
 import trustme
+import uvloop
 from support import Receiver
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+# the daemon runs on uvloop, whose transports differ from asyncio's (its SSL transport is
+# not an asyncio.Transport, for one): the tests of the sender's sockets run on both loops
+BOTH_LOOPS: Mapping[str, LoopFactory] = {
+    "asyncio": asyncio.SelectorEventLoop,
+    "uvloop": uvloop.new_event_loop,
+}
+ON_BOTH_LOOPS = frozenset({"test_http1.py", "test_hostile.py", "test_tls.py"})
+# every other async test: the loop pytest-asyncio makes without the hook; a single factory
+# leaves the test id as it was
+DEFAULT_LOOP: Mapping[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, LoopFactory]:
+    """pytest-asyncio's hook: the event loops an async test runs on, by name (the id part)."""
+    return BOTH_LOOPS if item.path.name in ON_BOTH_LOOPS else DEFAULT_LOOP
 
 
 @pytest.fixture(scope="session")
