@@ -48,15 +48,18 @@ Handler = Callable[["RawServer", Reader, Writer], Awaitable[None]]
 
 
 class RawServer:
-    """A hand-written server on 127.0.0.1, TLS when given a context; `handler` misbehaves.
+    """A hand-written server on `host` (loopback), TLS when given a context; `handler` misbehaves.
 
     Every connection's task is tracked and its transport aborted at the end, so a test
     leaves no socket behind whatever the handler was doing.
     """
 
-    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, handler: Handler, ssl_context: ssl.SSLContext | None, host: str = "127.0.0.1"
+    ) -> None:
         self.handler = handler
         self.ssl_context = ssl_context
+        self.host = host
         self.connections = 0  # accepted (after the TLS handshake, with TLS)
         self.finished = 0  # connections whose handler has ended
         self.sent = 0  # body bytes the handlers managed to write
@@ -72,7 +75,7 @@ class RawServer:
     async def __aenter__(self) -> RawServer:
         self._server = await asyncio.start_server(
             self._serve,
-            "127.0.0.1",
+            self.host,
             0,
             ssl=self.ssl_context,
             ssl_handshake_timeout=5.0 if self.ssl_context is not None else None,

@@ -57,6 +57,7 @@ class Http1Connection(asyncio.Protocol):
         self._status = 0
         self._retry_after: str | None = None
         self._head_bytes = 0
+        self._head_received = 0  # bytes read while the head is unfinished
         self._body = bytearray()
         self._head_done = False
         self._keep_alive = False
@@ -107,6 +108,12 @@ class Http1Connection(asyncio.Protocol):
             self._fail(cause if isinstance(cause, BadResponse) else BadResponse(str(exc)))
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(str(exc) or "malformed HTTP"))
+        if self._waiter is not None and not self._head_done:
+            # the parser holds an unfinished header whole and calls on_header only at its
+            # end: bound the bytes that arrive before the head is complete as well
+            self._head_received += len(data)
+            if self._head_received > MAX_HEAD_BYTES:
+                self._fail(_head_too_large())
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost settles the waiter
@@ -128,6 +135,11 @@ class Http1Connection(asyncio.Protocol):
 
     # ------------------------------------------------------ httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None:
+            # more bytes after the answer, in the same read: nothing asked for them
+            raise BadResponse("the server sent more than one answer")
+
     def on_status(self, status: bytes) -> None:
         self._count(len(status))
 
@@ -144,7 +156,7 @@ class Http1Connection(asyncio.Protocol):
         if not self._head_done:
             return  # the body of an interim (1xx) answer
         room = self._max_body - len(self._body)
-        if len(body) < room:
+        if len(body) <= room:
             self._body += body
             return
         self._body += body[:room]
@@ -164,7 +176,7 @@ class Http1Connection(asyncio.Protocol):
     def _count(self, n: int) -> None:
         self._head_bytes += n
         if self._head_bytes > MAX_HEAD_BYTES:
-            raise BadResponse(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
+            raise _head_too_large()
 
     def _settle(self, *, complete: bool) -> None:
         waiter, self._waiter = self._waiter, None
@@ -181,3 +193,7 @@ class Http1Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
         self.abort()
+
+
+def _head_too_large() -> BadResponse:
+    return BadResponse(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
