@@ -299,9 +299,14 @@ def record(
 
     Returns the webhooks this batch turned inactive because nothing was delivered
     to them for `disable_after_s` while attempts kept failing (auto-disable).
+    A few statements per batch, not per outcome: a batch is every attempt that
+    ended while the previous commit ran.
     """
     attempt_rows = []
+    updates = []
     active: dict[int, bool | None] = {}
+    gone: set[int] = set()
+    processing = _processing(conn, [o.claimed.id for o in outcomes])
     # (session, event type) -> [successful, failed, success_ms_total, last_delivery_at]
     stats: dict[tuple[str, str], list[Any]] = {}
     for o in outcomes:
@@ -318,6 +323,10 @@ def record(
                 r.response_body,
             )
         )
+        if o.kind == "gone":
+            gone.add(c.webhook_id)
+        if c.id not in processing:
+            continue  # no longer in flight (cleared, or recorded already): only logged
         error = r.error
         status = _webhook_status(conn, c.webhook_id, active) if o.kind == "retry" else True
         if status is None:
@@ -333,29 +342,29 @@ def record(
             state, next_at, finished = State.DELIVERED, None, now
         else:
             state, next_at, finished = State.FAILED, None, now
-        cur = conn.execute(
-            "UPDATE deliveries SET state = ?, next_attempt_at = ?, finished_at = ?,"
-            " updated_at = ?, last_status = ?, last_error = ?"
-            f" WHERE id = ? AND state = '{State.PROCESSING}'",
-            (state.value, next_at, finished, now, r.status_code, error, c.id),
-        )
-        if cur.rowcount and finished is not None:
-            ok = state == State.DELIVERED
+        updates.append((state.value, next_at, finished, now, r.status_code, error, c.id))
+        if finished is not None:
             row = stats.get((c.session_id, c.event_type))
             if row is None:
                 row = stats[(c.session_id, c.event_type)] = [0, 0, 0, None]
-            if ok:
+            if state == State.DELIVERED:
                 row[0] += 1
                 row[2] += r.duration_ms
                 row[3] = now
             else:
                 row[1] += 1
-        if o.kind == "gone":
-            conn.execute(
-                "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?",
-                (now, c.webhook_id),
-            )
-            set_parked(conn, c.webhook_id, parked=True, now=now)
+    conn.executemany(
+        "UPDATE deliveries SET state = ?, next_attempt_at = ?, finished_at = ?,"
+        " updated_at = ?, last_status = ?, last_error = ?"
+        f" WHERE id = ? AND state = '{State.PROCESSING}'",
+        updates,
+    )
+    for webhook_id in gone:
+        # after the updates, so this batch's retries to it are parked as well
+        conn.execute(
+            "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?", (now, webhook_id)
+        )
+        set_parked(conn, webhook_id, parked=True, now=now)
     conn.executemany(
         "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
         " status_code, outcome, error, response_body) VALUES (?,?,?,?,?,?,?,?)",
@@ -373,6 +382,24 @@ def record(
         [(session, event, *counts) for (session, event), counts in stats.items()],
     )
     return _track_failing(conn, outcomes, now, disable_after_s)
+
+
+# ids per `IN (...)` query; far below SQLite's limit on bound parameters
+_IN_CHUNK = 500
+
+
+def _processing(conn: sqlite3.Connection, ids: Sequence[int]) -> set[int]:
+    """Those of ids whose deliveries are `processing` (in flight)."""
+    found: set[int] = set()
+    for lo in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[lo : lo + _IN_CHUNK]
+        rows = conn.execute(
+            f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})"
+            f" AND state = '{State.PROCESSING}'",
+            chunk,
+        )
+        found.update(row[0] for row in rows)
+    return found
 
 
 def _webhook_status(
