@@ -353,21 +353,17 @@ def record(
                 row[3] = now
             else:
                 row[1] += 1
-    conn.executemany(
-        "UPDATE deliveries SET state = ?, next_attempt_at = ?, finished_at = ?,"
-        " updated_at = ?, last_status = ?, last_error = ?"
-        f" WHERE id = ? AND state = '{State.PROCESSING}'",
-        updates,
-    )
+    _update_rows(conn, updates)
     for webhook_id in gone:
         # after the updates, so this batch's retries to it are parked as well
         conn.execute(
             "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?", (now, webhook_id)
         )
         set_parked(conn, webhook_id, parked=True, now=now)
-    conn.executemany(
+    _insert_rows(
+        conn,
         "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
-        " status_code, outcome, error, response_body) VALUES (?,?,?,?,?,?,?,?)",
+        " status_code, outcome, error, response_body) VALUES",
         attempt_rows,
     )
     # one upsert per (session, event type) of the batch, not one per finished delivery
@@ -389,17 +385,45 @@ _IN_CHUNK = 500
 
 
 def _processing(conn: sqlite3.Connection, ids: Sequence[int]) -> set[int]:
-    """Those of ids whose deliveries are `processing` (in flight)."""
+    """Those of ids whose deliveries are `processing` (in flight).
+
+    One row per query (group_concat): each row fetched is a GIL round trip.
+    """
     found: set[int] = set()
     for lo in range(0, len(ids), _IN_CHUNK):
         chunk = ids[lo : lo + _IN_CHUNK]
-        rows = conn.execute(
-            f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})"
+        (joined,) = conn.execute(
+            f"SELECT group_concat(id) FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})"
             f" AND state = '{State.PROCESSING}'",
             chunk,
-        )
-        found.update(row[0] for row in rows)
+        ).fetchone()
+        if joined:
+            found.update(int(i) for i in joined.split(","))
     return found
+
+
+# the columns record() sets, in the order of its update rows (then the delivery id)
+_UPDATE_SQL = (
+    "UPDATE deliveries SET state = v.column1, next_attempt_at = v.column2,"
+    " finished_at = v.column3, updated_at = v.column4, last_status = v.column5,"
+    " last_error = v.column6 FROM (VALUES {rows}) AS v"
+    f" WHERE deliveries.id = v.column7 AND deliveries.state = '{State.PROCESSING}'"
+)
+
+
+def _update_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Apply record()'s row updates with one UPDATE ... FROM (VALUES ...) per 64, 32, ... 1."""
+    done = 0
+    while done < len(rows):
+        size = min(_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
+        chunk = rows[done : done + size]
+        conn.execute(_update_sql(size), [v for row in chunk for v in row])
+        done += size
+
+
+@functools.cache
+def _update_sql(count: int) -> str:
+    return _UPDATE_SQL.format(rows=",".join(["(?,?,?,?,?,?,?)"] * count))
 
 
 def _webhook_status(
