@@ -16,6 +16,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from ..models import CLEARABLE_STATES, Claimed, DueItem, Outcome, State, Webhook
@@ -188,7 +189,7 @@ def _insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any
     while done < len(rows):
         size = min(_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
         chunk = rows[done : done + size]
-        conn.execute(_values_sql(insert, len(chunk[0]), size), [v for row in chunk for v in row])
+        conn.execute(_values_sql(insert, len(chunk[0]), size), list(chain.from_iterable(chunk)))
         done += size
 
 
@@ -417,7 +418,7 @@ def _update_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> N
     while done < len(rows):
         size = min(_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
         chunk = rows[done : done + size]
-        conn.execute(_update_sql(size), [v for row in chunk for v in row])
+        conn.execute(_update_sql(size), list(chain.from_iterable(chunk)))
         done += size
 
 
