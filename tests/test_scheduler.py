@@ -365,3 +365,53 @@ async def test_processing_never_exceeds_concurrency_while_outcomes_commit(
     await sched.run_until_idle()
     assert len(sender.calls) == 60
     assert peaks and max(peaks) <= 4, peaks
+
+
+async def test_drain_waits_for_the_outcomes_of_attempts_that_end_during_it(
+    tmp_path: Path, store: Store
+) -> None:
+    # Attempts that end while the daemon drains must have their outcomes committed
+    # before drain() returns: shutdown runs Store.recover() next, which would queue
+    # the still-`processing` deliveries again and they would be sent twice. Two waves:
+    # the second ends while the first's outcomes are being written.
+    clock, registry = FakeClock(), Registry()
+    waves = [asyncio.Event(), asyncio.Event()]
+
+    class TwoWaves(ScriptedSender):
+        async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
+            self.calls.append((webhook.id, claimed.id, claimed.attempt))
+            await waves[claimed.id % 2].wait()
+            return OK
+
+    sender = TwoWaves()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 8, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock)
+    original = store.record
+
+    async def record_then_release_the_second_wave(*args, **kwargs):  # type: ignore[no-untyped-def]
+        waves[1].set()
+        return await original(*args, **kwargs)
+
+    store.record = record_then_release_the_second_wave  # type: ignore[method-assign]
+    await sched.step()
+    await asyncio.sleep(0)  # the attempts start
+    assert len(sender.calls) == 8
+    draining = asyncio.create_task(sched.drain(grace_s=5.0))
+    await asyncio.sleep(0)
+    waves[0].set()
+    assert await draining == 0
+    assert await store.recover(clock.time()) == 0
+    counts = await store.queue_counts(None)
+    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+
+
+async def test_drain_cancels_attempts_past_the_grace(tmp_path: Path, store: Store) -> None:
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 3, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock)
+    sender.gate = asyncio.Event()  # never opened: the attempts hang
+    await sched.step()
+    assert await sched.drain(grace_s=0.05) == 3
+    assert await store.recover(clock.time()) == 3  # back to the queue, attempted again later

@@ -30,6 +30,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import retry
 from .clock import Clock
@@ -43,6 +44,7 @@ from .units import format_duration
 log = logging.getLogger(__name__)
 
 Key = tuple[float, int]
+RECORD_GRACE_S = 10.0  # at shutdown, how long finished attempts' outcomes may take to commit
 INFINITY: Key = (math.inf, 0)
 
 
@@ -161,19 +163,35 @@ class Scheduler:
         self._wake.set()
 
     async def drain(self, grace_s: float) -> int:
-        """Wait up to grace_s for attempts in flight, cancel the rest; how many were cancelled."""
+        """Wait up to grace_s for attempts in flight, cancel the rest; how many were cancelled.
+
+        Then wait for the outcomes of the finished ones to be committed (Store.recover()
+        would otherwise queue those deliveries again).
+        """
         self.stop_claiming()
         if self.running:
             await self._stopped.wait()
-        pending = set(self._tasks)
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=grace_s)
-            for task in still:
-                task.cancel()
-            if still:
-                await asyncio.wait(still)
-            return len(still)
-        return 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        cancelled = 0
+        while attempts := self._attempts_in_flight():
+            remaining = deadline - loop.time()
+            if remaining > 0:
+                await asyncio.wait(attempts, timeout=remaining)
+                continue
+            for attempt in attempts:
+                attempt.cancel()
+            await asyncio.wait(attempts)
+            cancelled += len(attempts)
+        while self._recorder is not None:
+            await asyncio.wait({self._recorder}, timeout=RECORD_GRACE_S)
+            if self._recorder is not None and loop.time() > deadline + RECORD_GRACE_S:
+                self._recorder.cancel()  # storage hangs: recover() will queue them again
+                await asyncio.wait({self._recorder})
+        return cancelled
+
+    def _attempts_in_flight(self) -> set[asyncio.Future[Any]]:
+        return {task for task in self._tasks if task is not self._recorder}
 
     # ------------------------------------------------------------------- loop
 
