@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import yarl
@@ -15,12 +17,14 @@ from aiohttp.resolver import DefaultResolver
 from . import __version__
 from .attempt_errors import network_error, tls_error
 from .config import DeliveryConfig
-from .http1 import BadResponse, Response
+from .http1 import BadResponse, Http1Connection, Response
 from .models import AttemptResult, Claimed, ErrorClass, Webhook
 from .netpolicy import PolicyResolver, RefusedTarget, check_url
 from .pool import ConnectError, ConnectionPool, Origin
 from .retry import parse_retry_after
 from .signing import signature_headers
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = f"wahookd/{__version__}"
 RESPONSE_KEEP_BYTES = 1024
@@ -34,6 +38,9 @@ def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
         ctx.load_verify_locations(cafile=ca_file)
     return ctx
 
+
+# called once with an attempt's result, or None when the attempt was cancelled
+AttemptDone = Callable[[AttemptResult | None], None]
 
 # URL form and literal-address checks are pure: remember the targets that passed
 MAX_TARGETS = 10_000
@@ -101,23 +108,64 @@ class Sender:
             target = self._target(webhook.url, webhook.headers)
         except RefusedTarget as exc:
             return _result(started, now, "refused", f"refused: {exc}")
-        timestamp = int(now)
-        body = claimed.body
-        head = [
-            target.request_line,
-            target.fixed_headers,
-            f"X-Webhook-Event: {claimed.event_type}\r\nX-Webhook-Id: {claimed.uid}\r\n"
-            f"X-Webhook-Attempt: {claimed.attempt}\r\nX-Webhook-Timestamp: {timestamp}\r\n",
-        ]
-        previous: Sequence[str] = ()
-        if webhook.previous_secret and now < (webhook.previous_secret_until or 0.0):
-            previous = (webhook.previous_secret,)  # rotation: both signatures for 24 h
-        for name, value in signature_headers(
-            webhook.secret, body, claimed.uid, timestamp, previous_secrets=previous
-        ).items():
-            head.append(f"{name}: {value}\r\n")
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        return await self._exchange(target.origin, "".join(head).encode() + body, started, now)
+        request = _attempt_request(target, webhook, claimed, now)
+        return await self._exchange(target.origin, request, started, now)
+
+    def begin(
+        self, webhook: Webhook, claimed: Claimed, now: float, done: AttemptDone
+    ) -> asyncio.Future[Response] | None:
+        """Start an attempt on a pooled connection, on callbacks alone (no task).
+
+        `done(result)` is called once it ends, `done(None)` when it was cancelled
+        (cancel the returned future to cancel it). None, and nothing started, when no
+        idle connection to the target is at hand: then await `attempt()`, which
+        connects (and says why the target is refused, when it is).
+        """
+        assert self._pool is not None, "Sender.start() was not awaited"
+        started = time.monotonic()
+        try:
+            target = self._target(webhook.url, webhook.headers)
+        except RefusedTarget:
+            return None
+        conn = self._pool.take_idle(target.origin)
+        if conn is None:
+            return None
+        answer = conn.request(
+            _attempt_request(target, webhook, claimed, now), self.config.max_response
+        )
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + self.config.timeout_s, _time_out, answer)
+        answer.add_done_callback(
+            functools.partial(self._answered, target.origin, conn, timer, started, now, done)
+        )
+        return answer
+
+    def _answered(
+        self,
+        origin: Origin,
+        conn: Http1Connection,
+        timer: asyncio.TimerHandle,
+        started: float,
+        now: float,
+        done: AttemptDone,
+        answer: asyncio.Future[Response],
+    ) -> None:
+        timer.cancel()
+        if self._pool is not None:
+            self._pool.release(origin, conn)
+        result: AttemptResult | None = None
+        try:
+            if not answer.cancelled():
+                exc = answer.exception()
+                if exc is None:
+                    result = self._classify(answer.result(), started, now)
+                else:
+                    result = self._failure(exc, origin, started, now)
+        except Exception:
+            # the task path's caller turns a crash into a failed attempt; so does this one
+            log.exception("classifying an attempt's answer failed")
+            result = _result(started, now, "network", "internal error in wahookd")
+        done(result)
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], now: float
@@ -182,21 +230,15 @@ class Sender:
                 response = await answer
             finally:
                 timer.cancel()
-        except RefusedTarget as exc:
-            return _result(started, now, "refused", f"refused: {exc}")
-        except TimeoutError:
-            return _result(started, now, "timeout", f"timed out after {self.config.timeout_s:g}s")
-        except ssl.SSLError as exc:
-            return _result(started, now, "tls", tls_error(exc, origin[1], origin[2]))
-        except ConnectError as exc:
-            if isinstance(exc.os_error, ssl.SSLError):
-                return _result(started, now, "tls", tls_error(exc.os_error, exc.host, exc.port))
-            return _result(started, now, "network", network_error(exc))
-        except (BadResponse, OSError) as exc:
-            return _result(started, now, "network", network_error(exc))
+        except (RefusedTarget, BadResponse, OSError) as exc:  # timeouts, TLS: OSErrors too
+            return self._failure(exc, origin, started, now)
         finally:
             if conn is not None:
                 pool.release(origin, conn)
+        return self._classify(response, started, now)
+
+    def _classify(self, response: Response, started: float, now: float) -> AttemptResult:
+        """The result of an attempt that got an answer."""
         status = response.status
         text = response.body[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
         error = None if 200 <= status < 300 else f"HTTP {status}"
@@ -204,6 +246,43 @@ class Sender:
         if status in (429, 503):
             retry_after = parse_retry_after(response.retry_after, now)
         return _result(started, now, _status_class(status), error, status, text, retry_after)
+
+    def _failure(
+        self, exc: BaseException, origin: Origin, started: float, now: float
+    ) -> AttemptResult:
+        """The result of an attempt that got no answer: refused, timeout, TLS or network."""
+        if isinstance(exc, RefusedTarget):  # before OSError: RefusedAddress is one too
+            return _result(started, now, "refused", f"refused: {exc}")
+        if isinstance(exc, TimeoutError):
+            return _result(started, now, "timeout", f"timed out after {self.config.timeout_s:g}s")
+        if isinstance(exc, ssl.SSLError):
+            return _result(started, now, "tls", tls_error(exc, origin[1], origin[2]))
+        if isinstance(exc, ConnectError) and isinstance(exc.os_error, ssl.SSLError):
+            return _result(started, now, "tls", tls_error(exc.os_error, exc.host, exc.port))
+        if isinstance(exc, (BadResponse, OSError)):
+            return _result(started, now, "network", network_error(exc))
+        raise exc
+
+
+def _attempt_request(target: Target, webhook: Webhook, claimed: Claimed, now: float) -> bytes:
+    """One attempt's request bytes: the target's head, the delivery headers, the body."""
+    timestamp = int(now)
+    body = claimed.body
+    head = [
+        target.request_line,
+        target.fixed_headers,
+        f"X-Webhook-Event: {claimed.event_type}\r\nX-Webhook-Id: {claimed.uid}\r\n"
+        f"X-Webhook-Attempt: {claimed.attempt}\r\nX-Webhook-Timestamp: {timestamp}\r\n",
+    ]
+    previous: Sequence[str] = ()
+    if webhook.previous_secret and now < (webhook.previous_secret_until or 0.0):
+        previous = (webhook.previous_secret,)  # rotation: both signatures for 24 h
+    for name, value in signature_headers(
+        webhook.secret, body, claimed.uid, timestamp, previous_secrets=previous
+    ).items():
+        head.append(f"{name}: {value}\r\n")
+    head.append(f"Content-Length: {len(body)}\r\n\r\n")
+    return "".join(head).encode() + body
 
 
 def _time_out(answer: asyncio.Future[Response]) -> None:
