@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
+
 from . import retry
 from .clock import Clock
 from .config import DeliveryConfig
@@ -531,7 +533,7 @@ class Scheduler:
     ) -> None:
         outcome = self.decide(claimed, result, started_at, self.clock.time())
         if webhook is None:
-            outcome = replace(outcome, kind="failed", next_attempt_at=None)
+            outcome = msgspec.structs.replace(outcome, kind="failed", next_attempt_at=None)
         # The slot stays taken until the outcome is committed, so the deliveries
         # `processing` at a crash never number more than `concurrency`: a crash
         # repeats at most that many attempts.
