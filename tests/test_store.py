@@ -129,6 +129,46 @@ async def test_duplicates_are_found_across_sessions_and_many_ids(tmp_path: Path)
     assert [r.duplicate for r in results] == [i % 2 == 0 for i in range(1200)] + [False] * 10
 
 
+@pytest.mark.parametrize("count", [1, 2, 31, 33, 64, 65, 130])
+async def test_every_outcome_and_claim_of_a_batch_lands(tmp_path: Path, count: int) -> None:
+    # claims read bodies as joined hex, outcomes go in by statements padded with NULL
+    # rows to a power of two: every row exactly once, the bodies byte for byte
+    store = await open_store(tmp_path)
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    items = [IngestItem(event(n=i), (hook.id,)) for i in range(count)]
+    results = await store.ingest(items, 10.0)
+    ids = [r.deliveries[0].id for r in results]
+    claimed = await store.claim(ids, 11.0)
+    assert [c.id for c in claimed] == ids
+    assert [c.body for c in claimed] == [item.event.body for item in items]
+    ok = AttemptResult(200, None, 3, "OK", None, "2xx")
+    fail = AttemptResult(500, "HTTP 500", 4, "no", None, "5xx")
+    outcomes = [
+        Outcome(c, 11.0, ok, "delivered", None)
+        if i % 2
+        else Outcome(c, 11.0, fail, "retry", 50.0 + i)
+        for i, c in enumerate(claimed)
+    ]
+    await store.record(outcomes, 12.0)
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "data" / "w.db")
+    attempts = conn.execute(
+        "SELECT delivery_id, attempt, status_code, outcome, error FROM attempts ORDER BY id"
+    ).fetchall()
+    states = conn.execute(
+        "SELECT id, state, next_attempt_at FROM deliveries ORDER BY id"
+    ).fetchall()
+    conn.close()
+    assert attempts == [
+        (c.id, 1, 200, "delivered", None) if i % 2 else (c.id, 1, 500, "retry", "HTTP 500")
+        for i, c in enumerate(claimed)
+    ]
+    assert states == [
+        (c.id, "delivered", None) if i % 2 else (c.id, "retrying", 50.0 + i)
+        for i, c in enumerate(claimed)
+    ]
+
+
 async def test_claim_record_recover(tmp_path: Path) -> None:
     store = await open_store(tmp_path)
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)

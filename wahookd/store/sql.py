@@ -277,17 +277,32 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
     ).fetchall()
     if not claimed:
         return []
-    event_ids = sorted({row[6] for row in claimed})
-    bodies = dict(
-        conn.execute(
-            f"SELECT id, body FROM events WHERE id IN ({','.join('?' * len(event_ids))})",
-            event_ids,
-        ).fetchall()
-    )
+    bodies = _bodies(conn, sorted({row[6] for row in claimed}))
     return [
         Claimed(id_, uid, webhook_id, session_id, event_type, attempt, bodies[event_id], cycle)
         for id_, uid, webhook_id, session_id, event_type, attempt, event_id, cycle in claimed
     ]
+
+
+def _bodies(conn: sqlite3.Connection, event_ids: Sequence[int]) -> dict[int, bytes]:
+    """The events' bodies, read as one row per query (hex, joined).
+
+    Each row fetched is a round trip of the GIL between this thread and the event
+    loop's, which costs far more than the hex under load.
+    """
+    bodies: dict[int, bytes] = {}
+    for lo in range(0, len(event_ids), _IN_CHUNK):
+        chunk = event_ids[lo : lo + _IN_CHUNK]
+        ids, hexes = conn.execute(
+            "SELECT group_concat(id), group_concat(hex(body)) FROM events"
+            f" WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ).fetchone()
+        if ids:
+            bodies.update(
+                zip(map(int, ids.split(",")), map(bytes.fromhex, hexes.split(",")), strict=True)
+            )
+    return bodies
 
 
 def record(
@@ -361,10 +376,11 @@ def record(
             "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?", (now, webhook_id)
         )
         set_parked(conn, webhook_id, parked=True, now=now)
-    _insert_rows(
+    _insert_padded(
         conn,
         "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
-        " status_code, outcome, error, response_body) VALUES",
+        " status_code, outcome, error, response_body)",
+        8,
         attempt_rows,
     )
     # one upsert per (session, event type) of the batch, not one per finished delivery
@@ -413,18 +429,46 @@ _UPDATE_SQL = (
 
 
 def _update_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Apply record()'s row updates with one UPDATE ... FROM (VALUES ...) per 64, 32, ... 1."""
-    done = 0
-    while done < len(rows):
-        size = min(_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
-        chunk = rows[done : done + size]
-        conn.execute(_update_sql(size), list(chain.from_iterable(chunk)))
-        done += size
+    """Apply record()'s row updates, one UPDATE ... FROM (VALUES ...) per 64 rows.
+
+    The VALUES are padded with NULL rows (which match no delivery) to a power of two,
+    so a handful of statements serve every batch size from the statement cache.
+    """
+    for lo in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[lo : lo + _ROWS_PER_INSERT]
+        size = _padded(len(chunk))
+        params = list(chain.from_iterable(chunk))
+        params += [None] * (7 * (size - len(chunk)))
+        conn.execute(_update_sql(size), params)
+
+
+def _insert_padded(
+    conn: sqlite3.Connection, insert: str, width: int, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """`insert` (INSERT INTO t (cols)) of rows whose first value is never NULL, one
+    statement per 64 rows: INSERT ... SELECT from VALUES padded with NULL rows."""
+    for lo in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[lo : lo + _ROWS_PER_INSERT]
+        size = _padded(len(chunk))
+        params = list(chain.from_iterable(chunk))
+        params += [None] * (width * (size - len(chunk)))
+        conn.execute(_insert_select_sql(insert, width, size), params)
+
+
+def _padded(n: int) -> int:
+    """The power of two at or above n."""
+    return 1 << (n - 1).bit_length()
 
 
 @functools.cache
 def _update_sql(count: int) -> str:
     return _UPDATE_SQL.format(rows=",".join(["(?,?,?,?,?,?,?)"] * count))
+
+
+@functools.cache
+def _insert_select_sql(insert: str, width: int, count: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return f"{insert} SELECT * FROM (VALUES {','.join([row] * count)}) WHERE column1 IS NOT NULL"
 
 
 def _webhook_status(
