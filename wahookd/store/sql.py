@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+import msgspec
+
 from ..models import CLEARABLE_STATES, Claimed, DueItem, Outcome, State, Webhook
 from .types import (
     IDEMPOTENCY_WINDOW_S,
@@ -91,6 +93,9 @@ def apply_batch(
     conn: sqlite3.Connection, fns: Iterable[Callable[[sqlite3.Connection], Any]]
 ) -> list[tuple[bool, Any]]:
     """Run every operation in one transaction; one op's bug does not sink the others."""
+    fns = list(fns)
+    if len(fns) == 1:
+        return [_apply_one(conn, fns[0])]
     results: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -113,6 +118,36 @@ def apply_batch(
             conn.execute("ROLLBACK")
         raise
     return results
+
+
+def _apply_one(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+) -> tuple[bool, Any]:
+    """apply_batch for a lone operation (the usual case): no savepoint needed.
+
+    Every statement is a GIL round trip for this thread, and two fewer per commit
+    shorten each commit while the event loop is busy.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        value = fn(conn)
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if is_storage_fault(exc):
+            raise
+        return (False, exc)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return (True, value)
 
 
 # ---------------------------------------------------------------------- ingest
@@ -266,17 +301,24 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
         return []
     marks = ",".join("?" * len(ids))
     # next_attempt_at IS NOT NULL: still queued and not parked, so a row deleted,
-    # parked or already claimed since the scheduler saw it is skipped
-    claimed = conn.execute(
-        f"UPDATE deliveries SET state = '{State.PROCESSING}', attempts = attempts + 1,"
-        f" next_attempt_at = NULL, updated_at = ? WHERE id IN ({marks})"
-        " AND next_attempt_at IS NOT NULL"
-        " RETURNING id, uid, webhook_id, session_id, event_type, attempts, event_id,"
-        " attempts - cycle_base",
-        (now, *ids),
-    ).fetchall()
+    # parked or already claimed since the scheduler saw it is skipped. Read as one
+    # JSON row, then moved by one UPDATE (the writer holds the lock throughout):
+    # UPDATE ... RETURNING would cost a GIL round trip per row.
+    (found,) = conn.execute(
+        "SELECT json_group_array(json_array(id, uid, webhook_id, session_id, event_type,"
+        " attempts + 1, event_id, attempts + 1 - cycle_base)) FROM deliveries"
+        f" WHERE id IN ({marks}) AND next_attempt_at IS NOT NULL",
+        ids,
+    ).fetchone()
+    claimed: list[list[Any]] = msgspec.json.decode(found)
     if not claimed:
         return []
+    conn.execute(
+        f"UPDATE deliveries SET state = '{State.PROCESSING}', attempts = attempts + 1,"
+        f" next_attempt_at = NULL, updated_at = ?"
+        f" WHERE id IN ({','.join('?' * len(claimed))})",
+        (now, *(row[0] for row in claimed)),
+    )
     bodies = _bodies(conn, sorted({row[6] for row in claimed}))
     return [
         Claimed(id_, uid, webhook_id, session_id, event_type, attempt, bodies[event_id], cycle)
