@@ -19,7 +19,7 @@ BOTH_LOOPS: Mapping[str, LoopFactory] = {
     "asyncio": asyncio.SelectorEventLoop,
     "uvloop": uvloop.new_event_loop,
 }
-ON_BOTH_LOOPS = frozenset({"test_http1.py", "test_hostile.py", "test_tls.py"})
+ON_BOTH_LOOPS = frozenset({"test_hostile.py", "test_tls.py"})
 # every other async test: the loop pytest-asyncio makes without the hook; a single factory
 # leaves the test id as it was
 DEFAULT_LOOP: Mapping[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import logging
 import math
@@ -112,7 +111,6 @@ class Scheduler:
         self._refilling = False
         self._deferred: list[DueItem] = []  # pushes that arrived during a refill
         self._tasks: set[asyncio.Task[object]] = set()
-        self._answers: dict[int, asyncio.Future[Any]] = {}  # attempts running on callbacks
         self.auto_disabled = 0  # webhooks turned off for failing too long (metrics)
         self.backoffs = 0  # rounds that backed off because storage was unavailable (metrics)
         self._wake = asyncio.Event()
@@ -195,8 +193,7 @@ class Scheduler:
         return cancelled
 
     def _attempts_in_flight(self) -> set[asyncio.Future[Any]]:
-        tasks: set[asyncio.Future[Any]] = {t for t in self._tasks if t is not self._recorder}
-        return tasks | set(self._answers.values())
+        return {task for task in self._tasks if task is not self._recorder}
 
     # ------------------------------------------------------------------- loop
 
@@ -242,8 +239,8 @@ class Scheduler:
         """Test entry point: step and await attempts until nothing is due now."""
         for _ in range(max_rounds):
             progressed = await self.step()
-            if self._tasks or self._answers:
-                await asyncio.wait(set(self._tasks) | set(self._answers.values()))
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
                 continue
             if not progressed:
                 return
@@ -472,17 +469,7 @@ class Scheduler:
                 self._release(item.id, item.webhook_id)
             elif self.on_claimed is not None:
                 self.on_claimed(max(0.0, now - item.due_at))
-        begin = self.sender.begin
         for c in claimed:
-            webhook = self.registry.get(c.webhook_id)
-            if webhook is not None:
-                # on a pooled connection the attempt runs on callbacks: no task
-                started_at = self.clock.time()
-                done = functools.partial(self._answered, c, webhook, started_at)
-                answer = begin(webhook, c, started_at, done)
-                if answer is not None:
-                    self._answers[c.id] = answer
-                    continue
             task = asyncio.create_task(self._attempt(c), name=f"wahookd-attempt-{c.id}")
             # keep a hard reference or the task may be garbage-collected mid-attempt
             self._tasks.add(task)
@@ -503,7 +490,6 @@ class Scheduler:
     # ---------------------------------------------------------------- attempts
 
     async def _attempt(self, claimed: Claimed) -> None:
-        """An attempt that needs a connection opened (or its webhook is gone): as a task."""
         webhook = self.registry.get(claimed.webhook_id)
         started_at = self.clock.time()
         try:
@@ -516,16 +502,6 @@ class Scheduler:
             # Store.recover() queues it again.
             self._release(claimed.id, claimed.webhook_id)
             raise
-        self._conclude(claimed, webhook, result, started_at)
-
-    def _answered(
-        self, claimed: Claimed, webhook: Webhook, started_at: float, result: AttemptResult | None
-    ) -> None:
-        """An attempt started by Sender.begin() ended (None: it was cancelled at shutdown)."""
-        self._answers.pop(claimed.id, None)
-        if result is None:
-            self._release(claimed.id, claimed.webhook_id)  # recovered at the next start
-            return
         self._conclude(claimed, webhook, result, started_at)
 
     def _conclude(

@@ -1,15 +1,13 @@
-"""One HTTP attempt: build the request, POST it, classify what came back."""
+"""One HTTP attempt: build the request, POST it with aiohttp's client, classify the answer."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
+import aiohttp
 import yarl
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
@@ -17,14 +15,10 @@ from aiohttp.resolver import DefaultResolver
 from . import __version__
 from .attempt_errors import network_error, tls_error
 from .config import DeliveryConfig
-from .http1 import BadResponse, Http1Connection, Response
 from .models import AttemptResult, Claimed, ErrorClass, Webhook
-from .netpolicy import PolicyResolver, RefusedTarget, check_url
-from .pool import ConnectError, ConnectionPool, Origin
+from .netpolicy import PolicyResolver, RefusedAddress, RefusedTarget, check_url
 from .retry import parse_retry_after
 from .signing import signature_headers
-
-log = logging.getLogger(__name__)
 
 USER_AGENT = f"wahookd/{__version__}"
 RESPONSE_KEEP_BYTES = 1024
@@ -39,260 +33,157 @@ def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
-# called once with an attempt's result, or None when the attempt was cancelled
-AttemptDone = Callable[[AttemptResult | None], None]
+def delivery_headers(
+    webhook: Webhook, claimed: Claimed, timestamp: int, now: float
+) -> dict[str, str]:
+    """Every header of one attempt (SPEC §5), custom headers first so ours win."""
+    headers = dict(webhook.headers)
+    headers["Content-Type"] = "application/json"
+    headers["User-Agent"] = USER_AGENT
+    headers["X-Webhook-Event"] = claimed.event_type
+    headers["X-Webhook-Id"] = claimed.uid
+    headers["X-Webhook-Attempt"] = str(claimed.attempt)
+    headers["X-Webhook-Timestamp"] = str(timestamp)
+    previous: Sequence[str] = ()
+    if webhook.previous_secret and now < (webhook.previous_secret_until or 0.0):
+        previous = (webhook.previous_secret,)  # rotation: both signatures for 24 h
+    headers.update(
+        signature_headers(
+            webhook.secret, claimed.body, claimed.uid, timestamp, previous_secrets=previous
+        )
+    )
+    return headers
 
-# URL form and literal-address checks are pure: remember the targets that passed
-MAX_TARGETS = 10_000
 
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A checked webhook URL with its request head prepared."""
-
-    origin: Origin  # where the connection goes
-    request_line: str  # "POST <path> HTTP/1.1", then the Host header
-    fixed_headers: str  # the webhook's own headers, Content-Type and User-Agent
+# URL form and literal-address checks are pure: remember the URLs that passed
+MAX_CHECKED_URLS = 10_000
 
 
 class Sender:
-    """Makes attempts over pooled keep-alive connections. Create, `await start()`, `close()`.
+    """Makes attempts over one pooled aiohttp client session. `await start()`, `close()`.
 
     Every connection goes through the network policy (netpolicy.py): `resolver` (aiohttp's
     default when None) answers the lookups, and the policy keeps only allowed addresses.
-    The HTTP exchange itself is http1.py; the connections are pool.py's.
     """
 
     def __init__(self, config: DeliveryConfig, resolver: AbstractResolver | None = None) -> None:
         self.config = config
         self._ssl = _ssl_for(config)
-        # (url, headers) that passed check_url under this config, with their request heads
-        self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], Target] = {}
+        # URLs that passed check_url under this config, parsed once for aiohttp
+        self._checked: dict[str, yarl.URL] = {}
         self._upstream_resolver = resolver
         self._policy: PolicyResolver | None = None
-        self._pool: ConnectionPool | None = None
+        self._session: aiohttp.ClientSession | None = None
+        # sessions replaced by a policy change, each closed once its attempts are over
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, config: DeliveryConfig) -> None:
         """Use a new delivery policy (SIGHUP) from the next attempt on."""
         old = self.config
-        self._targets = {}
-        new_ssl = None
+        self._checked = {}
         if config.ca_file != old.ca_file:
-            self._ssl = new_ssl = _ssl_for(config)
+            self._ssl = _ssl_for(config)
         self.config = config
         if self._policy is not None:
             self._policy.allow_networks = config.allow_networks
-        if self._pool is not None and (new_ssl or config.allow_networks != old.allow_networks):
-            # pooled connections were vetted, or verified, under the old policy
-            self._pool.reset(new_ssl)
+        if config.allow_networks != old.allow_networks and self._session is not None:
+            # pooled connections and cached lookups were vetted under the old policy
+            retired, self._session = self._session, self._open_session()
+            task = asyncio.create_task(_close_later(retired, old.timeout_s + 1.0))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def start(self) -> None:
         """Open the connection pool."""
         upstream = self._upstream_resolver or DefaultResolver()
         self._policy = PolicyResolver(upstream, self.config.allow_networks)
-        self._pool = ConnectionPool(self._policy, self._policy.open_socket, self._ssl)
+        self._session = self._open_session()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        assert self._policy is not None
+        connector = aiohttp.TCPConnector(
+            limit=self.config.concurrency + 16,
+            limit_per_host=0,
+            ttl_dns_cache=10,
+            resolver=self._policy,
+            socket_factory=self._policy.open_socket,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            # our own whole-attempt deadline governs; no per-phase limits besides it
+            timeout=aiohttp.ClientTimeout(total=None),
+            # never through an environment proxy: the policy must see the real target
+            trust_env=False,
+            # receivers' cookies are never sent back: no jar to filter at every request
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
     async def close(self) -> None:
-        """Close every connection and the resolver."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        """Close the connection pool."""
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if self._policy is not None:
             await self._policy.close()
             self._policy = None
 
     async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
-        """Make one attempt of a claimed delivery to the webhook's current config (SPEC §5)."""
-        started = time.monotonic()
-        try:
-            target = self._target(webhook.url, webhook.headers)
-        except RefusedTarget as exc:
-            return _result(started, now, "refused", f"refused: {exc}")
-        request = _attempt_request(target, webhook, claimed, now)
-        return await self._exchange(target.origin, request, started, now)
-
-    def begin(
-        self, webhook: Webhook, claimed: Claimed, now: float, done: AttemptDone
-    ) -> asyncio.Future[Response] | None:
-        """Start an attempt on a pooled connection, on callbacks alone (no task).
-
-        `done(result)` is called once it ends, `done(None)` when it was cancelled
-        (cancel the returned future to cancel it). None, and nothing started, when no
-        idle connection to the target is at hand: then await `attempt()`, which
-        connects (and says why the target is refused, when it is).
-        """
-        assert self._pool is not None, "Sender.start() was not awaited"
-        started = time.monotonic()
-        try:
-            target = self._target(webhook.url, webhook.headers)
-        except RefusedTarget:
-            return None
-        conn = self._pool.take_idle(target.origin)
-        if conn is None:
-            return None
-        answer = conn.request(
-            _attempt_request(target, webhook, claimed, now), self.config.max_response
-        )
-        loop = asyncio.get_running_loop()
-        timer = loop.call_at(loop.time() + self.config.timeout_s, _time_out, answer)
-        answer.add_done_callback(
-            functools.partial(self._answered, target.origin, conn, timer, started, now, done)
-        )
-        return answer
-
-    def _answered(
-        self,
-        origin: Origin,
-        conn: Http1Connection,
-        timer: asyncio.TimerHandle,
-        started: float,
-        now: float,
-        done: AttemptDone,
-        answer: asyncio.Future[Response],
-    ) -> None:
-        timer.cancel()
-        if self._pool is not None:
-            self._pool.release(origin, conn)
-        result: AttemptResult | None = None
-        try:
-            if not answer.cancelled():
-                exc = answer.exception()
-                if exc is None:
-                    result = self._classify(answer.result(), started, now)
-                else:
-                    result = self._failure(exc, origin, started, now)
-        except Exception:
-            # the task path's caller turns a crash into a failed attempt; so does this one
-            log.exception("classifying an attempt's answer failed")
-            result = _result(started, now, "network", "internal error in wahookd")
-        done(result)
+        """Make one attempt of a claimed delivery to the webhook's current config."""
+        headers = delivery_headers(webhook, claimed, int(now), now)
+        return await self.post(webhook.url, claimed.body, headers, now)
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], now: float
     ) -> AttemptResult:
-        """POST body with exactly these headers (the test endpoint); never raises."""
+        """POST body to url within the attempt timeout; never raises for network trouble."""
+        assert self._session is not None, "Sender.start() was not awaited"
         started = time.monotonic()
+        retry_after_header: str | None = None
         try:
-            target = self._target(url, ())
-            lines = [target.request_line, *_header_lines(headers.items())]
-        except RefusedTarget as exc:
-            return _result(started, now, "refused", f"refused: {exc}")
-        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        return await self._exchange(target.origin, "".join(lines).encode() + body, started, now)
-
-    def _target(self, url: str, headers: tuple[tuple[str, str], ...]) -> Target:
-        """The checked target; check_url again after every reconfigure (the policy may differ)."""
-        key = (url, headers)
-        target = self._targets.get(key)
-        if target is not None:
-            return target
-        check_url(
-            url, require_https=self.config.require_https, allow_networks=self.config.allow_networks
-        )
-        parsed = yarl.URL(url)
-        tls = parsed.scheme == "https"
-        host = parsed.raw_host
-        port = parsed.port
-        assert host is not None and port is not None  # check_url made sure
-        target = Target(
-            origin=(tls, host, port),
-            request_line=(
-                f"POST {parsed.raw_path_qs} HTTP/1.1\r\nHost: {parsed.host_port_subcomponent}\r\n"
-            ),
-            fixed_headers="".join(
-                _header_lines(
-                    [*headers, ("Content-Type", "application/json"), ("User-Agent", USER_AGENT)]
+            # again after every reload: the policy may have changed since the URL was set
+            target = self._checked.get(url)
+            if target is None:
+                check_url(
+                    url,
+                    require_https=self.config.require_https,
+                    allow_networks=self.config.allow_networks,
                 )
-            ),
-        )
-        if len(self._targets) < MAX_TARGETS:
-            self._targets[key] = target
-        return target
-
-    async def _exchange(
-        self, origin: Origin, request: bytes, started: float, now: float
-    ) -> AttemptResult:
-        """Send one request within the attempt timeout and classify the answer."""
-        assert self._pool is not None, "Sender.start() was not awaited"
-        pool = self._pool
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeout_s
-        conn = None
-        try:
-            conn = pool.take_idle(origin)
-            if conn is None:
-                async with asyncio.timeout_at(deadline):
-                    conn = await pool.connect(origin)
-            answer = conn.request(request, self.config.max_response)
-            # one timer per attempt, cheaper than another asyncio.timeout
-            timer = loop.call_at(deadline, _time_out, answer)
-            try:
-                response = await answer
-            finally:
-                timer.cancel()
-        except (RefusedTarget, BadResponse, OSError) as exc:  # timeouts, TLS: OSErrors too
-            return self._failure(exc, origin, started, now)
-        finally:
-            if conn is not None:
-                pool.release(origin, conn)
-        return self._classify(response, started, now)
-
-    def _classify(self, response: Response, started: float, now: float) -> AttemptResult:
-        """The result of an attempt that got an answer."""
-        status = response.status
-        text = response.body[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
+                target = yarl.URL(url)
+                if len(self._checked) < MAX_CHECKED_URLS:
+                    self._checked[url] = target
+            async with asyncio.timeout(self.config.timeout_s):
+                async with self._session.post(
+                    target, data=body, headers=headers, allow_redirects=False, ssl=self._ssl
+                ) as resp:
+                    retry_after_header = resp.headers.get("Retry-After")
+                    kept = await _read_capped(resp, self.config.max_response)
+                    status = resp.status
+        except RefusedTarget as exc:
+            return _result(started, "refused", f"refused: {exc}")
+        except TimeoutError:
+            return _result(started, "timeout", f"timed out after {self.config.timeout_s:g}s")
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            return _result(started, "tls", tls_error(exc))
+        except (aiohttp.ClientError, OSError) as exc:
+            if (refused := _refusal_in(exc)) is not None:
+                return _result(started, "refused", f"refused: {refused}")
+            if isinstance(getattr(exc, "os_error", None), ssl.SSLError):
+                return _result(started, "tls", tls_error(exc))
+            return _result(started, "network", network_error(exc))
+        text = kept[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
         error = None if 200 <= status < 300 else f"HTTP {status}"
         retry_after = None
         if status in (429, 503):
-            retry_after = parse_retry_after(response.retry_after, now)
-        return _result(started, now, _status_class(status), error, status, text, retry_after)
-
-    def _failure(
-        self, exc: BaseException, origin: Origin, started: float, now: float
-    ) -> AttemptResult:
-        """The result of an attempt that got no answer: refused, timeout, TLS or network."""
-        if isinstance(exc, RefusedTarget):  # before OSError: RefusedAddress is one too
-            return _result(started, now, "refused", f"refused: {exc}")
-        if isinstance(exc, TimeoutError):
-            return _result(started, now, "timeout", f"timed out after {self.config.timeout_s:g}s")
-        if isinstance(exc, ssl.SSLError):
-            return _result(started, now, "tls", tls_error(exc, origin[1], origin[2]))
-        if isinstance(exc, ConnectError) and isinstance(exc.os_error, ssl.SSLError):
-            return _result(started, now, "tls", tls_error(exc.os_error, exc.host, exc.port))
-        if isinstance(exc, (BadResponse, OSError)):
-            return _result(started, now, "network", network_error(exc))
-        raise exc
-
-
-def _attempt_request(target: Target, webhook: Webhook, claimed: Claimed, now: float) -> bytes:
-    """One attempt's request bytes: the target's head, the delivery headers, the body."""
-    timestamp = int(now)
-    body = claimed.body
-    head = [
-        target.request_line,
-        target.fixed_headers,
-        f"X-Webhook-Event: {claimed.event_type}\r\nX-Webhook-Id: {claimed.uid}\r\n"
-        f"X-Webhook-Attempt: {claimed.attempt}\r\nX-Webhook-Timestamp: {timestamp}\r\n",
-    ]
-    previous: Sequence[str] = ()
-    if webhook.previous_secret and now < (webhook.previous_secret_until or 0.0):
-        previous = (webhook.previous_secret,)  # rotation: both signatures for 24 h
-    for name, value in signature_headers(
-        webhook.secret, body, claimed.uid, timestamp, previous_secrets=previous
-    ).items():
-        head.append(f"{name}: {value}\r\n")
-    head.append(f"Content-Length: {len(body)}\r\n\r\n")
-    return "".join(head).encode() + body
-
-
-def _time_out(answer: asyncio.Future[Response]) -> None:
-    if not answer.done():
-        answer.set_exception(TimeoutError())
+            retry_after = parse_retry_after(retry_after_header, now)
+        return _result(started, _status_class(status), error, status, text, retry_after)
 
 
 def _result(
     started: float,
-    now: float,
     error_class: ErrorClass,
     error: str | None,
     status: int | None = None,
@@ -303,19 +194,39 @@ def _result(
     return AttemptResult(status, error, elapsed_ms, text, retry_after, error_class)
 
 
-def _header_lines(headers: Iterable[tuple[str, str]]) -> list[str]:
-    """`Name: value` lines; CR, LF or NUL would split the request, so they are refused."""
-    lines = []
-    for name, value in headers:
-        line = f"{name}: {value}\r\n"
-        if any(c in line[:-2] for c in "\r\n\0"):
-            raise RefusedTarget(f"header {name!r} contains CR, LF or NUL")
-        lines.append(line)
-    return lines
+async def _close_later(session: aiohttp.ClientSession, delay_s: float) -> None:
+    """Close a retired session once every attempt on it has met its timeout."""
+    try:
+        await asyncio.sleep(delay_s)
+    finally:
+        await session.close()
+
+
+def _refusal_in(exc: BaseException) -> RefusedAddress | None:
+    """The policy refusal behind a connection error, if that is what it was."""
+    if isinstance(exc, RefusedAddress):
+        return exc
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
+        return exc.os_error
+    return None
 
 
 def _ssl_for(config: DeliveryConfig) -> ssl.SSLContext:
     return make_ssl_context(str(config.ca_file) if config.ca_file else None)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read at most `limit` bytes of the body; a longer one is cut and its connection closed."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = await resp.content.read(limit - len(buf))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+    if not resp.content.at_eof():
+        # the rest is never read, so this connection cannot be reused
+        resp.close()
+    return bytes(buf)
 
 
 def _status_class(status: int) -> ErrorClass:
