@@ -14,7 +14,7 @@ from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Webhook
 from wahookd.registry import Registry
 from wahookd.scheduler import Scheduler
-from wahookd.store import IngestItem, Store
+from wahookd.store import IngestItem, StorageUnavailable, Store
 
 OK = AttemptResult(200, None, 5, "OK", None, "2xx")
 FAIL = AttemptResult(500, "HTTP 500", 5, "", None, "5xx")
@@ -415,3 +415,120 @@ async def test_drain_cancels_attempts_past_the_grace(tmp_path: Path, store: Stor
     await sched.step()
     assert await sched.drain(grace_s=0.05) == 3
     assert await store.recover(clock.time()) == 3  # back to the queue, attempted again later
+
+
+class GatedSender(ScriptedSender):
+    """Each attempt waits until the test releases its delivery id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[int, asyncio.Event] = {}
+
+    async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
+        self.calls.append((webhook.id, claimed.id, claimed.attempt))
+        await self.gates.setdefault(claimed.id, asyncio.Event()).wait()
+        return OK
+
+    def release(self, delivery_id: int) -> None:
+        self.gates.setdefault(delivery_id, asyncio.Event()).set()
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+
+
+async def processing(store: Store) -> int:
+    return (await store.queue_counts(None))["processing"]
+
+
+async def test_outcomes_storage_refused_keep_their_slots_until_written(
+    tmp_path: Path, store: Store
+) -> None:
+    # A refused outcome's row stays `processing`: its slot must stay taken until the
+    # loop writes it, or claims could push `processing` past `concurrency` (and a crash
+    # then would repeat more attempts than that).
+    clock, registry, sender = FakeClock(), Registry(), GatedSender()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 10, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 2})
+    real = store.record_and_claim
+    refusals = [StorageUnavailable("database is locked (once)")]
+
+    async def refuse_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if refusals:
+            raise refusals.pop()
+        return await real(*args, **kwargs)
+
+    store.record_and_claim = refuse_once  # type: ignore[method-assign]
+    peaks = []
+    await sched.step()
+    await settle()
+    first, second = (c[1] for c in sender.calls)
+    sender.release(first)  # its commit is refused
+    await settle()
+    peaks.append(await processing(store))
+    sender.release(second)  # storage is back
+    await settle()
+    peaks.append(await processing(store))
+    await sched.step()  # the loop writes the refused outcome, then claims
+    await settle()
+    peaks.append(await processing(store))
+    assert max(peaks) <= 2, peaks
+    for i in range(1, 11):
+        sender.release(i)
+    await sched.run_until_idle()
+    assert sched._reserved == 0
+    counts = await store.queue_counts(None)
+    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+
+
+async def test_a_commit_that_ends_after_shutdown_began_starts_no_attempt(
+    tmp_path: Path, store: Store
+) -> None:
+    # the recorder picked the next delivery and was committing when SIGTERM came: its
+    # claim must not start an attempt that drain() would not wait for
+    clock, registry, sender = FakeClock(), Registry(), GatedSender()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 5, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 1})
+    real = store.record_and_claim
+    fsync = asyncio.Event()
+
+    async def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        await fsync.wait()
+        return await real(*args, **kwargs)
+
+    store.record_and_claim = slow  # type: ignore[method-assign]
+    await sched.step()
+    await settle()
+    sender.release(sender.calls[0][1])  # its outcome commits with the next one's claim
+    await settle()
+    draining = asyncio.create_task(sched.drain(grace_s=5.0))
+    await settle()
+    fsync.set()
+    assert await draining == 0
+    assert len(sender.calls) == 1  # nothing started after the shutdown began
+    assert not sched._attempts_in_flight()
+    assert await store.recover(clock.time()) == 1  # the claimed one goes back to the queue
+
+
+async def test_a_bug_after_the_commit_strands_no_claimed_delivery(
+    tmp_path: Path, store: Store
+) -> None:
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 6, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 2})
+    bugs = [RuntimeError("a bug in a metrics hook")]
+
+    def on_outcome(outcome: object) -> None:
+        if bugs:
+            raise bugs.pop()
+
+    sched.on_outcome = on_outcome
+    await sched.run_until_idle()
+    assert len(sender.calls) == 6
+    counts = await store.queue_counts(None)
+    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}

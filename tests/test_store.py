@@ -211,3 +211,21 @@ async def test_parking_follows_the_webhook(tmp_path: Path) -> None:
     (due,) = await store.load_due(None, 10, ())
     await store.close()
     assert (due.id, due.due_at) == (res.deliveries[0].id, 13.0)
+
+
+@pytest.mark.parametrize("joined_max", [0, 200, 4 * 1024 * 1024])
+async def test_claimed_bodies_are_the_ingested_bytes_on_either_read_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, joined_max: int
+) -> None:
+    # small bodies come back as one joined row; together larger than the cap, row by row
+    # (so a claim of large bodies never builds one huge SQLite value)
+    from wahookd.store import sql
+
+    monkeypatch.setattr(sql, "_JOINED_BODIES_MAX", joined_max)
+    store = await open_store(tmp_path)
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    items = [IngestItem(event(n=i), (hook.id,)) for i in range(12)]
+    results = await store.ingest(items, 10.0)
+    claimed = await store.claim([r.deliveries[0].id for r in results], 11.0)
+    await store.close()
+    assert [c.body for c in claimed] == [item.event.body for item in items]

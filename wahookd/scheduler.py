@@ -176,21 +176,23 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         cancelled = 0
-        while attempts := self._attempts_in_flight():
-            remaining = deadline - loop.time()
-            if remaining > 0:
-                await asyncio.wait(attempts, timeout=remaining)
-                continue
-            for attempt in attempts:
-                attempt.cancel()
-            await asyncio.wait(attempts)
-            cancelled += len(attempts)
-        while self._recorder is not None:
-            await asyncio.wait({self._recorder}, timeout=RECORD_GRACE_S)
-            if self._recorder is not None and loop.time() > deadline + RECORD_GRACE_S:
-                self._recorder.cancel()  # storage hangs: recover() will queue them again
-                await asyncio.wait({self._recorder})
-        return cancelled
+        while True:
+            if attempts := self._attempts_in_flight():
+                remaining = deadline - loop.time()
+                if remaining > 0:
+                    await asyncio.wait(attempts, timeout=remaining)
+                    continue
+                for attempt in attempts:
+                    attempt.cancel()
+                await asyncio.wait(attempts)
+                cancelled += len(attempts)
+            elif self._recorder is not None:
+                await asyncio.wait({self._recorder}, timeout=RECORD_GRACE_S)
+                if self._recorder is not None and loop.time() > deadline + RECORD_GRACE_S:
+                    self._recorder.cancel()  # storage hangs: recover() will queue them again
+                    await asyncio.wait({self._recorder})
+            else:
+                return cancelled
 
     def _attempts_in_flight(self) -> set[asyncio.Future[Any]]:
         return {task for task in self._tasks if task is not self._recorder}
@@ -224,6 +226,8 @@ class Scheduler:
                     # still unwritten: keep them (ahead of any failed since) for the next round
                     self._unrecorded[:0] = outcomes
                     raise
+                # their rows are no longer `processing`: the slots they held are free
+                self._reserved -= len(outcomes)
             loaded = await self._refill()
             started = await self._claim_due()
         except StorageUnavailable as exc:
@@ -535,10 +539,14 @@ class Scheduler:
         finally:
             self._recorder = None
             if self._outcomes:  # cancelled (shutdown) with some left: the loop may record them
-                self._unrecorded.extend(self._outcomes)
+                for outcome in self._outcomes:
+                    self._release(outcome.claimed.id, outcome.claimed.webhook_id)
+                self._hold_unrecorded(self._outcomes)
                 self._outcomes = []
 
     async def _record_and_claim(self, batch: list[Outcome]) -> None:
+        # the batch's slots pass to the deliveries picked here; the rest stay reserved
+        # until the commit is in
         for outcome in batch:
             self._release(outcome.claimed.id, outcome.claimed.webhook_id)
         now = self.clock.time()
@@ -546,26 +554,65 @@ class Scheduler:
         if self._claiming:
             self._promote(now)
             picked = self._pick()
-        reserved = max(0, len(batch) - len(picked))
+        reserved = len(batch) - len(picked)
         self._reserved += reserved
         try:
-            claimed = await self._record(batch, requeue=False, claim=[i.id for i in picked])
+            disabled, claimed = await self._commit(batch, [item.id for item in picked])
         except StorageUnavailable:
-            # the loop writes them once storage is back; their slots free anyway, as no
-            # claim can commit meanwhile either
-            self._unrecorded.extend(batch)
             self._unpick(picked)
+            self._hold_unrecorded(batch)  # their rows stay `processing`: slots stay taken
             return
         except Exception:
+            # a bug: the rows stay `processing` until Store.recover() at the next start
             log.exception("recording %d attempt outcomes failed", len(batch))
-            self._unpick(picked)  # the outcomes' rows stay `processing`: recovered at restart
+            self._unpick(picked)
             return
         finally:
             self._reserved -= reserved
             self._wake.set()
+        self._after_commit(batch, disabled)
         for outcome in batch:
             self._requeue(outcome)
-        self._start(picked, claimed, now)
+        if self._claiming:
+            self._start(picked, claimed, now)
+        else:
+            # stopped meanwhile (shutdown): start nothing; the claimed rows stay
+            # `processing` and Store.recover() queues them again, attempt number unchanged
+            for item in picked:
+                self._release(item.id, item.webhook_id)
+
+    def _hold_unrecorded(self, outcomes: list[Outcome]) -> None:
+        """Outcomes storage refused, their slots released: the loop records them later.
+
+        Until then their rows stay `processing`, so their slots stay taken (reserved),
+        or a crash meanwhile could repeat more than `concurrency` attempts.
+        """
+        self._reserved += len(outcomes)
+        self._unrecorded.extend(outcomes)
+        self._wake.set()
+
+    async def _commit(
+        self, outcomes: list[Outcome], claim: list[int]
+    ) -> tuple[list[int], list[Claimed]]:
+        """Commit outcomes, and claim these ids in the same transaction."""
+        disable_after = self.config.disable_after_s or None  # "0s": never auto-disable
+        if claim:
+            return await self.store.record_and_claim(
+                outcomes, claim, self.clock.time(), disable_after
+            )
+        return await self.store.record(outcomes, self.clock.time(), disable_after), []
+
+    def _after_commit(self, outcomes: list[Outcome], disabled: list[int]) -> None:
+        """Auto-disable, log and count committed outcomes; a bug here loses no delivery."""
+        try:
+            for webhook_id in disabled:
+                self._auto_disabled(webhook_id)
+            for outcome in outcomes:
+                _log_attempt(outcome)
+                if self.on_outcome is not None:
+                    self.on_outcome(outcome)
+        except Exception:
+            log.exception("after recording %d attempt outcomes", len(outcomes))
 
     async def _send(self, webhook: Webhook, claimed: Claimed, started_at: float) -> AttemptResult:
         """The attempt; a bug in it is a failed attempt, not a delivery stuck `processing`."""
@@ -597,32 +644,13 @@ class Scheduler:
             kind = "retry" if next_at is not None else "failed"
         return Outcome(claimed, started_at, result, kind, next_at)
 
-    async def _record(
-        self, outcomes: list[Outcome], *, requeue: bool = True, claim: list[int] | None = None
-    ) -> list[Claimed]:
-        """Commit outcomes (and claim these ids in the same transaction); the claimed.
-
-        With requeue, put retries back into the window at once; attempts' own
-        outcomes are requeued by `_record_and_claim` after their slots free.
-        """
-        disable_after = self.config.disable_after_s or None  # "0s": never auto-disable
-        if claim:
-            disabled, claimed = await self.store.record_and_claim(
-                outcomes, claim, self.clock.time(), disable_after
-            )
-        else:
-            disabled = await self.store.record(outcomes, self.clock.time(), disable_after)
-            claimed = []
-        for webhook_id in disabled:
-            self._auto_disabled(webhook_id)
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        """Commit outcomes the recorder could not (storage was down) and requeue retries."""
+        disabled, _ = await self._commit(outcomes, [])
+        self._after_commit(outcomes, disabled)
         for outcome in outcomes:
-            _log_attempt(outcome)
-            if self.on_outcome is not None:
-                self.on_outcome(outcome)
-            if requeue:
-                self._requeue(outcome)
+            self._requeue(outcome)
         self._wake.set()
-        return claimed
 
     def _auto_disabled(self, webhook_id: int) -> None:
         self.auto_disabled += 1

@@ -326,24 +326,37 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
     ]
 
 
+# bodies read as one joined row at most this large together; larger ones row by row
+_JOINED_BODIES_MAX = 4 * 1024 * 1024
+
+
 def _bodies(conn: sqlite3.Connection, event_ids: Sequence[int]) -> dict[int, bytes]:
-    """The events' bodies, read as one row per query (hex, joined).
+    """The events' bodies, as one joined row per query when they are small together.
 
     Each row fetched is a round trip of the GIL between this thread and the event
-    loop's, which costs far more than the hex under load.
+    loop's, which costs far more than the hex under load. Large bodies (up to
+    server.max_body each) come row by row, so the joined value stays small.
     """
     bodies: dict[int, bytes] = {}
     for lo in range(0, len(event_ids), _IN_CHUNK):
         chunk = event_ids[lo : lo + _IN_CHUNK]
-        ids, hexes = conn.execute(
-            "SELECT group_concat(id), group_concat(hex(body)) FROM events"
-            f" WHERE id IN ({','.join('?' * len(chunk))})",
+        marks = ",".join("?" * len(chunk))
+        (total,) = conn.execute(
+            f"SELECT sum(length(body)) FROM events WHERE id IN ({marks})", chunk
+        ).fetchone()
+        if (total or 0) > _JOINED_BODIES_MAX:
+            rows = conn.execute(f"SELECT id, body FROM events WHERE id IN ({marks})", chunk)
+            bodies.update(rows)
+            continue
+        (joined,) = conn.execute(
+            f"SELECT group_concat(id || ':' || hex(body)) FROM events WHERE id IN ({marks})",
             chunk,
         ).fetchone()
-        if ids:
-            bodies.update(
-                zip(map(int, ids.split(",")), map(bytes.fromhex, hexes.split(",")), strict=True)
-            )
+        if not joined:
+            continue
+        for pair in joined.split(","):
+            event_id, _, hexed = pair.partition(":")
+            bodies[int(event_id)] = bytes.fromhex(hexed)
     return bodies
 
 
