@@ -73,7 +73,14 @@ async def test_put_config_validation_names_the_field(tmp_path: Path, ca: trustme
         ({"url": "https://a.example/h", "events": ["*"], "isActive": "yes"}, "isActive:"),
         (
             {"url": "https://a.example/h", "events": ["*"], "headers": {"X-Webhook-Id": "x"}},
-            "headers.X-Webhook-Id",
+            "headers.X-Webhook-Id: wahookd sets this header itself",
+        ),
+        *(
+            (
+                {"url": "https://a.example/h", "events": ["*"], "headers": {name: "chunked"}},
+                f"headers.{name}: a connection header, which wahookd controls",
+            )
+            for name in ("Transfer-Encoding", "connection", "Expect", "Upgrade", "TE")
         ),
         ({"url": "https://a.example/h", "events": ["*"], "nope": 1}, "nope: unknown field"),
     ]

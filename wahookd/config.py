@@ -36,9 +36,41 @@ _HOSTNAME_RE: Final = re.compile(
 )
 _HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# Headers wahookd sets itself; letting a webhook override them would break signing or framing.
-_RESERVED_HEADERS: Final = ("content-type", "user-agent", "host", "content-length")
-_RESERVED_HEADER_PREFIXES: Final = ("x-webhook-", "webhook-")
+# Headers wahookd sets itself: letting a webhook override them would break signing or framing.
+SET_BY_WAHOOKD: Final = frozenset({"content-type", "user-agent", "host", "content-length"})
+RESERVED_HEADER_PREFIXES: Final = ("x-webhook-", "webhook-")
+# Headers that control the connection or the message framing (RFC 9110 7.6.1, RFC 9112):
+# a webhook's `Transfer-Encoding: chunked` next to our Content-Length, say, makes every
+# request one the receiver must refuse.
+CONNECTION_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+RESERVED_HEADERS_TEXT: Final = (
+    "Content-Type, User-Agent, Host, Content-Length, X-Webhook-*, webhook-*, and the"
+    " connection headers Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, TE,"
+    " Trailer, Upgrade, Expect"
+)
+
+
+def reserved_header(name: str) -> bool:
+    """True when a webhook may not set this header (any case): see RESERVED_HEADERS_TEXT."""
+    lower = name.lower()
+    return (
+        lower in SET_BY_WAHOOKD
+        or lower in CONNECTION_HEADERS
+        or lower.startswith(RESERVED_HEADER_PREFIXES)
+    )
+
+
 _SUN_PATH_MAX: Final = 107  # sockaddr_un.sun_path is 108 bytes including the NUL on Linux
 
 _T = TypeVar("_T")
@@ -627,11 +659,8 @@ def _header_problem(name: str, value: object, seen: set[str]) -> str | None:
     lower = name.lower()
     if not _HEADER_NAME_RE.fullmatch(name):
         return "invalid header name: use letters, digits and !#$%&'*+-.^_`|~"
-    if lower in _RESERVED_HEADERS or lower.startswith(_RESERVED_HEADER_PREFIXES):
-        return (
-            "set by wahookd itself; not allowed: Content-Type, User-Agent, Host, "
-            "Content-Length, X-Webhook-*, webhook-*"
-        )
+    if reserved_header(name):
+        return f"set or controlled by wahookd itself; not allowed: {RESERVED_HEADERS_TEXT}"
     if lower in seen:
         return "given twice (header names ignore case)"
     if not isinstance(value, str):

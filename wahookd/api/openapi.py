@@ -17,14 +17,18 @@ from typing import Any, Final
 from aiohttp import web
 
 from .. import __version__
+from ..config import (
+    CONNECTION_HEADERS,
+    RESERVED_HEADER_PREFIXES,
+    RESERVED_HEADERS_TEXT,
+    SET_BY_WAHOOKD,
+)
 from ..events import EVENT_TYPES, MAX_BATCH
 from ..models import CLEARABLE_STATES
 from ..sender import RESPONSE_KEEP_BYTES
 from .common import ERROR_CODES, dumps, requires
 from .openapi_events import Schema, event_schemas, ref
 from .webhooks import (
-    _RESERVED,
-    _RESERVED_PREFIXES,
     _TOKEN_RE,
     _VALUE_RE,
     MAX_HEADER_VALUE_CHARS,
@@ -86,9 +90,9 @@ HEADER_NAME_PATTERN: Final = f"^{_TOKEN_RE.pattern}$"
 HEADER_VALUE_PATTERN: Final = f"^{_VALUE_RE.pattern}$"
 RESERVED_HEADER_PATTERN: Final = (
     "^(?:"
-    + "|".join(f"{_ci(name)}$" for name in _RESERVED)
+    + "|".join(f"{_ci(name)}$" for name in sorted(SET_BY_WAHOOKD | CONNECTION_HEADERS))
     + "|"
-    + "|".join(_ci(prefix) for prefix in _RESERVED_PREFIXES)
+    + "|".join(_ci(prefix) for prefix in RESERVED_HEADER_PREFIXES)
     + ")"
 )
 # format_timestamp(): UTC with milliseconds, e.g. 2024-01-01T12:00:00.000Z
@@ -182,8 +186,7 @@ def _schemas() -> dict[str, Schema]:
             "description": (
                 f"At most {MAX_HEADERS} extra request headers sent with every attempt. "
                 "Names are HTTP tokens, each at most once (case-insensitively), and none that "
-                "wahookd sets itself (Content-Type, User-Agent, Host, Content-Length, "
-                "X-Webhook-*, webhook-*)."
+                f"wahookd sets or controls itself: {RESERVED_HEADERS_TEXT}."
             ),
         },
         "WebhookConfigRequest": _object(

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..config import CONNECTION_HEADERS, reserved_header
 from ..events import EVENT_TYPES, format_timestamp
 from ..models import Webhook
 from ..netpolicy import RefusedTarget, check_url
@@ -22,8 +23,6 @@ MAX_HEADERS = 16
 MAX_HEADER_VALUE_CHARS = 1024
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-_RESERVED = ("content-type", "user-agent", "host", "content-length")
-_RESERVED_PREFIXES = ("x-webhook-", "webhook-")
 _CONFIG_FIELDS = ("url", "events", "secret", "isActive", "headers")
 _KNOWN = ", ".join(sorted(EVENT_TYPES))
 
@@ -78,7 +77,9 @@ def _check_headers(value: object) -> list[tuple[str, str]]:
         lower = name.lower()
         if not _TOKEN_RE.fullmatch(name):
             raise ApiError(400, f"headers: {name!r} is not a valid header name")
-        if lower in _RESERVED or lower.startswith(_RESERVED_PREFIXES):
+        if lower in CONNECTION_HEADERS:
+            raise ApiError(400, f"headers.{name}: a connection header, which wahookd controls")
+        if reserved_header(name):
             raise ApiError(400, f"headers.{name}: wahookd sets this header itself")
         if lower in seen:
             raise ApiError(400, f"headers.{name}: given twice")
