@@ -72,6 +72,11 @@ async def ingest(store: Store, hook: Webhook, n: int, now: float, start: int = 0
     return [d.id for r in results for d in r.deliveries]
 
 
+async def assert_nothing_queued(store: Store) -> None:
+    counts = await store.queue_counts(None)
+    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+
+
 def make_scheduler(
     tmp_path: Path,
     store: Store,
@@ -101,8 +106,7 @@ async def test_delivers_everything_with_a_small_window(tmp_path: Path, store: St
             break
     assert sorted(c[1] for c in sender.calls) == sorted(ids)  # each exactly once
     assert peak <= 2 * 25 + 40
-    counts = await store.queue_counts(None)
-    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+    await assert_nothing_queued(store)
 
 
 async def test_failed_attempt_waits_its_step_on_the_injected_clock(
@@ -341,8 +345,7 @@ async def test_a_freed_slot_is_claimed_in_the_commit_of_its_outcome(
     assert [c[1] for c in sender.calls] == ids  # in order, one at a time
     assert sender.most_open == 1
     assert store.commits - before <= len(ids) + 2, store.commits - before
-    counts = await store.queue_counts(None)
-    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+    await assert_nothing_queued(store)
 
 
 async def test_processing_never_exceeds_concurrency_while_outcomes_commit(
@@ -402,8 +405,7 @@ async def test_drain_waits_for_the_outcomes_of_attempts_that_end_during_it(
     waves[0].set()
     assert await draining == 0
     assert await store.recover(clock.time()) == 0
-    counts = await store.queue_counts(None)
-    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+    await assert_nothing_queued(store)
 
 
 async def test_drain_cancels_attempts_past_the_grace(tmp_path: Path, store: Store) -> None:
@@ -480,8 +482,7 @@ async def test_outcomes_storage_refused_keep_their_slots_until_written(
         sender.release(i)
     await sched.run_until_idle()
     assert sched._reserved == 0
-    counts = await store.queue_counts(None)
-    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+    await assert_nothing_queued(store)
 
 
 async def test_a_commit_that_ends_after_shutdown_began_starts_no_attempt(
@@ -530,5 +531,4 @@ async def test_a_bug_after_the_commit_strands_no_claimed_delivery(
     sched.on_outcome = on_outcome
     await sched.run_until_idle()
     assert len(sender.calls) == 6
-    counts = await store.queue_counts(None)
-    assert counts == {"pending": 0, "processing": 0, "failed": 0, "retrying": 0}
+    await assert_nothing_queued(store)

@@ -96,7 +96,7 @@ async def test_idempotent_ingest_within_24_hours_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("count", [1, 63, 64, 65, 100, 1000])
 async def test_every_event_and_delivery_of_a_batch_is_stored(tmp_path: Path, count: int) -> None:
-    # rows go in by multi-row INSERTs of 64, 32, ... 1: none lost or doubled at the seams
+    # rows go in 64 per INSERT, padded with NULL rows: none lost or doubled at the seams
     store = await open_store(tmp_path)
     a, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     b, _ = await store.put_session_webhook("s2", "https://b.example/", ["*"], None, True, [], 0)

@@ -199,40 +199,50 @@ def ingest(
             )
             due.append(DueItem(now, delivery_id, webhook_id))
         results.append(IngestResult(uid, False, tuple(due)))
-    _insert_rows(conn, "INSERT INTO events VALUES", event_rows)
+    _insert_rows(conn, "INSERT INTO events", event_rows)
     _insert_rows(
         conn,
         "INSERT INTO deliveries (id, uid, event_id, webhook_id, session_id, event_type,"
-        " state, next_attempt_at, created_at, updated_at) VALUES",
+        " state, next_attempt_at, created_at, updated_at)",
         delivery_rows,
     )
     return results
 
 
-# rows per INSERT statement at most: 64 deliveries bind 640 parameters
-_ROWS_PER_INSERT = 64
+# rows per multi-row statement at most: 64 deliveries bind 640 parameters
+_ROWS_PER_STATEMENT = 64
+
+
+def _padded_statements(
+    conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], sql: Callable[[int], str]
+) -> None:
+    """Run `sql(size)` once per 64 rows, its VALUES padded with NULL rows to `size`.
+
+    One statement runs as one sqlite3_step, so the writer thread gives the GIL up and
+    takes it back once per statement rather than once per row (executemany, which
+    waits on the busy event loop every time). Sizes are powers of two, so a handful of
+    statements serve every batch from the statement cache; the statements skip the
+    NULL rows.
+    """
+    for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
+        size = 1 << (len(chunk) - 1).bit_length()
+        params = list(chain.from_iterable(chunk))
+        params += [None] * (len(chunk[0]) * (size - len(chunk)))
+        conn.execute(sql(size), params)
 
 
 def _insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows with one multi-row statement per 64, 32, ... 1 of them.
-
-    One statement runs as one sqlite3_step, so the writer thread gives up and takes back
-    the GIL once per statement rather than once per row (executemany), and the sizes,
-    powers of two, keep the statement cache to a handful of entries.
-    """
-    done = 0
-    while done < len(rows):
-        size = min(_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
-        chunk = rows[done : done + size]
-        conn.execute(_values_sql(insert, len(chunk[0]), size), list(chain.from_iterable(chunk)))
-        done += size
+    """`insert` (INSERT INTO table [(columns)]) of rows whose first value is never NULL."""
+    if rows:
+        width = len(rows[0])
+        _padded_statements(conn, rows, lambda size: _insert_sql(insert, width, size))
 
 
 @functools.cache
-def _values_sql(insert: str, width: int, count: int) -> str:
-    """`insert` followed by `count` rows of `width` placeholders."""
+def _insert_sql(insert: str, width: int, count: int) -> str:
     row = "(" + ",".join("?" * width) + ")"
-    return f"{insert} {','.join([row] * count)}"
+    return f"{insert} SELECT * FROM (VALUES {','.join([row] * count)}) WHERE column1 IS NOT NULL"
 
 
 # event ids looked up per query; far below SQLite's limit on bound parameters
@@ -431,11 +441,10 @@ def record(
             "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?", (now, webhook_id)
         )
         set_parked(conn, webhook_id, parked=True, now=now)
-    _insert_padded(
+    _insert_rows(
         conn,
         "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
         " status_code, outcome, error, response_body)",
-        8,
         attempt_rows,
     )
     # one upsert per (session, event type) of the batch, not one per finished delivery
@@ -484,46 +493,13 @@ _UPDATE_SQL = (
 
 
 def _update_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Apply record()'s row updates, one UPDATE ... FROM (VALUES ...) per 64 rows.
-
-    The VALUES are padded with NULL rows (which match no delivery) to a power of two,
-    so a handful of statements serve every batch size from the statement cache.
-    """
-    for lo in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[lo : lo + _ROWS_PER_INSERT]
-        size = _padded(len(chunk))
-        params = list(chain.from_iterable(chunk))
-        params += [None] * (7 * (size - len(chunk)))
-        conn.execute(_update_sql(size), params)
-
-
-def _insert_padded(
-    conn: sqlite3.Connection, insert: str, width: int, rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """`insert` (INSERT INTO t (cols)) of rows whose first value is never NULL, one
-    statement per 64 rows: INSERT ... SELECT from VALUES padded with NULL rows."""
-    for lo in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[lo : lo + _ROWS_PER_INSERT]
-        size = _padded(len(chunk))
-        params = list(chain.from_iterable(chunk))
-        params += [None] * (width * (size - len(chunk)))
-        conn.execute(_insert_select_sql(insert, width, size), params)
-
-
-def _padded(n: int) -> int:
-    """The power of two at or above n."""
-    return 1 << (n - 1).bit_length()
+    """Apply record()'s row updates; the padding rows match no delivery (id NULL)."""
+    _padded_statements(conn, rows, _update_sql)
 
 
 @functools.cache
 def _update_sql(count: int) -> str:
     return _UPDATE_SQL.format(rows=",".join(["(?,?,?,?,?,?,?)"] * count))
-
-
-@functools.cache
-def _insert_select_sql(insert: str, width: int, count: int) -> str:
-    row = "(" + ",".join("?" * width) + ")"
-    return f"{insert} SELECT * FROM (VALUES {','.join([row] * count)}) WHERE column1 IS NOT NULL"
 
 
 def _webhook_status(
