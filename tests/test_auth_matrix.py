@@ -44,6 +44,9 @@ def sample(method: str, path: str, session: str, receiver_url: str) -> Sample:
         ("PUT", "/api/webhook/config/{sessionId}"): Sample(
             f"/api/webhook/config/{session}", config
         ),
+        ("PATCH", "/api/webhook/config/{sessionId}"): Sample(
+            f"/api/webhook/config/{session}", {"isActive": True}
+        ),
         ("GET", "/api/webhook/config/{sessionId}"): Sample(f"/api/webhook/config/{session}"),
         ("DELETE", "/api/webhook/config/{sessionId}"): Sample(f"/api/webhook/config/{session}"),
         ("POST", "/api/webhook/test"): Sample(

@@ -86,8 +86,9 @@ async def test_a_retry_starts_a_new_ladder_and_leaves_the_failed_count(tmp_path:
     await attempt(store, [delivery], FAIL, "failed", T0 + 1)
     assert (await store.session_stats("s1")).failed == 1  # type: ignore[union-attr]
 
-    due = await store.retry_failed("s1", T0 + 10, uid=await result_uid(store, delivery))
-    assert [d.id for d in due] == [delivery]
+    retried = await store.retry_failed("s1", T0 + 10, uid=await result_uid(store, delivery))
+    assert [d.id for d in retried.due] == [delivery]
+    assert (retried.retried, retried.parked) == (1, 0)
     assert (await store.session_stats("s1")).failed == 0  # type: ignore[union-attr]
     claimed, _ = await attempt(store, [delivery], FAIL, "retry", T0 + 10)
     # the header's attempt number goes on; the ladder starts again at its first step
@@ -110,11 +111,11 @@ async def test_bulk_retry_respects_since(tmp_path: Path) -> None:
     ids = [r.deliveries[0].id for r in ingested]
     await attempt(store, ids[:1], FAIL, "failed", T0)
     await attempt(store, ids[1:], FAIL, "failed", T0 + 100)
-    assert [d.id for d in await store.retry_failed("s1", T0 + 200, finished_since=T0 + 50)] == ids[
-        1:
-    ]
-    assert [d.id for d in await store.retry_failed("s1", T0 + 200)] == ids[:1]
-    assert await store.retry_failed("s1", T0 + 200) == []
+    assert [
+        d.id for d in (await store.retry_failed("s1", T0 + 200, finished_since=T0 + 50)).due
+    ] == ids[1:]
+    assert [d.id for d in (await store.retry_failed("s1", T0 + 200)).due] == ids[:1]
+    assert (await store.retry_failed("s1", T0 + 200)).retried == 0
     await store.close()
 
 

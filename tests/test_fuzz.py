@@ -180,7 +180,11 @@ CONFIG = schemathesis.Config.from_dict(
             {
                 # a URL's host (host-name rules, the network policy) is checked beyond what
                 # JSON Schema can say, so a schema-valid URL may still be a 400
-                "include-operation-id": ["putWebhookConfig", "testWebhook"],
+                "include-operation-id": [
+                    "putWebhookConfig",
+                    "patchWebhookConfig",
+                    "testWebhook",
+                ],
                 "checks": {
                     "positive_data_acceptance": {
                         "expected-statuses": ["2xx", "400", "401", "403", "404"]
@@ -221,7 +225,10 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
         return st.just(body)
     bodies = st.builds(lambda u: {**body, "url": u}, _PLAUSIBLE_URLS)
     op = context.operation
-    is_put = op is not None and op.definition.raw.get("operationId") == "putWebhookConfig"
+    is_put = op is not None and op.definition.raw.get("operationId") in (
+        "putWebhookConfig",
+        "patchWebhookConfig",
+    )
     if is_put and body.get("headers") is None:
         bodies = st.builds(lambda b, h: {**b, "headers": h}, bodies, _HEADERS)
     return st.one_of(st.just(body), bodies)

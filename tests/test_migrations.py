@@ -57,7 +57,7 @@ async def test_a_v1_database_migrates_and_keeps_its_queue(tmp_path: Path) -> Non
         # never the id of the deleted webhook a delivery still names
         assert hook.id > 3
         # the failed delivery of the deleted webhook cannot be retried onto anything
-        assert await store.retry_failed("s1", T0) == []
+        assert (await store.retry_failed("s1", T0)).retried == 0
     finally:
         await store.close()
     conn = sqlite3.connect(path)

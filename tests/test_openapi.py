@@ -381,6 +381,23 @@ async def check_config(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyPatch
     await c("GET", CONFIG, 403, headers=c.d.headers(role="viewer", sessions=["other"]))
     await c("GET", CONFIG, 404, path="/api/webhook/config/nobody")
 
+    answer = await c(
+        "PATCH", CONFIG, 200, path="/api/webhook/config/plain", body={"isActive": True}
+    )
+    assert answer["config"]["isActive"] is True
+    answer = await c("PATCH", CONFIG, 200, body={"secret": "your****"})  # masked: kept
+    assert answer["config"]["secret"] == "your****"
+    assert c.d.state.registry.session_webhook("s1").secret == SECRET  # type: ignore[union-attr]
+    await c("PATCH", CONFIG, 400, body={"isActive": "yes"}, valid_request=False)
+    await c("PATCH", CONFIG, 400, path="/api/webhook/config/bad%20id", body={})
+    await c("PATCH", CONFIG, 403, body={}, headers=c.d.headers(role="viewer"))
+    await c("PATCH", CONFIG, 404, path="/api/webhook/config/nobody", body={})
+    await c("PATCH", CONFIG, 413, data=BIG)
+    await c("PATCH", CONFIG, 415, data=b"{}", content_type="text/plain")
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "_in_writer", disk_error_async)
+        await c("PATCH", CONFIG, 503, body={"isActive": True})
+
 
 async def check_test_webhook(c: Checker, rx: Receiver) -> None:
     answer = await c("POST", TEST, 200, body={"url": rx.url})
@@ -559,7 +576,7 @@ async def check_deliveries(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyP
     answer = await c("POST", RETRY, 200, path=f"{one}/retry")
     # the webhook went inactive with the 410: the retried delivery waits, parked
     assert answer["delivery"]["status"] == "pending"
-    await c("POST", RETRY, 400, path=f"{one}/retry")  # no longer failed
+    await c("POST", RETRY, 409, path=f"{one}/retry")  # no longer failed
     await c("PUT", CONFIG, 200, path="/api/webhook/config/dl", body=hook)  # re-enable
     for _ in range(200):
         detail = await c("GET", DELIVERY, 200, path=one)
@@ -570,7 +587,7 @@ async def check_deliveries(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyP
     assert [a["attempt"] for a in attempts] == [1, 2] and attempts[1]["statusCode"] == 200
 
     retried = await c("POST", RETRY_FAILED, 200, path="/api/webhook/queue/dl/retry-failed")
-    assert retried["retried"] == 0
+    assert (retried["retried"], retried["parked"]) == (0, 0)
     await c("POST", RETRY_FAILED, 200, path="/api/webhook/queue/dl/retry-failed?since=1h")
     await c(
         "POST",

@@ -306,7 +306,7 @@ def test_failed_delivery_found_and_retried(setup: Setup) -> None:
     # not failed any more: the daemon says why, exit 1; --json prints its answer
     run = wahookd(setup.config, "retry", FAILING, failed["id"], "--json")
     assert run.code == 1 and "only failed deliveries" in one_line(run.err)
-    assert run.json()["error"]["code"] == "validation_error"
+    assert run.json()["error"]["code"] == "conflict"
     run = wahookd(setup.config, "retry", FAILING, "dlv_0123456789abcdef")
     assert run.code == 4
     assert one_line(run.err) == "wahookd: no delivery dlv_0123456789abcdef in this session"
@@ -315,6 +315,7 @@ def test_failed_delivery_found_and_retried(setup: Setup) -> None:
     assert wahookd(setup.config, "retry", FAILING, "--all-failed", "--json").json() == {
         "success": True,
         "retried": 0,
+        "parked": 0,
     }
 
 
@@ -371,3 +372,51 @@ def test_table_alignment() -> None:
     ]
     assert table(("A", "B"), []) == "A  B"
     assert when("2024-01-01T12:00:00.123Z") == "2024-01-01T12:00:00Z" and when(None) == "-"
+
+
+def test_webhook_disable_then_enable_with_parked_retries(setup: Setup) -> None:
+    session = "toggle"
+    api(setup, "PUT", f"/api/webhook/config/{session}", {"url": setup.rx.url, "events": ["*"]})
+    run = wahookd(setup.config, "webhook", "disable", session)
+    assert run.code == 0, run.err
+    assert run.out.startswith(f"webhook of session {session} disabled at 20")
+    config = api(setup, "GET", f"/api/webhook/config/{session}", None)["config"]
+    assert config["isActive"] is False and run.out.split(" at ")[1].strip() == config["updatedAt"]
+    emitted = wahookd(
+        setup.config, "emit", session, "session.connected", "--data", '{"phoneNumber": "1"}'
+    )
+    assert emitted.code == 0 and "nothing was queued" in emitted.err
+
+    run = wahookd(setup.config, "webhook", "enable", session)
+    assert run.code == 0, run.err
+    assert run.out.startswith(f"webhook of session {session} enabled at 20")
+    assert api(setup, "GET", f"/api/webhook/config/{session}", None)["config"]["isActive"] is True
+    run = wahookd(setup.config, "webhook", "enable", "nobody-here")
+    assert run.code == 4
+    assert one_line(run.err) == "wahookd: no webhook configured for session 'nobody-here'"
+
+
+def test_retry_all_failed_says_when_they_wait_behind_an_inactive_webhook(setup: Setup) -> None:
+    session = FAILING
+    setup.failing.set()
+    try:
+        api(setup, "PUT", f"/api/webhook/config/{session}", {"url": setup.rx.url, "events": ["*"]})
+        wahookd(setup.config, "retry", session, "--all-failed")  # none left from other tests
+        emitted = wahookd(
+            setup.config, "emit", session, "session.connected", "--data", '{"phoneNumber": "1"}'
+        )
+        uid = emitted.out.strip()
+        wait_for(lambda: delivery(setup, session, "failed"))
+        assert wahookd(setup.config, "webhook", "disable", session).code == 0
+        run = wahookd(setup.config, "retry", session, "--all-failed")
+        assert run.code == 0, run.err
+        assert run.out == "1 failed delivery queued again\n"
+        assert one_line(run.err) == (
+            "wahookd: 1 of them wait behind an inactive webhook;"
+            f" enable it with: wahookd webhook enable {session}"
+        )
+        pending = delivery(setup, session, "pending")
+        assert pending is not None and pending["eventId"] == uid
+    finally:
+        setup.failing.clear()
+        wahookd(setup.config, "webhook", "enable", session)

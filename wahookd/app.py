@@ -12,10 +12,13 @@ from aiohttp import web
 
 from .api.common import STATE, AppState, auth_middleware, error_middleware
 from .api.routes import add_routes
+from .audit import CONFIG as CONFIG_ACTOR
+from .audit import audit
 from .auth import Verifier, load_keys
 from .clock import Clock, SystemClock
 from .config import Config
 from .metrics import Metrics
+from .models import Webhook
 from .registry import Registry
 from .retention import Pruner
 from .scheduler import Scheduler
@@ -69,10 +72,12 @@ async def reload(app: web.Application, new: Config) -> list[str]:
     st.verifier = Verifier(new.auth, keys)
     st.sender.reconfigure(new.delivery)
     st.scheduler.config = new.delivery
-    before = {hook.id for hook in st.registry.statics()}
+    statics = st.registry.statics()
+    before = {hook.id for hook in statics}
     await st.store.sync_static_webhooks(static_rows(new), st.clock.time())
     st.registry.replace_all(await st.store.webhooks())
     after = {hook.id: hook for hook in st.registry.statics()}
+    _audit_statics(statics, list(after.values()))
     for webhook_id in before | set(after):
         # re-read each static lane: a reload may re-activate one or drop its queue
         st.scheduler.webhook_changed(after.get(webhook_id), webhook_id)
@@ -80,6 +85,31 @@ async def reload(app: web.Application, new: Config) -> list[str]:
     storage = replace(old.storage, keep_finished_s=new.storage.keep_finished_s)
     st.config = replace(new, server=old.server, storage=storage)
     return restart
+
+
+def _audit_statics(before: list[Webhook], after: list[Webhook]) -> None:
+    """One audit line per static webhook a reload added, changed or removed."""
+    old = {hook.id: hook for hook in before}
+    new = {hook.id: hook for hook in after}
+    for webhook_id in sorted(old.keys() | new.keys()):
+        was, now = old.get(webhook_id), new.get(webhook_id)
+        if now is None:
+            action, details = "webhook.delete", "removed from the config file"
+        elif was is None:
+            action, details = "webhook.put", "added by the config file"
+        elif (was.url, was.events, was.secret, was.headers, was.is_active) != (
+            now.url,
+            now.events,
+            now.secret,
+            now.headers,
+            now.is_active,
+        ):
+            action, details = "webhook.put", "changed by the config file"
+        else:
+            continue
+        hook = now or was
+        assert hook is not None
+        audit(action, by=CONFIG_ACTOR, session=hook.session, webhook=webhook_id, details=details)
 
 
 async def _daemon(app: web.Application) -> AsyncIterator[None]:

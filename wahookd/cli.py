@@ -85,6 +85,9 @@ def _ops_parsers(
     emit.add_argument("session", type=_session_arg)
     emit.add_argument("event", help="the event type, e.g. message.received")
     emit.add_argument("--data", type=_object_arg, default={}, help="more fields, a JSON object")
+    webhook = op("webhook", "enable or disable a session's webhook")
+    webhook.add_argument("action", choices=["enable", "disable"])
+    webhook.add_argument("session", type=_session_arg)
     test = op("test-webhook", "send one signed test POST from the daemon now")
     test.add_argument("url")
     test.add_argument("--secret", help="sign with this secret")
@@ -205,6 +208,10 @@ def _ops(config: Config, args: argparse.Namespace) -> int:
                 raise UsageError(f"emit: --data sets {key!r} to something else than the argument")
         command = functools.partial(
             ops.emit, session=args.session, event=args.event, data=args.data
+        )
+    elif args.command == "webhook":
+        command = functools.partial(
+            ops.webhook_active, session=args.session, active=args.action == "enable"
         )
     else:
         command = functools.partial(

@@ -238,8 +238,27 @@ async def retry(c: Client, session: str, delivery_id: str | None, since: str | N
     params = {"since": since} if since else None
     path = f"/api/webhook/queue/{session}/retry-failed"
     _, answer = await c.call("POST", path, params=params)
-    n = answer["retried"]
-    return Report(f"{n} failed {'delivery' if n == 1 else 'deliveries'} queued again", answer)
+    n, parked = answer["retried"], answer.get("parked", 0)
+    text = f"{n} failed {'delivery' if n == 1 else 'deliveries'} queued again"
+    note = None
+    if parked:
+        note = (
+            f"{parked} of them wait behind an inactive webhook;"
+            f" enable it with: wahookd webhook enable {session}"
+        )
+    return Report(text, answer, note=note)
+
+
+async def webhook_active(c: Client, session: str, active: bool) -> Report:
+    """Enable or disable a session's webhook (after a 410 or an auto-disable, say)."""
+    path = f"/api/webhook/config/{session}"
+    _, answer = await c.call("PATCH", path, body={"isActive": active})
+    word = "enabled" if active else "disabled"
+    when = answer["config"]["updatedAt"]
+    text = f"webhook of session {session} {word} at {when}"
+    if active:
+        text += "; its queued deliveries are due again"
+    return Report(text, answer)
 
 
 async def emit(c: Client, session: str, event: str, data: dict[str, Any]) -> Report:

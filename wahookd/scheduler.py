@@ -34,7 +34,9 @@ from typing import Any
 
 import msgspec
 
+from . import audit as audit_by
 from . import retry
+from .audit import audit
 from .clock import Clock
 from .config import DeliveryConfig
 from .models import AttemptResult, Claimed, DueItem, Outcome, OutcomeKind, Webhook
@@ -557,7 +559,7 @@ class Scheduler:
         reserved = len(batch) - len(picked)
         self._reserved += reserved
         try:
-            disabled, claimed = await self._commit(batch, [item.id for item in picked])
+            disabled, claimed = await self._commit(batch, [item.id for item in picked], now)
         except StorageUnavailable:
             self._unpick(picked)
             self._hold_unrecorded(batch)  # their rows stay `processing`: slots stay taken
@@ -570,9 +572,9 @@ class Scheduler:
         finally:
             self._reserved -= reserved
             self._wake.set()
-        self._after_commit(batch, disabled)
+        self._after_commit(batch, disabled, now)
         for outcome in batch:
-            self._requeue(outcome)
+            self._requeue(outcome, now)
         if self._claiming:
             self._start(picked, claimed, now)
         else:
@@ -592,21 +594,19 @@ class Scheduler:
         self._wake.set()
 
     async def _commit(
-        self, outcomes: list[Outcome], claim: list[int]
+        self, outcomes: list[Outcome], claim: list[int], now: float
     ) -> tuple[list[int], list[Claimed]]:
         """Commit outcomes, and claim these ids in the same transaction."""
         disable_after = self.config.disable_after_s or None  # "0s": never auto-disable
         if claim:
-            return await self.store.record_and_claim(
-                outcomes, claim, self.clock.time(), disable_after
-            )
-        return await self.store.record(outcomes, self.clock.time(), disable_after), []
+            return await self.store.record_and_claim(outcomes, claim, now, disable_after)
+        return await self.store.record(outcomes, now, disable_after), []
 
-    def _after_commit(self, outcomes: list[Outcome], disabled: list[int]) -> None:
+    def _after_commit(self, outcomes: list[Outcome], disabled: list[int], now: float) -> None:
         """Auto-disable, log and count committed outcomes; a bug here loses no delivery."""
         try:
             for webhook_id in disabled:
-                self._auto_disabled(webhook_id)
+                self._auto_disabled(webhook_id, now)
             for outcome in outcomes:
                 _log_attempt(outcome)
                 if self.on_outcome is not None:
@@ -646,34 +646,52 @@ class Scheduler:
 
     async def _record(self, outcomes: list[Outcome]) -> None:
         """Commit outcomes the recorder could not (storage was down) and requeue retries."""
-        disabled, _ = await self._commit(outcomes, [])
-        self._after_commit(outcomes, disabled)
+        now = self.clock.time()
+        disabled, _ = await self._commit(outcomes, [], now)
+        self._after_commit(outcomes, disabled, now)
         for outcome in outcomes:
-            self._requeue(outcome)
+            self._requeue(outcome, now)
         self._wake.set()
 
-    def _auto_disabled(self, webhook_id: int) -> None:
+    def _auto_disabled(self, webhook_id: int, now: float) -> None:
         self.auto_disabled += 1
         hook = self.registry.get(webhook_id)
         if hook is None:
             return
-        self.registry.put(replace(hook, is_active=False))
+        # updated_at as the store set it in the same commit: it shows when it was disabled
+        self.registry.put(replace(hook, is_active=False, updated_at=now))
         self.webhook_changed(None, webhook_id)
+        failing_for = format_duration(self.config.disable_after_s)
         log.warning(
             "webhook for session %s disabled: attempts failed with no success for %s;"
             " its deliveries wait until it is re-enabled",
             hook.session,
-            format_duration(self.config.disable_after_s),
+            failing_for,
+        )
+        audit(
+            "webhook.disable",
+            by=audit_by.SYSTEM,
+            session=hook.session,
+            webhook=webhook_id,
+            details=f"auto-disabled: attempts failed with no success for {failing_for}",
         )
 
-    def _requeue(self, outcome: Outcome) -> None:
+    def _requeue(self, outcome: Outcome, now: float) -> None:
         c = outcome.claimed
         hook = self.registry.get(c.webhook_id)
         if outcome.kind == "retry" and outcome.next_attempt_at is not None:
             if hook is not None and hook.is_active:  # else the store parked it
                 self._add(DueItem(outcome.next_attempt_at, c.id, c.webhook_id), from_refill=False)
         elif outcome.kind == "gone" and hook is not None:
-            self.registry.put(replace(hook, is_active=False))
+            if hook.is_active:  # the first 410 of a batch turned it off
+                audit(
+                    "webhook.disable",
+                    by=audit_by.SYSTEM,
+                    session=hook.session,
+                    webhook=c.webhook_id,
+                    details=f"the receiver answered 410 Gone to {c.uid}",
+                )
+            self.registry.put(replace(hook, is_active=False, updated_at=now))
             self.webhook_changed(None, c.webhook_id)
         self._wake.set()
 

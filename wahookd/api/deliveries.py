@@ -10,11 +10,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from ..audit import audit
 from ..events import EVENT_TYPES, format_timestamp, is_timestamp
 from ..models import State
 from ..store import DeliveryRow
 from ..units import parse_duration
-from .common import ApiError, ok, requires, session_param, state
+from .common import ApiError, ok, principal, requires, session_param, state
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
@@ -22,6 +23,7 @@ MAX_SINCE_CHARS: Final = 64
 DELIVERY_ID_RE: Final = re.compile(r"dlv_[0-9a-f]{8,64}")
 CURSOR_RE: Final = re.compile(r"[1-9][0-9]{0,17}")
 _LIST_QUERY: Final = ("status", "event", "limit", "cursor")
+_PARKED: Final = ", parked behind an inactive webhook"
 
 
 def delivery_json(row: DeliveryRow) -> dict[str, Any]:
@@ -136,14 +138,21 @@ async def retry_delivery(request: web.Request) -> web.Response:
     if found is None:
         raise ApiError(404, f"no delivery {uid} in this session")
     if found[0].state != State.FAILED:
-        raise ApiError(400, f"{uid} is {found[0].state}: only failed deliveries can be retried")
-    due = await st.store.retry_failed(session_id, st.clock.time(), uid=uid)
-    st.scheduler.push(due)
+        raise ApiError(409, f"{uid} is {found[0].state}: only failed deliveries can be retried")
+    result = await st.store.retry_failed(session_id, st.clock.time(), uid=uid)
+    st.scheduler.push(result.due)
     again = await st.store.get_delivery(session_id, uid)
     if again is None:  # cleared meanwhile
         raise ApiError(404, f"no delivery {uid} in this session")
     if again[0].state == State.FAILED:
-        raise ApiError(400, f"{uid} cannot be retried: its webhook was deleted")
+        raise ApiError(409, f"{uid} cannot be retried: its webhook was deleted")
+    audit(
+        "delivery.retry",
+        by=principal(request).subject,
+        session=session_id,
+        webhook=again[0].webhook_id,
+        details=f"{uid} queued again" + (_PARKED if result.parked else ""),
+    )
     return ok({"success": True, "delivery": delivery_json(again[0])})
 
 
@@ -155,9 +164,26 @@ async def retry_failed(request: web.Request) -> web.Response:
     st = state(request)
     now = st.clock.time()
     since = _since(request.query["since"], now) if "since" in request.query else None
-    due = await st.store.retry_failed(session_id, now, finished_since=since)
-    st.scheduler.push(due)
-    return ok({"success": True, "retried": len(due)})
+    result = await st.store.retry_failed(session_id, now, finished_since=since)
+    st.scheduler.push(result.due)
+    answer: dict[str, Any] = {
+        "success": True,
+        "retried": result.retried,
+        "parked": result.parked,
+    }
+    if result.parked:
+        answer["message"] = (
+            f"{result.parked} of them wait behind an inactive webhook until it is enabled"
+        )
+    if result.retried:
+        audit(
+            "queue.retry_failed",
+            by=principal(request).subject,
+            session=session_id,
+            details=f"{result.retried} failed deliveries queued again"
+            + (f"; {result.parked} of them{_PARKED}" if result.parked else ""),
+        )
+    return ok(answer)
 
 
 def _since(value: str, now: float) -> float:

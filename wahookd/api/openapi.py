@@ -111,6 +111,7 @@ _ERRORS: Final[dict[int, tuple[str, str]]] = {
         "The token's role is too low, or the session is outside the token's `sessions`.",
     ),
     404: ("NotFound", "Nothing is configured or recorded for this session."),
+    409: ("Conflict", "The resource's state forbids it, e.g. retrying a delivery not failed."),
     413: ("PayloadTooLarge", "The body is larger than `[server] max_body` (default 1 MiB)."),
     415: ("UnsupportedMediaType", "The body's Content-Type is not `application/json`."),
     500: ("Internal", "An unexpected error (never a stack trace)."),
@@ -169,7 +170,10 @@ def _schemas() -> dict[str, Schema]:
             "type": "string",
             "minLength": 1,
             "maxLength": MAX_SECRET_CHARS,
-            "description": "HMAC key for `X-Webhook-Signature`; absent or null: nothing is signed.",
+            "description": (
+                "HMAC key for `X-Webhook-Signature`; absent or null: nothing is signed. A value "
+                "equal to the masked form of the current secret keeps the current secret."
+            ),
         },
         "WebhookHeaders": {
             "type": "object",
@@ -207,6 +211,26 @@ def _schemas() -> dict[str, Schema]:
                     "secret": "your_webhook_secret_key",
                 }
             ],
+        ),
+        "WebhookConfigPatch": _object(
+            {
+                "url": ref("WebhookUrl"),
+                "events": ref("WebhookEvents"),
+                "secret": _nullable(ref("WebhookSecret")),
+                "isActive": {"type": "boolean"},
+                "headers": _nullable(ref("WebhookHeaders")),
+            },
+            "url",
+            "events",
+            "secret",
+            "isActive",
+            "headers",
+            description=(
+                "The fields to change; omitted ones keep their value. `secret: null` removes "
+                "the secret, `headers: null` the extra headers. A secret equal to the masked "
+                "form of the current one keeps the current one."
+            ),
+            examples=[{"isActive": False}],
         ),
         "WebhookConfig": _object(
             {
@@ -474,6 +498,21 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
             "400": _error("BadRequest"),
             "403": _error("Forbidden"),
             "404": _error("NotFound"),
+        },
+    },
+    ("PATCH", "/api/webhook/config/{sessionId}"): {
+        "operationId": "patchWebhookConfig",
+        "tags": ["webhook"],
+        "summary": "Change some fields of the session's webhook, e.g. enable or disable it",
+        "parameters": _SESSION_PATH,
+        "requestBody": {"required": True, "content": _json(ref("WebhookConfigPatch"))},
+        "responses": {
+            "200": _answer("The configuration, secret masked.", ref("GetWebhookConfigResponse")),
+            "400": _error("BadRequest"),
+            "403": _error("Forbidden"),
+            "404": _error("NotFound"),
+            **_BODY_ERRORS,
+            "503": _error("Unavailable"),
         },
     },
     ("DELETE", "/api/webhook/config/{sessionId}"): {

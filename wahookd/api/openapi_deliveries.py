@@ -80,7 +80,15 @@ def schemas() -> dict[str, Schema]:
         ),
         "DeliveryResponse": _object({"success": {"const": True}, "delivery": ref("Delivery")}),
         "RetryFailedResponse": _object(
-            {"success": {"const": True}, "retried": _count("Failed deliveries queued again.")}
+            {
+                "success": {"const": True},
+                "retried": _count("Deliveries that left `failed`: queued again."),
+                "parked": _count(
+                    "Of those, how many wait behind an inactive webhook until it is enabled."
+                ),
+                "message": {"type": "string", "description": "Only when some are parked."},
+            },
+            "message",
         ),
     }
 
@@ -144,13 +152,15 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         "tags": ["deliveries"],
         "summary": "Queue a failed delivery again now, for a new run of the retry ladder",
         "description": (
-            "Only a `failed` delivery (400 otherwise). It leaves the session's failed count "
-            "in the stats until it ends again. Attempt numbers go on counting."
+            "Only a `failed` delivery (409 otherwise, and when its webhook was deleted). It "
+            "leaves the session's failed count in the stats until it ends again. Attempt "
+            "numbers go on counting. Behind an inactive webhook it waits, `pending`."
         ),
         "parameters": [_SESSION, _DELIVERY],
         "responses": {
             "200": _answer("The delivery, now pending.", ref("DeliveryResponse")),
             "404": _error("NotFound"),
+            "409": _error("Conflict"),
             **_READ_ERRORS,
         },
     },

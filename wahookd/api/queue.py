@@ -7,6 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from ..audit import audit
 from ..events import format_timestamp
 from ..models import CLEARABLE_STATES, QUEUE_STATES, State, Webhook
 from ..store import SessionStats
@@ -38,6 +39,12 @@ async def delete_queue(request: web.Request) -> web.Response:
             raise ApiError(400, f"status: must be one of {', '.join(allowed)}")
         states = (State(wanted),)
     removed = await state(request).store.clear_queue(session_id, states)
+    audit(
+        "queue.clear",
+        by=principal(request).subject,
+        session=session_id,
+        details="removed " + ", ".join(f"{n} {name}" for name, n in removed.items()),
+    )
     return ok({"success": True, "removed": removed})
 
 

@@ -30,6 +30,7 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/webhook/config/{sessionId}", webhooks.put_config),
     Route("GET", "/api/webhook/config/{sessionId}", webhooks.get_config),
+    Route("PATCH", "/api/webhook/config/{sessionId}", webhooks.patch_config),
     Route("DELETE", "/api/webhook/config/{sessionId}", webhooks.delete_config),
     Route("POST", "/api/webhook/test", webhooks.test_webhook),
     Route("GET", "/api/webhook/queue", queue.get_queue),

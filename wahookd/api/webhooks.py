@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..audit import audit
 from ..config import CONNECTION_HEADERS, reserved_header
 from ..events import EVENT_TYPES, format_timestamp
 from ..models import Webhook
@@ -15,7 +16,15 @@ from ..netpolicy import RefusedTarget, check_url
 from ..sender import USER_AGENT
 from ..signing import signature_headers
 from ..store import new_uid
-from .common import ApiError, ok, read_json_object, requires, session_param, state
+from .common import (
+    ApiError,
+    ok,
+    principal,
+    read_json_object,
+    requires,
+    session_param,
+    state,
+)
 
 MAX_SECRET_CHARS = 256
 MAX_URL_CHARS = 2048
@@ -120,33 +129,93 @@ def _config_json(hook: Webhook, *, masked: bool, times: bool) -> dict[str, Any]:
     return data
 
 
-@requires("admin")
-async def put_config(request: web.Request) -> web.Response:
-    """PUT /api/webhook/config/{sessionId}: create or replace the session's webhook."""
-    session_id = session_param(request)
-    body = await read_json_object(request)
+def keep_masked(secret: str | None, current: str | None) -> str | None:
+    """A secret written back in its masked form (as a read showed it) keeps the current one.
+
+    So a config read, edited and written back never signs with `your****` (SPEC §8).
+    """
+    if secret is not None and current is not None and secret == mask(current):
+        return current
+    return secret
+
+
+def _check_active(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(400, "isActive: must be true or false")
+    return value
+
+
+def _check_fields(body: dict[str, Any]) -> None:
     unknown = [k for k in body if k not in _CONFIG_FIELDS]
     if unknown:
         raise ApiError(400, f"{unknown[0]}: unknown field; allowed: {', '.join(_CONFIG_FIELDS)}")
-    if "url" not in body:
-        raise ApiError(400, "url: required")
-    if "events" not in body:
-        raise ApiError(400, "events: required")
-    url = check_target(request, body["url"])
-    events = _check_events(body["events"])
-    secret = check_secret(body.get("secret"))
-    is_active = body.get("isActive", True)
-    if not isinstance(is_active, bool):
-        raise ApiError(400, "isActive: must be true or false")
-    headers = _check_headers(body.get("headers"))
+
+
+def _changed(old: Webhook | None, new: Webhook) -> str:
+    """What a write changed, by field name only (an audit line never shows values)."""
+    if old is None:
+        return "created"
+    fields = [
+        name
+        for name, before, after in (
+            ("url", old.url, new.url),
+            ("events", old.events, new.events),
+            ("secret", old.secret, new.secret),
+            ("headers", old.headers, new.headers),
+            ("isActive", old.is_active, new.is_active),
+        )
+        if before != after
+    ]
+    return "changed " + ", ".join(fields) if fields else "unchanged"
+
+
+async def _commit_config(
+    request: web.Request,
+    session_id: str,
+    old: Webhook | None,
+    url: str,
+    events: list[str],
+    secret: str | None,
+    is_active: bool,
+    headers: list[tuple[str, str]],
+    action: str,
+) -> Webhook:
+    """Store the session's webhook, mirror it, wake the scheduler, and audit the change."""
     st = state(request)
-    old = st.registry.session_webhook(session_id)
     hook, _ = await st.store.put_session_webhook(
         session_id, url, events, secret, is_active, headers, st.clock.time()
     )
     st.registry.put(hook)
     if old is None or old.is_active != hook.is_active:
         st.scheduler.webhook_changed(hook, hook.id)
+    details = _changed(old, hook)
+    if old is not None and old.is_active != hook.is_active:
+        details += "; enabled" if hook.is_active else "; disabled by the operator"
+    audit(
+        action, by=principal(request).subject, session=session_id, webhook=hook.id, details=details
+    )
+    return hook
+
+
+@requires("admin")
+async def put_config(request: web.Request) -> web.Response:
+    """PUT /api/webhook/config/{sessionId}: create or replace the session's webhook."""
+    session_id = session_param(request)
+    body = await read_json_object(request)
+    _check_fields(body)
+    if "url" not in body:
+        raise ApiError(400, "url: required")
+    if "events" not in body:
+        raise ApiError(400, "events: required")
+    url = check_target(request, body["url"])
+    events = _check_events(body["events"])
+    old = state(request).registry.session_webhook(session_id)
+    secret = keep_masked(check_secret(body.get("secret")), old.secret if old else None)
+    is_active = _check_active(body.get("isActive", True))
+    headers = _check_headers(body.get("headers"))
+    hook = await _commit_config(
+        request, session_id, old, url, events, secret, is_active, headers, "webhook.put"
+    )
     return ok(
         {
             "success": True,
@@ -154,6 +223,31 @@ async def put_config(request: web.Request) -> web.Response:
             "config": _config_json(hook, masked=False, times=False),
         }
     )
+
+
+@requires("admin")
+async def patch_config(request: web.Request) -> web.Response:
+    """PATCH /api/webhook/config/{sessionId}: change some fields; omitted ones keep their value.
+
+    `"secret": null` removes the secret and `"headers": null` the extra headers.
+    """
+    session_id = session_param(request)
+    body = await read_json_object(request)
+    _check_fields(body)
+    old = state(request).registry.session_webhook(session_id)
+    if old is None:
+        raise ApiError(404, f"no webhook configured for session '{session_id}'")
+    url = check_target(request, body["url"]) if "url" in body else old.url
+    events = _check_events(body["events"]) if "events" in body else list(old.events)
+    secret = old.secret
+    if "secret" in body:
+        secret = keep_masked(check_secret(body["secret"]), old.secret)
+    is_active = _check_active(body["isActive"]) if "isActive" in body else old.is_active
+    headers = _check_headers(body["headers"]) if "headers" in body else list(old.headers)
+    hook = await _commit_config(
+        request, session_id, old, url, events, secret, is_active, headers, "webhook.patch"
+    )
+    return ok({"success": True, "config": _config_json(hook, masked=True, times=True)})
 
 
 @requires("viewer")
@@ -176,6 +270,13 @@ async def delete_config(request: web.Request) -> web.Response:
         raise ApiError(404, f"no webhook configured for session '{session_id}'")
     st.registry.remove(hook.id)
     st.scheduler.webhook_changed(None, hook.id)
+    audit(
+        "webhook.delete",
+        by=principal(request).subject,
+        session=session_id,
+        webhook=hook.id,
+        details="deleted with its queued deliveries",
+    )
     return ok({"success": True, "message": "Webhook deleted successfully"})
 
 

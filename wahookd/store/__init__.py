@@ -34,6 +34,7 @@ from .types import (
     DeliveryRow,
     IngestItem,
     IngestResult,
+    RetryResult,
     SessionStats,
     StorageError,
     StorageUnavailable,
@@ -51,6 +52,7 @@ __all__ = [
     "DeliveryRow",
     "IngestItem",
     "IngestResult",
+    "RetryResult",
     "SessionStats",
     "StorageError",
     "StorageUnavailable",
@@ -288,8 +290,8 @@ class Store:
         now: float,
         uid: str | None = None,
         finished_since: float | None = None,
-    ) -> list[DueItem]:
-        """Failed deliveries back to pending for a new ladder run; the ones now due."""
+    ) -> RetryResult:
+        """Failed deliveries back to pending for a new ladder run; how many, which are due."""
         return await self.write(
             lambda c: history.retry_failed(c, session_id, now, uid, finished_since)
         )

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..models import DueItem, State
-from .types import AttemptRow, DeliveryRow
+from .types import AttemptRow, DeliveryRow, RetryResult
 
 # ---------------------------------------------------------------- delivery log
 _DELIVERY_SELECT = (
@@ -89,7 +89,7 @@ def retry_failed(
     now: float,
     uid: str | None = None,
     finished_since: float | None = None,
-) -> list[DueItem]:
+) -> RetryResult:
     """Put failed deliveries back in the queue for a new run of the retry ladder.
 
     One delivery by `uid`, or all of the session's failed ones (finished at or after
@@ -124,7 +124,7 @@ def retry_failed(
         )
         if active:
             due.append(DueItem(now, delivery_id, webhook_id))
-    return due
+    return RetryResult(due, retried=len(rows), parked=len(rows) - len(due))
 
 
 # ------------------------------------------------------------------- retention

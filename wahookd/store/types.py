@@ -54,6 +54,18 @@ class IngestResult(msgspec.Struct, frozen=True, gc=False):
 
 
 @dataclass(frozen=True, slots=True)
+class RetryResult:
+    """What a manual retry did: the deliveries due now, and how many left `failed`.
+
+    `parked` of the `retried` deliveries wait behind an inactive webhook (not in `due`).
+    """
+
+    due: list[DueItem]
+    retried: int
+    parked: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionStats:
     """A session's all-time delivery statistics (SPEC §6)."""
 
