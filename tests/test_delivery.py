@@ -232,7 +232,7 @@ async def test_whole_attempt_timeout(tmp_path: Path, ca: trustme.CA, receiver: R
         errors = await d.state.store._in_reader(
             lambda c: c.execute("SELECT error FROM attempts ORDER BY id").fetchall()
         )
-    assert errors[0][0] == "timed out after 0.5s"
+    assert errors[0][0] == "timeout after 500ms"
     assert errors[1][0] is None
 
 

@@ -457,7 +457,7 @@ async def test_whole_attempt_timeout_ends_it(
         await assert_healthy(d, receiver)
     (outcome,) = bad_outcomes(outcomes)
     assert outcome.result.error_class == "timeout" and outcome.kind == "retry"
-    assert row["error"] == "timed out after 1s" and row["status_code"] is None
+    assert row["error"] == "timeout after 1s" and row["status_code"] is None
     assert 900 <= row["duration_ms"] < 2500, row
 
 
@@ -482,7 +482,7 @@ async def test_connection_reset_is_a_network_failure(
         (row,) = await attempt_log(d, "bad")
         await assert_healthy(d, receiver)
     assert outcome.result.error_class == "network" and outcome.kind == "retry"
-    assert row["error"].startswith("connection failed: ") and "reset" in row["error"], row
+    assert row["error"] == "connection reset", row
     assert row["status_code"] is None and row["duration_ms"] < 1000
 
 
@@ -492,8 +492,10 @@ async def test_connection_reset_is_a_network_failure(
 @pytest.mark.parametrize(
     ("tls", "error_class", "says"),
     [
-        pytest.param(False, "tls", "TLS error: ", id="garbage-instead-of-tls"),
-        pytest.param(True, "network", "bad HTTP response: ", id="garbage-instead-of-http"),
+        pytest.param(False, "tls", "TLS: handshake failed", id="garbage-instead-of-tls"),
+        pytest.param(
+            True, "network", "invalid HTTP answer from receiver", id="garbage-instead-of-http"
+        ),
     ],
 )
 async def test_garbage_is_a_failed_attempt(
@@ -543,7 +545,7 @@ CONTEXT_REPR = (
 async def test_the_attempt_error_is_one_clear_line(
     tmp_path: Path, ca: trustme.CA, receiver: Receiver, handler: Handler, tls: bool
 ) -> None:
-    # (the timeouts' "timed out after 1s" is checked exactly above)
+    # (the timeouts' "timeout after 1s" is checked exactly above)
     async with (
         RawServer(handler, tls_context(ca) if tls else None) as rx,
         daemon_with(tmp_path, ca, receiver, rx.url) as (d, outcomes),

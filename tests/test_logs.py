@@ -1,13 +1,17 @@
-"""The log formats: the text formatter's cached time reads as logging's own."""
+"""The log formats: the text formatter's cached time reads as logging's own; the attempt line."""
 
 from __future__ import annotations
 
+import json
 import logging
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wahookd.logs import TextFormatter
+from wahookd.logs import JsonFormatter, TextFormatter
+from wahookd.models import AttemptResult, Claimed, Outcome, OutcomeKind
+from wahookd.scheduler import _log_attempt
 
 DEFAULT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -26,3 +30,66 @@ def test_text_lines_read_as_loggings_default_format(times: list[float]) -> None:
     for created in sorted(times) + sorted(times, reverse=True):
         record = record_at(created)
         assert ours.format(record) == DEFAULT.format(record)
+
+
+# ------------------------------------------------------------------ the attempt line
+
+
+def _outcome(result: AttemptResult, kind: OutcomeKind = "retry") -> Outcome:
+    claimed = Claimed(1, "dlv_1", 7, "s1", "message.received", 2, b'{"secret":"x"}')
+    return Outcome(claimed, 0.0, result, kind, None)
+
+
+ATTEMPT_LINES = [
+    pytest.param(
+        AttemptResult(None, "connection refused", 3, "", None, "network"),
+        "connection refused",
+        id="refused",
+    ),
+    pytest.param(
+        AttemptResult(None, "timeout after 5s", 5000, "", None, "timeout"),
+        "timeout after 5s",
+        id="timeout",
+    ),
+    pytest.param(
+        AttemptResult(
+            None, "TLS: certificate verify failed (hostname mismatch)", 9, "", None, "tls"
+        ),
+        "TLS: certificate verify failed (hostname mismatch)",
+        id="tls",
+    ),
+    pytest.param(
+        AttemptResult(503, "HTTP 503", 12, "busy", None, "5xx"), "HTTP 503", id="answer-503"
+    ),
+]
+
+
+@pytest.mark.parametrize(("result", "says"), ATTEMPT_LINES)
+def test_the_attempt_line_names_why_it_failed(
+    caplog: pytest.LogCaptureFixture, result: AttemptResult, says: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="wahookd.scheduler")
+    _log_attempt(_outcome(result))
+    (record,) = caplog.records
+    text = TextFormatter().format(record)
+    assert text.endswith(
+        f" INFO wahookd.scheduler: attempt dlv_1 #2 s1 message.received: {says} in"
+        f" {result.duration_ms}ms, retry"
+    ), text
+    data = json.loads(JsonFormatter().format(record))
+    assert data["message"] == text.split(": ", 1)[1], data
+    assert (data["error"], data["error_class"], data["status"]) == (
+        result.error,
+        result.error_class,
+        result.status_code,
+    )
+    assert "secret" not in text and "secret" not in json.dumps(data)
+
+
+def test_an_answered_attempt_shows_its_status(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wahookd.scheduler")
+    _log_attempt(_outcome(AttemptResult(200, None, 84, "OK", None, "2xx"), "delivered"))
+    (record,) = caplog.records
+    assert (
+        record.getMessage() == "attempt dlv_1 #2 s1 message.received: HTTP 200 in 84ms, delivered"
+    )

@@ -361,7 +361,7 @@ async def test_the_sender_refuses_and_connects_nowhere(
     async with started_sender(tmp_path, ca, resolver) as sender:
         result = await post(sender, case.url.format(port=canary.port))
     assert result.error_class == "refused", result
-    assert result.error is not None and result.error.startswith("refused: ")
+    assert result.error is not None and result.error.startswith("refused by network policy: ")
     assert case.message in result.error
     assert result.status_code is None
     # a literal is refused before any lookup; a name after exactly one
@@ -583,8 +583,8 @@ async def test_dns_rebinding_connects_to_the_vetted_answer_only(
             rebound = await post(sender, url)
         assert rebound.error_class == "refused"
         assert rebound.error == (
-            "refused: rebind.test resolves only to addresses that are not public: "
-            "127.0.0.1 is loopback; add them to delivery.allow_networks to allow them"
+            "refused by network policy: rebind.test resolves only to addresses that are"
+            " not public: 127.0.0.1 is loopback; add them to delivery.allow_networks to allow them"
         )
         assert resolver.lookups == ["rebind.test", "rebind.test"]
         await canary.assert_untouched()
@@ -601,7 +601,8 @@ async def test_rebinding_to_an_unreachable_vetted_address_fails_without_a_second
     async with started_sender(tmp_path, ca, resolver, "127.0.0.3/32") as sender:
         result = await post(sender, f"https://rebind.test:{canary.port}/hook")
     assert result.error_class == "network", result
-    assert result.error is not None and "127.0.0.3" in result.error
+    # refused by 127.0.0.3: the canary (127.0.0.1) was not touched and no second lookup made
+    assert result.error == "connection refused", result
     assert resolver.lookups == ["rebind.test"]
     await canary.assert_untouched()
 
@@ -728,13 +729,13 @@ async def test_daemon_refuses_a_name_resolving_to_loopback(
     assert len(errors) == 2
     for error in errors:
         assert error.startswith(
-            "refused: localhost resolves only to addresses that are not public: "
+            "refused by network policy: localhost resolves only to addresses that are not public: "
         )
         assert "127.0.0.1 is loopback" in error
         assert error.endswith("add them to delivery.allow_networks to allow them")
     assert status == 200
     assert tested["success"] is False and tested["statusCode"] is None
-    assert tested["error"].startswith("refused: localhost resolves only to")
+    assert tested["error"].startswith("refused by network policy: localhost resolves only to")
     assert receiver.requests == []
 
 
@@ -758,7 +759,10 @@ async def test_daemon_delivers_to_loopback_when_allowed_and_stops_on_reload(
         errors = await attempt_errors(d)
     assert len(receiver.requests) == 1
     assert errors[0] is None
-    assert all(error.startswith("refused: localhost resolves only") for error in errors[1:])
+    assert all(
+        error.startswith("refused by network policy: localhost resolves only")
+        for error in errors[1:]
+    )
 
 
 async def test_daemon_api_refuses_a_loopback_literal_unless_allowed(

@@ -697,15 +697,25 @@ class Scheduler:
 
 
 def _log_attempt(outcome: Outcome) -> None:
-    """One info line per finished attempt; never the URL, headers or bodies (secrets)."""
+    """One info line per finished attempt; never the URL, headers or bodies (secrets).
+
+    It names the answer ("HTTP 503") or why there was none ("connection refused"), with the
+    text the attempt log stores (attempt_errors.py), so the two always agree.
+    """
     c, r = outcome.claimed, outcome.result
+    if r.error is not None:
+        result = r.error
+    elif r.status_code is not None:
+        result = f"HTTP {r.status_code}"
+    else:
+        result = r.error_class
     log.info(
         "attempt %s #%d %s %s: %s in %dms, %s",
         c.uid,
         c.attempt,
         c.session_id,
         c.event_type,
-        r.status_code if r.status_code is not None else r.error_class,
+        result,
         r.duration_ms,
         outcome.kind,
         extra={
@@ -716,6 +726,7 @@ def _log_attempt(outcome: Outcome) -> None:
             "status": r.status_code,
             "ms": r.duration_ms,
             "outcome": outcome.kind,
+            "error_class": r.error_class,
             "error": r.error,
         },
     )

@@ -10,13 +10,14 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 import yarl
 from aiohttp.abc import AbstractResolver
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.resolver import DefaultResolver
 
 from . import __version__
-from .attempt_errors import network_error, tls_error
+from .attempt_errors import Attempt, describe, status_text, timeout_text
 from .config import DeliveryConfig
 from .models import AttemptResult, Claimed, ErrorClass, Webhook
-from .netpolicy import PolicyResolver, RefusedAddress, RefusedTarget, check_url
+from .netpolicy import PolicyResolver, RefusedTarget, check_url
 from .retry import parse_retry_after
 from .signing import signature_headers
 
@@ -143,6 +144,7 @@ class Sender:
         assert self._session is not None, "Sender.start() was not awaited"
         started = time.monotonic()
         retry_after_header: str | None = None
+        target: yarl.URL | None = None
         try:
             # again after every reload: the policy may have changed since the URL was set
             target = self._checked.get(url)
@@ -162,20 +164,15 @@ class Sender:
                     retry_after_header = resp.headers.get("Retry-After")
                     kept = await _read_capped(resp, self.config.max_response)
                     status = resp.status
-        except RefusedTarget as exc:
-            return _result(started, "refused", f"refused: {exc}")
         except TimeoutError:
-            return _result(started, "timeout", f"timed out after {self.config.timeout_s:g}s")
-        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            return _result(started, "tls", tls_error(exc))
-        except (aiohttp.ClientError, OSError) as exc:
-            if (refused := _refusal_in(exc)) is not None:
-                return _result(started, "refused", f"refused: {refused}")
-            if isinstance(getattr(exc, "os_error", None), ssl.SSLError):
-                return _result(started, "tls", tls_error(exc))
-            return _result(started, "network", network_error(exc))
+            return _result(started, "timeout", timeout_text(self.config.timeout_s))
+        # what the network, the receiver or the policy can cause; a bug in us propagates
+        except (RefusedTarget, aiohttp.ClientError, OSError, HttpProcessingError) as exc:
+            host = (target.raw_host or "") if target is not None else ""
+            error_class, why = describe(exc, Attempt(host, self.config.timeout_s))
+            return _result(started, error_class, why)
         text = kept[:RESPONSE_KEEP_BYTES].decode("utf-8", "replace")
-        error = None if 200 <= status < 300 else f"HTTP {status}"
+        error = None if 200 <= status < 300 else status_text(status)
         retry_after = None
         if status in (429, 503):
             retry_after = parse_retry_after(retry_after_header, now)
@@ -200,15 +197,6 @@ async def _close_later(session: aiohttp.ClientSession, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
     finally:
         await session.close()
-
-
-def _refusal_in(exc: BaseException) -> RefusedAddress | None:
-    """The policy refusal behind a connection error, if that is what it was."""
-    if isinstance(exc, RefusedAddress):
-        return exc
-    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
-        return exc.os_error
-    return None
 
 
 def _ssl_for(config: DeliveryConfig) -> ssl.SSLContext:
