@@ -10,11 +10,12 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from .api.common import STATE, AppState, auth_middleware, error_middleware
+from .api.common import REFUSALS, STATE, AppState, auth_log, auth_middleware, error_middleware
 from .api.routes import add_routes
 from .auth import Verifier, load_keys
 from .clock import Clock, SystemClock
 from .config import Config
+from .logs import RateLimitedLog
 from .metrics import Metrics
 from .registry import Registry
 from .retention import Pruner
@@ -28,6 +29,7 @@ CONFIG = web.AppKey("wahookd_config", Config)
 CLOCK = web.AppKey("wahookd_clock", Clock)
 MAX_HEADER_BYTES = 16 * 1024
 PRUNER = web.AppKey("wahookd_pruner", Pruner)
+REFUSAL_LOG_INTERVAL_S = 10.0  # a refused token's warning, at most once per reason
 
 
 def build_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -41,6 +43,7 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
+    app[REFUSALS] = RateLimitedLog(auth_log, app[CLOCK], interval_s=REFUSAL_LOG_INTERVAL_S)
     add_routes(app)
     app.cleanup_ctx.append(_daemon)
     return app

@@ -17,6 +17,7 @@ from ..clock import Clock
 from ..config import Config
 from ..events import EventError, check_json, is_session_id
 from ..jsontext import MAX_JSON_DEPTH, decode_object
+from ..logs import RateLimitedLog
 from ..metrics import Metrics
 from ..registry import Registry
 from ..scheduler import Scheduler
@@ -24,6 +25,7 @@ from ..sender import Sender
 from ..store import StorageUnavailable, Store
 
 log = logging.getLogger("wahookd.api")
+auth_log = logging.getLogger("wahookd.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,6 +57,8 @@ class AppState:
 
 
 STATE = web.AppKey("wahookd_state", AppState)
+# one warning per refusal reason every 10 s (built by app.py with the app's clock)
+REFUSALS = web.AppKey("wahookd_refusals", RateLimitedLog)
 PRINCIPAL_KEY = web.RequestKey("wahookd_principal", Principal)
 
 
@@ -247,8 +251,30 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if needed is None:
         return await handler(request)
     verifier: Verifier = request.app[STATE].verifier
-    who = verifier.verify(request.headers.get("Authorization"))
-    if not who.allows(needed):
-        raise ApiError(403, f"role '{who.role}' may not do this (needs '{needed}')")
+    try:
+        who = verifier.verify(request.headers.get("Authorization"))
+        if not who.allows(needed):
+            message = f"role '{who.role}' may not do this (needs '{needed}')"
+            raise AuthError(403, message, "role_too_low")
+    except AuthError as exc:
+        _log_refusal(request, exc)
+        raise
     request[PRINCIPAL_KEY] = who
     return await handler(request)
+
+
+def _log_refusal(request: web.Request, exc: AuthError) -> None:
+    # Only words of ours: the reason, the route's template and the peer's address. Never
+    # exc.message, the header or the path as sent: they may quote the token or its claims.
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.rel_url.raw_path
+    request.app[REFUSALS].warning(
+        exc.reason,
+        "refused a token (%d %s) on %s %s from %s",
+        exc.status,
+        exc.reason,
+        request.method,
+        route,
+        request.remote,
+        extra={"reason": exc.reason, "route": route, "client": request.remote},
+    )
