@@ -225,6 +225,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, _http_message(exc, request), headers)
+    except ConnectionError:
+        if request.transport is not None and not request.transport.is_closing():
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_response(500, "internal error")
+        # the client hung up mid-request (reading its body, say): nobody hears an answer
+        log.info(
+            "client %s closed the connection during %s %s",
+            request.remote,
+            request.method,
+            request.rel_url.raw_path,
+        )
+        return error_response(400, "the connection closed before the request was read")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal error")
