@@ -16,6 +16,7 @@ import aiohttp
 import jwt
 import pytest
 from daemon_proc import DaemonProcess, free_port
+from support import wait_until
 
 SECRET = "k" * 64
 KiB = 1024
@@ -52,12 +53,6 @@ async def exchange(daemon: DaemonProcess, data: bytes) -> tuple[int, dict[str, o
     status_line, *headers = head.decode("latin-1").split("\r\n")
     assert "content-type: application/json; charset=utf-8" in [h.lower() for h in headers]
     return int(status_line.split()[1]), json.loads(body)
-
-
-async def wait_for_log(daemon: DaemonProcess, text: str, timeout_s: float = 10) -> None:
-    async with asyncio.timeout(timeout_s):
-        while text not in daemon.log():
-            await asyncio.sleep(0.05)
 
 
 async def stopped_log(daemon: DaemonProcess) -> list[str]:
@@ -113,7 +108,7 @@ async def test_a_client_gone_mid_body_costs_one_info_line(
     daemon: DaemonProcess, hang_up: str
 ) -> None:
     token = jwt.encode({"exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
-    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
     writer.write(
         b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer " + token.encode() + b"\r\n"
@@ -125,7 +120,7 @@ async def test_a_client_gone_mid_body_costs_one_info_line(
         writer.close()
     else:
         writer.transport.abort()
-    await wait_for_log(daemon, "closed the connection")
+    await wait_until(lambda: "closed the connection" in daemon.log())
     lines = await stopped_log(daemon)
     assert len(lines) == 1, lines
     assert (
