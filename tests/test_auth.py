@@ -27,6 +27,11 @@ def exp(seconds: float = 600) -> int:
     return int(time.time() + seconds)
 
 
+def claim_types(claims: dict[str, object]) -> str:
+    """A test id naming each claim's type: exp=str-nbf=int."""
+    return "-".join(f"{name}={type(value).__name__}" for name, value in claims.items())
+
+
 def test_absent_claims_mean_admin_of_every_session() -> None:
     who = verifier().verify(bearer({"exp": exp()}))
     assert who.role == "admin" and who.sessions is None
@@ -63,6 +68,60 @@ def test_refused_tokens(header: str | None, message: str) -> None:
         verifier().verify(header)
     assert exc.value.status == 401
     assert exc.value.message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": "9999999999"},
+        {"exp": str(exp())},
+        {"exp": exp(), "nbf": "0"},
+        {"exp": exp(), "nbf": False},
+        {"exp": exp(), "iat": "0"},
+        {"exp": exp(), "iat": True},
+    ],
+    ids=claim_types,
+)
+def test_numeric_dates_must_be_json_numbers(claims: dict[str, object]) -> None:
+    """RFC 7519 NumericDate is a JSON number: a string or a boolean is refused, signed or not."""
+    with pytest.raises(AuthError) as exc:
+        verifier().verify(bearer(claims))
+    assert exc.value.status == 401
+    assert exc.value.message.endswith("must be a number (NumericDate)")
+    assert exc.value.reason == "numeric_date"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": True},  # int(True) == 1: long expired
+        {"exp": "soon"},
+        {"exp": exp(), "iat": "99999999999"},  # a string in the future
+        {"exp": 1e400},  # JSON's Infinity: not a time
+        {"exp": exp(), "nbf": float("nan")},
+        {"exp": exp(), "nbf": None},
+        {"exp": exp(), "iat": [0]},
+    ],
+    ids=claim_types,
+)
+def test_numeric_dates_pyjwt_refuses_by_itself_stay_refused(claims: dict[str, object]) -> None:
+    with pytest.raises(AuthError) as exc:
+        verifier().verify(bearer(claims))
+    assert exc.value.status == 401
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": exp() + 0.5},
+        {"exp": exp(), "nbf": time.time() - 1.5, "iat": time.time() - 1.5},
+        {"exp": 10**30},  # far future, still a number
+        {"exp": exp(), "nbf": -(10**30), "iat": 0},
+    ],
+    ids=claim_types,
+)
+def test_numeric_dates_may_be_any_json_number(claims: dict[str, object]) -> None:
+    assert verifier().verify(bearer(claims)).role == "admin"
 
 
 def test_alg_none_is_refused_even_if_configured_loosely() -> None:

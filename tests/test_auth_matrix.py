@@ -228,6 +228,34 @@ async def test_hostile_tokens_get_the_envelope_over_http(tmp_path: Path) -> None
         assert (await d.client.get("/healthz")).status == 200
 
 
+async def test_numeric_dates_as_strings_get_the_401_envelope_over_http(tmp_path: Path) -> None:
+    """ "exp": "9999999999" once passed pyjwt: a NumericDate is a JSON number (RFC 7519 §2)."""
+    secret = "s" * 64  # make_config's jwt_secret
+    now = int(time.time())
+    tokens = {
+        "exp-string": {"exp": "9999999999"},
+        "nbf-string": {"exp": now + 600, "nbf": "0"},
+        "iat-boolean": {"exp": now + 600, "iat": True},
+    }
+    async with running_daemon(make_config(tmp_path)) as d:
+        for name, claims in tokens.items():
+            token = jwt.encode(claims, secret, algorithm="HS256")
+            resp = await d.client.get(
+                "/api/webhook/queue", headers={"Authorization": f"Bearer {token}"}
+            )
+            body = await resp.json()
+            assert resp.status == 401, name
+            assert resp.headers["WWW-Authenticate"] == "Bearer", name
+            assert body["success"] is False and body["error"]["code"] == "unauthorized", name
+            assert "NumericDate" in body["error"]["message"], name
+        # the same claims as numbers pass
+        token = jwt.encode({"exp": now + 600, "nbf": 0, "iat": now}, secret, algorithm="HS256")
+        resp = await d.client.get(
+            "/api/webhook/queue", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert resp.status == 200
+
+
 async def test_an_unmarked_api_route_fails_closed(tmp_path: Path) -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer

@@ -10,13 +10,14 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from .api.common import STATE, AppState, auth_middleware, error_middleware
+from .api.common import REFUSALS, STATE, AppState, auth_log, auth_middleware, error_middleware
 from .api.routes import add_routes
 from .audit import CONFIG as CONFIG_ACTOR
 from .audit import audit
 from .auth import Verifier, load_keys
 from .clock import Clock, SystemClock
 from .config import Config
+from .logs import RateLimitedLog
 from .metrics import Metrics
 from .models import Webhook
 from .registry import Registry
@@ -31,6 +32,7 @@ CONFIG = web.AppKey("wahookd_config", Config)
 CLOCK = web.AppKey("wahookd_clock", Clock)
 MAX_HEADER_BYTES = 16 * 1024
 PRUNER = web.AppKey("wahookd_pruner", Pruner)
+REFUSAL_LOG_INTERVAL_S = 10.0  # a refused token's warning, at most once per reason
 
 
 def build_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -44,6 +46,7 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
+    app[REFUSALS] = RateLimitedLog(auth_log, app[CLOCK], interval_s=REFUSAL_LOG_INTERVAL_S)
     add_routes(app)
     app.cleanup_ctx.append(_daemon)
     return app

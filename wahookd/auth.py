@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Sequence
@@ -19,15 +20,39 @@ ROLES: Final[tuple[Role, ...]] = get_args(Role)
 ROLE_RANK: Final[dict[str, int]] = {role: rank for rank, role in enumerate(ROLES)}
 MAX_TOKEN_BYTES = 8192
 SECRET_FILE_NAME = "jwt.secret"
+# the claims RFC 7519 §2 types as NumericDate: a JSON number, never a string or a boolean
+NUMERIC_DATE_CLAIMS: Final[tuple[str, ...]] = ("exp", "nbf", "iat")
+
+# Why a token was refused, in words fixed here: the log names the reason, and a log line
+# must never carry what the client sent (the message may quote the token's header or claims)
+Reason = Literal[
+    "missing",
+    "not_bearer",
+    "too_long",
+    "malformed",
+    "algorithm",
+    "no_key",
+    "expired",
+    "not_yet_valid",
+    "missing_claim",
+    "issuer",
+    "audience",
+    "invalid",
+    "numeric_date",
+    "unknown_role",
+    "sessions_claim",
+    "role_too_low",
+]
 
 
 class AuthError(Exception):
     """A request is not authenticated (401) or not allowed (403)."""
 
-    def __init__(self, status: Literal[401, 403], message: str) -> None:
+    def __init__(self, status: Literal[401, 403], message: str, reason: Reason) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason: Reason = reason
 
 
 class KeyError_(Exception):
@@ -111,22 +136,22 @@ class Verifier:
     def verify(self, authorization: str | None) -> Principal:
         """Turn an Authorization header into a Principal, or raise AuthError(401)."""
         if not authorization:
-            raise AuthError(401, "missing bearer token")
+            raise AuthError(401, "missing bearer token", "missing")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise AuthError(401, "Authorization must be 'Bearer <token>'")
+            raise AuthError(401, "Authorization must be 'Bearer <token>'", "not_bearer")
         if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError(401, f"token longer than {MAX_TOKEN_BYTES} bytes")
+            raise AuthError(401, f"token longer than {MAX_TOKEN_BYTES} bytes", "too_long")
         try:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
-            raise AuthError(401, "malformed token") from None
+            raise AuthError(401, "malformed token", "malformed") from None
         if not isinstance(alg, str) or alg not in self.auth.algorithms or alg == "none":
-            raise AuthError(401, f"token algorithm {alg!r} is not accepted")
+            raise AuthError(401, f"token algorithm {alg!r} is not accepted", "algorithm")
         key = self.keys.hmac_secret if alg.startswith("HS") else self.keys.public_key
         if key is None:
-            raise AuthError(401, f"no key is configured for {alg} tokens")
+            raise AuthError(401, f"no key is configured for {alg} tokens", "no_key")
         try:
             claims = jwt.decode(
                 token,
@@ -138,25 +163,41 @@ class Verifier:
                 options={"require": ["exp"], "verify_aud": bool(self.auth.audience)},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError(401, "token expired") from None
+            raise AuthError(401, "token expired", "expired") from None
         except jwt.ImmatureSignatureError:
-            raise AuthError(401, "token not valid yet (nbf/iat in the future)") from None
+            raise AuthError(
+                401, "token not valid yet (nbf/iat in the future)", "not_yet_valid"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(401, f"token lacks the '{exc.claim}' claim") from None
+            raise AuthError(401, f"token lacks the '{exc.claim}' claim", "missing_claim") from None
         except jwt.InvalidIssuerError:
-            raise AuthError(401, "token issuer is not accepted") from None
+            raise AuthError(401, "token issuer is not accepted", "issuer") from None
         except jwt.InvalidAudienceError:
-            raise AuthError(401, "token audience is not accepted") from None
+            raise AuthError(401, "token audience is not accepted", "audience") from None
         except jwt.PyJWTError:
-            raise AuthError(401, "invalid token") from None
+            raise AuthError(401, "invalid token", "invalid") from None
+        # pyjwt compares int(claim) with the time, so "exp": "9999999999" or "nbf": false
+        # would pass; RFC 7519 §2 NumericDate is a JSON number
+        for name in NUMERIC_DATE_CLAIMS:
+            if name in claims and not is_numeric_date(claims[name]):
+                raise AuthError(
+                    401, f"the '{name}' claim must be a number (NumericDate)", "numeric_date"
+                )
         return principal_from_claims(claims)
+
+
+def is_numeric_date(value: object) -> bool:
+    """True for a JSON number that is a time: an int or a finite float, not a boolean."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
     """Read role and sessions claims (absent: admin, all sessions)."""
     role = claims.get("role", "admin")
     if role not in ROLES:
-        raise AuthError(401, f"unknown role {role!r}; known: {', '.join(ROLES)}")
+        raise AuthError(401, f"unknown role {role!r}; known: {', '.join(ROLES)}", "unknown_role")
     sessions = claims.get("sessions", "*")
     scope: frozenset[str] | None
     if sessions == "*":
@@ -164,7 +205,9 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     elif isinstance(sessions, list) and all(isinstance(s, str) for s in sessions):
         scope = None if "*" in sessions else frozenset(sessions)
     else:
-        raise AuthError(401, "the 'sessions' claim must be a list of session ids or '*'")
+        raise AuthError(
+            401, "the 'sessions' claim must be a list of session ids or '*'", "sessions_claim"
+        )
     sub = claims.get("sub")
     return Principal(sub if isinstance(sub, str) else None, role, scope)
 

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from .clock import Clock
 from .events import format_timestamp
 
 # attributes every LogRecord has; anything else was passed through `extra=`
@@ -52,6 +53,35 @@ class TextFormatter(logging.Formatter):
             self._second = second
             self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
         return f"{self._prefix},{int(record.msecs):03d}"
+
+
+class RateLimitedLog:
+    """At most one line per key every interval_s; the next line counts the ones held back.
+
+    For lines a client can cause at will (a refused token): a flood of them costs a line
+    every interval_s, not a disk. Keys come from a fixed set, so the table stays small.
+    """
+
+    def __init__(self, logger: logging.Logger, clock: Clock, interval_s: float = 10.0) -> None:
+        self.logger = logger
+        self.clock = clock
+        self.interval_s = interval_s
+        self._last_at: dict[str, float] = {}  # monotonic time of each key's last line
+        self._held: dict[str, int] = {}  # lines held back since then
+
+    def warning(self, key: str, msg: str, *args: object, extra: dict[str, Any]) -> None:
+        """Log msg at warning level, unless key had a line less than interval_s ago."""
+        now = self.clock.monotonic()
+        last_at = self._last_at.get(key)
+        if last_at is not None and now - last_at < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        self._last_at[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            msg += " (%d more like it since the last such line, not logged)"
+            args = (*args, held)
+        self.logger.warning(msg, *args, extra={**extra, "suppressed": held})
 
 
 def setup_logging(level: str, fmt: str) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
-from .api.common import STATE
+from .api.common import STATE, error_response
 from .app import build_app, reload
 from .auth import generated_secret_path
 from .clock import Clock
@@ -18,6 +22,71 @@ from .logs import set_level
 from .systemd import Notifier
 
 log = logging.getLogger("wahookd")
+http_log = logging.getLogger("wahookd.http")
+# the words that open aiohttp's parser message ("Invalid header value char:\n\n  b'...'"),
+# before it quotes what the client sent
+_PARSER_WORDS = re.compile(r"[A-Za-z0-9 ,-]{1,80}")
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's connection handler; what its parser refuses gets our envelope and one line.
+
+    aiohttp answers a request it cannot parse (a NUL in a header, two Content-Lengths, a
+    request line over 8 KiB) with handle_error(), before any middleware, logging the
+    parser's exception with a traceback at error level. That is the client's mistake:
+    one info line, no traceback, and the error envelope of SPEC §3.
+    """
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A 4xx from the parser as the error envelope; anything else as aiohttp does it."""
+        if status >= 500 or request.writer.output_size > 0:
+            # 5xx is a bug of ours (the traceback helps); after output, aiohttp hangs up
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong):  # its message quotes the line
+            reason = "request line or header field too long"
+        else:
+            if message is None and isinstance(exc, HttpProcessingError):
+                message = exc.message
+            words = _PARSER_WORDS.match(message or "")
+            reason = (words.group().strip() if words else "") or "unreadable request"
+        # non-HTTP bytes (TLS, scanners) as a connection's first request: aiohttp's choice
+        quiet = self._request_count == 1 and isinstance(exc, BadHttpMethod)
+        http_log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "refused malformed HTTP from %s: %s (%d)",
+            request.remote,
+            reason,
+            status,
+        )
+        response = error_response(status, f"malformed HTTP request: {reason}")
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with our connection handler."""
+
+    def __call__(self) -> RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class AppRunner(web.AppRunner):
+    """web.AppRunner serving through _Server (aiohttp has no option to name the handler)."""
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # the app's startup runs here
+        return _Server(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            **plain._kwargs,
+        )
 
 
 async def serve(
@@ -26,7 +95,7 @@ async def serve(
     """Serve until SIGTERM or SIGINT, then stop accepting, drain and close."""
     notifier = notifier or Notifier()
     app = build_app(config, clock)
-    runner = web.AppRunner(
+    runner = AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=config.server.shutdown_grace_s
     )
     stop, hup = asyncio.Event(), asyncio.Event()
@@ -60,7 +129,7 @@ async def serve(
     log.info("stopped")
 
 
-async def _start_site(runner: web.AppRunner, config: Config) -> None:
+async def _start_site(runner: AppRunner, config: Config) -> None:
     listen = config.server.listen
     site: web.BaseSite
     if listen.unix_path is not None:

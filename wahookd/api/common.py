@@ -17,6 +17,7 @@ from ..clock import Clock
 from ..config import Config
 from ..events import EventError, check_json, is_session_id
 from ..jsontext import MAX_JSON_DEPTH, decode_object
+from ..logs import RateLimitedLog
 from ..metrics import Metrics
 from ..registry import Registry
 from ..scheduler import Scheduler
@@ -24,6 +25,7 @@ from ..sender import Sender
 from ..store import StorageUnavailable, Store
 
 log = logging.getLogger("wahookd.api")
+auth_log = logging.getLogger("wahookd.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,6 +58,8 @@ class AppState:
 
 
 STATE = web.AppKey("wahookd_state", AppState)
+# one warning per refusal reason every 10 s (built by app.py with the app's clock)
+REFUSALS = web.AppKey("wahookd_refusals", RateLimitedLog)
 PRINCIPAL_KEY = web.RequestKey("wahookd_principal", Principal)
 
 
@@ -222,6 +226,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, _http_message(exc, request), headers)
+    except ConnectionError:
+        if request.transport is not None and not request.transport.is_closing():
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_response(500, "internal error")
+        # the client hung up mid-request (reading its body, say): nobody hears an answer
+        log.info(
+            "client %s closed the connection during %s %s",
+            request.remote,
+            request.method,
+            request.rel_url.raw_path,
+        )
+        return error_response(400, "the connection closed before the request was read")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal error")
@@ -248,8 +264,30 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if needed is None:
         return await handler(request)
     verifier: Verifier = request.app[STATE].verifier
-    who = verifier.verify(request.headers.get("Authorization"))
-    if not who.allows(needed):
-        raise ApiError(403, f"role '{who.role}' may not do this (needs '{needed}')")
+    try:
+        who = verifier.verify(request.headers.get("Authorization"))
+        if not who.allows(needed):
+            message = f"role '{who.role}' may not do this (needs '{needed}')"
+            raise AuthError(403, message, "role_too_low")
+    except AuthError as exc:
+        _log_refusal(request, exc)
+        raise
     request[PRINCIPAL_KEY] = who
     return await handler(request)
+
+
+def _log_refusal(request: web.Request, exc: AuthError) -> None:
+    # Only words of ours: the reason, the route's template and the peer's address. Never
+    # exc.message, the header or the path as sent: they may quote the token or its claims.
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.rel_url.raw_path
+    request.app[REFUSALS].warning(
+        exc.reason,
+        "refused a token (%d %s) on %s %s from %s",
+        exc.status,
+        exc.reason,
+        request.method,
+        route,
+        request.remote,
+        extra={"reason": exc.reason, "route": route, "client": request.remote},
+    )
