@@ -14,10 +14,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .auth import ROLES, KeyError_, load_keys, mint_token
+from .auth import ROLES, KeyError_, Keys, generated_secret_path, load_keys, mint_token
 from .config import Config, ConfigError, find_config_path, load_config
 from .events import is_session_id
 from .logs import setup_logging
@@ -167,7 +168,7 @@ def _token(config: Config, args: argparse.Namespace) -> str:
         bad = [s for s in sessions if not is_session_id(s)]
         if bad or not sessions:
             raise UsageError(f"--sessions: invalid session id {bad[0] if bad else '(none)'!r}")
-    keys = load_keys(config.auth, config.storage.path)
+    keys = _token_keys(config)
     return mint_token(
         config.auth,
         keys,
@@ -177,6 +178,39 @@ def _token(config: Config, args: argparse.Namespace) -> str:
         ttl_s=ttl_s,
         now=time.time(),
     )
+
+
+def _token_keys(config: Config) -> Keys:
+    # Never generate here: a secret made in the wrong directory signs tokens the daemon refuses.
+    try:
+        return load_keys(config.auth, config.storage.path, generate=False)
+    except KeyError_:
+        secret = generated_secret_path(config.storage.path)
+        if config.auth.jwt_secret is not None or config.auth.jwt_secret_file or secret.exists():
+            raise
+        raise UsageError(
+            f"no JWT secret at {secret}: start the daemon once (wahookd serve) to generate it,"
+            " or pass the daemon's config with -c PATH"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the JWT key {exc.filename}: {exc.strerror}") from None
+
+
+def invocation(argv0: str, executable: str) -> list[str]:
+    """The argv prefix that runs this wahookd again, absolute, from any directory.
+
+    argv0 is sys.argv[0]: the console script, the zipapp, or wahookd/__main__.py under
+    `python -m wahookd`. Without a file to point at, it is plain `wahookd` (on PATH).
+    """
+    program = Path(argv0)
+    if program.name == "__main__.py":
+        return [executable, "-m", "wahookd"]
+    if not argv0 or not program.is_file():
+        return ["wahookd"]
+    program = program.resolve()
+    if os.access(program, os.X_OK):
+        return [str(program)]
+    return [executable, str(program)]  # a zipapp installed 0644, or a script run by python
 
 
 def _ops(config: Config, args: argparse.Namespace) -> int:
