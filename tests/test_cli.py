@@ -187,3 +187,31 @@ def test_invocation_is_absolute_and_runnable(tmp_path: Path) -> None:
     relative = os.path.relpath(script)
     assert invocation(relative, python) == [str(script.resolve())]
     assert invocation("", python) == ["wahookd"]
+
+
+def test_check_config_says_when_it_checked_the_embedded_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WAHOOKD_CONFIG", raising=False)
+    monkeypatch.setattr("wahookd.config.DEFAULT_CONFIG_PATHS", (tmp_path / "wahookd.toml",))
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr() == ("ok (no config file found; checked the embedded defaults)\n", "")
+    # found by the lookup (./wahookd.toml): plain ok, as SPEC §1 says
+    write(tmp_path, '[log]\nlevel = "debug"\n')
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "ok\n"
+
+
+@pytest.mark.parametrize("command", ["serve", "token", "check-config"])
+def test_every_command_help_has_a_description(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    # argparse prints the description between the usage and the options
+    description = help_text.split("\n\n")[1]
+    assert not description.startswith("options:"), help_text
+    assert len(description.split()) >= 8 and description.rstrip().endswith("."), description

@@ -26,6 +26,7 @@ from .models import State
 from .units import parse_duration
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+NO_CONFIG_FILE = "no config file found; checked the embedded defaults"
 
 
 class UsageError(Exception):
@@ -43,13 +44,38 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", metavar="PATH", help="config file (TOML)")
         return p
 
-    with_config(sub.add_parser("serve", help="run the daemon in the foreground"))
-    token = with_config(sub.add_parser("token", help="print a signed JWT for this daemon"))
+    with_config(
+        sub.add_parser(
+            "serve",
+            help="run the daemon in the foreground",
+            description="Run the daemon in the foreground until SIGTERM or SIGINT; SIGHUP"
+            " reloads the config. It listens on server.listen and keeps its data at"
+            " storage.path; with no JWT key in [auth] it generates jwt.secret beside the"
+            " database on first start.",
+        )
+    )
+    token = with_config(
+        sub.add_parser(
+            "token",
+            help="print a signed JWT for this daemon",
+            description="Print a signed JWT (only the token, so $(wahookd token) works) for"
+            " the API of the daemon that runs with this config. It reads the daemon's key"
+            " and never creates one: pass the daemon's config with -c PATH.",
+        )
+    )
     token.add_argument("--sub", default="wahookd-cli", help="subject claim")
     token.add_argument("--role", default="admin", choices=ROLES, help="role claim")
     token.add_argument("--sessions", default="*", help="ID,ID,... or * (default: all)")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default: 1h)")
-    with_config(sub.add_parser("check-config", help="validate the config file"))
+    with_config(
+        sub.add_parser(
+            "check-config",
+            help="validate the config file",
+            description="Validate the config (syntax, keys, types, values, and that the"
+            " files it names are readable) and print ok, or every error with exit status 2."
+            " With no config file found it checks the embedded defaults and says so.",
+        )
+    )
     _ops_parsers(sub, with_config)
     return parser
 
@@ -135,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "check-config":
-            _load(args.config)
-            print("ok")
+            checked = _load(args.config)
+            print("ok" if checked.source else f"ok ({NO_CONFIG_FILE})")
             return EXIT_OK
         config = _load(args.config)
         if args.command == "token":
