@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 import tomllib
@@ -10,9 +11,11 @@ from pathlib import Path
 import jwt
 import pytest
 
+import wahookd
 from wahookd import __version__
-from wahookd.cli import main
-from wahookd.config import parse_config_text
+from wahookd.auth import load_keys
+from wahookd.cli import invocation, main
+from wahookd.config import load_config, parse_config_text
 
 EXAMPLE = Path(__file__).parents[1] / "wahookd.toml.example"
 SECRET = "k" * 64
@@ -131,18 +134,84 @@ def test_token_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "--sessions" in capsys.readouterr().err
 
 
-def test_token_on_embedded_defaults_generates_the_secret_once(
+def test_token_never_creates_the_secret_and_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # run where the daemon is not: the embedded defaults point at ./wahookd-data/jwt.secret
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WAHOOKD_CONFIG", raising=False)
+    assert main(["token"]) == 2
+    out, err = capsys.readouterr()
+    secret_file = tmp_path / "wahookd-data" / "jwt.secret"
+    assert out == ""
+    assert err == (
+        f"wahookd: no JWT secret at {secret_file}: start the daemon once (wahookd serve)"
+        " to generate it, or pass the daemon's config with -c PATH\n"
+    )
+    assert not (tmp_path / "wahookd-data").exists()
+    # the same with a config file naming no key: the path is the one beside its database
+    cfg = write(tmp_path, '[storage]\npath = "state/w.db"\n')
+    assert main(["token", "-c", str(cfg)]) == 2
+    assert f"no JWT secret at {tmp_path / 'state' / 'jwt.secret'}: " in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
+def test_token_reads_the_secret_the_daemon_generated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WAHOOKD_CONFIG", raising=False)
+    config = load_config(None)
+    generated = load_keys(config.auth, config.storage.path)  # what `serve` does at startup
     assert main(["token"]) == 0
-    first = capsys.readouterr().out.strip()
+    token = capsys.readouterr().out.strip()
     secret_file = tmp_path / "wahookd-data" / "jwt.secret"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    secret = secret_file.read_text().strip()
-    assert jwt.decode(first, secret, algorithms=["HS256"])["role"] == "admin"
-    assert main(["token"]) == 0
-    second = capsys.readouterr().out.strip()
-    assert secret_file.read_text().strip() == secret
-    jwt.decode(second, secret, algorithms=["HS256"])
+    assert generated.hmac_secret == secret_file.read_text().strip()
+    assert jwt.decode(token, generated.hmac_secret, algorithms=["HS256"])["role"] == "admin"
+
+
+def test_invocation_is_absolute_and_runnable(tmp_path: Path) -> None:
+    python = "/usr/bin/python3.11"
+    script = tmp_path / "bin" / "wahookd"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    zipapp = tmp_path / "wahookd.pyz"
+    zipapp.write_bytes(b"PK")
+    zipapp.chmod(0o644)
+    main_py = Path(wahookd.__file__).parent / "__main__.py"
+    assert invocation(str(main_py), python) == [python, "-m", "wahookd"]
+    assert invocation(str(script), python) == [str(script)]
+    assert invocation(str(zipapp), python) == [python, str(zipapp)]  # not executable
+    relative = os.path.relpath(script)
+    assert invocation(relative, python) == [str(script.resolve())]
+    assert invocation("", python) == ["wahookd"]
+
+
+def test_check_config_says_when_it_checked_the_embedded_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WAHOOKD_CONFIG", raising=False)
+    monkeypatch.setattr("wahookd.config.DEFAULT_CONFIG_PATHS", (tmp_path / "wahookd.toml",))
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr() == ("ok (no config file found; checked the embedded defaults)\n", "")
+    # found by the lookup (./wahookd.toml): plain ok, as SPEC §1 says
+    write(tmp_path, '[log]\nlevel = "debug"\n')
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "ok\n"
+
+
+@pytest.mark.parametrize("command", ["serve", "token", "check-config"])
+def test_every_command_help_has_a_description(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    # argparse prints the description between the usage and the options
+    description = help_text.split("\n\n")[1]
+    assert not description.startswith("options:"), help_text
+    assert len(description.split()) >= 8 and description.rstrip().endswith("."), description

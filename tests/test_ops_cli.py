@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -25,7 +26,8 @@ import trustme
 from daemon_proc import DaemonProcess, cli, free_port
 from support import Received, Receiver, Reply, ca_file
 
-from wahookd.tables import table, when
+from wahookd.cli import main
+from wahookd.tables import deliveries_text, status_text, table, when
 
 T = TypeVar("T")
 FAILING = "broken"  # the receiver answers 500 to this session's events while `failing` is set
@@ -76,6 +78,25 @@ class Run:
 
     def json(self) -> Any:
         return json.loads(self.out)
+
+
+STATUS_COLUMNS = [
+    "SESSION",
+    "WEBHOOK",
+    "ACTIVE",
+    "PENDING",
+    "PROCESSING",
+    "RETRYING",
+    "FAILED",
+    "DELIVERED",
+    "AVERAGE RESPONSE",
+    "LAST DELIVERY",
+]
+
+
+def columns(header: str) -> list[str]:
+    """A table's header cut into its labels (columns are two or more spaces apart)."""
+    return re.split(r"\s{2,}", header.strip())
 
 
 def write_config(path: Path, port: int, data: Path, extra: str = "") -> Path:
@@ -234,8 +255,7 @@ def test_status_table_and_json(setup: Setup) -> None:
     lines = run.out.splitlines()
     assert lines[0] == f"wahookd at {setup.address}: healthy, ready"
     assert lines[1].startswith("queue: ") and lines[1].endswith(" failed")
-    header = lines[3].split()
-    assert header[:3] == ["SESSION", "WEBHOOK", "ACTIVE"] and header[-2:] == ["LAST", "DELIVERY"]
+    assert columns(lines[3]) == STATUS_COLUMNS
     row = next(line for line in lines if line.startswith(STATIC))
     assert f"static {setup.rx.url}" in row and " yes " in row
 
@@ -267,7 +287,7 @@ def test_emit_then_see_the_delivery(setup: Setup) -> None:
     assert header.split()[:4] == ["ID", "EVENT", "STATUS", "ATTEMPTS"]
     row = next(r for r in rows if r.startswith(found["id"]))
     assert row.split()[1:4] == ["message.received", "delivered", "1"]
-    assert row.rstrip().endswith("  200")
+    assert row.rstrip().endswith("  HTTP 200")
 
     # nothing takes an event of a session without a webhook: exit 0, a warning on stderr
     run = wahookd(
@@ -327,7 +347,14 @@ def test_queue(setup: Setup) -> None:
     assert data["success"] is True and set(data["queue"]) >= {"pending", "failed"}
 
 
-def test_test_webhook(setup: Setup) -> None:
+def config_with_http_webhook(work: Path) -> Path:
+    """A config whose static webhook is http://, which require_https (the default) refuses."""
+    path = work / "http-webhook.toml"
+    path.write_text('[[webhook]]\nsession = "s"\nurl = "http://example.com/x"\nevents = ["*"]\n')
+    return path
+
+
+def test_test_webhook(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     seen = len(setup.rx.requests)
     run = wahookd(setup.config, "test-webhook", setup.rx.url, "--secret", "s" * 16)
     assert run.code == 0, run.err
@@ -346,7 +373,14 @@ def test_test_webhook(setup: Setup) -> None:
     assert body == "try later"
 
     run = wahookd(setup.config, "test-webhook", "http://example.com/x")  # https required
-    assert run.code == 1 and "https" in one_line(run.err)
+    assert run.code == 1
+    # the hint check-config gives for an http:// static webhook, word for word
+    assert one_line(run.err) == (
+        "wahookd: url: URL scheme must be https, got 'http'; "
+        "set delivery.require_https = false to allow"
+    )
+    assert main(["check-config", "-c", str(config_with_http_webhook(setup.work))]) == 2
+    assert "is not https; set delivery.require_https = false to allow" in capsys.readouterr().err
 
 
 def test_a_config_with_other_keys_is_a_config_error(setup: Setup) -> None:
@@ -420,3 +454,61 @@ def test_retry_all_failed_says_when_they_wait_behind_an_inactive_webhook(setup: 
     finally:
         setup.failing.clear()
         wahookd(setup.config, "webhook", "enable", session)
+
+
+def test_status_columns_are_labelled_in_words() -> None:
+    session = {
+        "sessionId": "s1",
+        "webhooks": [{"kind": "api", "url": "https://a.example/h", "isActive": True}],
+        "queue": {"pending": 1, "processing": 0, "retrying": 2, "failed": 3},
+        "stats": {"successful": 9, "averageResponseTime": "145ms", "lastDelivery": None},
+    }
+    queue = {"pending": 1, "processing": 0, "retrying": 2, "failed": 3}
+    text = status_text("http://127.0.0.1:8787", "healthy", "ready", queue, [session])
+    header, row = text.splitlines()[-2:]
+    assert columns(header) == STATUS_COLUMNS
+    assert all(word.isalpha() for label in columns(header) for word in label.split())
+    assert columns(row) == [
+        "s1",
+        "https://a.example/h",
+        "yes",
+        "1",
+        "0",
+        "2",
+        "3",
+        "9",
+        "145ms",
+        "-",
+    ]
+
+
+def test_deliveries_last_result_has_one_format() -> None:
+    def dlv(n: int, code: int | None, error: str | None) -> dict[str, Any]:
+        return {
+            "id": f"dlv_{n:016x}",
+            "event": "message.received",
+            "status": "failed",
+            "attemptCount": 1,
+            "createdAt": "2024-06-01T09:00:00.000Z",
+            "nextAttemptAt": None,
+            "finishedAt": "2024-06-01T09:00:01.000Z",
+            "lastStatusCode": code,
+            "lastError": error,
+        }
+
+    rows = [
+        dlv(1, 200, None),
+        dlv(2, 503, "HTTP 503"),
+        dlv(3, None, "timed out after 5s"),
+        dlv(4, None, None),
+        dlv(5, 500, "static webhook removed from the config file"),
+    ]
+    header, *lines = deliveries_text(rows, more=False).splitlines()
+    assert columns(header)[-1] == "LAST RESULT"
+    assert [columns(line)[-1] for line in lines] == [
+        "HTTP 200",
+        "HTTP 503",
+        "timed out after 5s",
+        "-",
+        "HTTP 500; static webhook removed from the config file",
+    ]

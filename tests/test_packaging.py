@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,7 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    out.chmod(0o644)  # as README's install steps install it: run by python3, not executed
     return out
 
 
@@ -67,15 +71,25 @@ async def test_pyz_serves_from_outside_the_repo(pyz: Path, tmp_path: Path) -> No
     config.write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\n[storage]\npath = "{tmp_path / "state/w.db"}"\n'
     )
+    env = {"PATH": "/usr/bin:/bin", "SHIV_ROOT": str(tmp_path / "shiv")}
     daemon = DaemonProcess(
         config,
         port,
         tmp_path,
-        env={"SHIV_ROOT": str(tmp_path / "shiv")},
+        env=env,
         program=[*isolated_python(), str(pyz)],
     )
     try:
         await daemon.start(timeout_s=60)
+        # the startup hint runs the zipapp (installed 0644) with the daemon's interpreter
+        (line,) = [x for x in daemon.log().splitlines() if "mint a token with: " in x]
+        command = shlex.split(line.split("mint a token with: ", 1)[1])
+        assert command[1:] == [str(pyz), "token", "-c", str(config)]
+        proc = await asyncio.create_subprocess_exec(
+            *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0 and out.count(b".") == 2
         await daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
     finally:
@@ -157,3 +171,53 @@ def test_pyz_pins_stay_within_pyproject_ranges() -> None:
     for name, req in ranges.items():
         assert name in pins, f"{name} is not pinned in packaging/requirements.txt"
         assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {req.specifier}"
+
+
+def install_steps() -> dict[str, str]:
+    """README's "Install on a server" `install SRC DEST` lines: {DEST: SRC}."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Install on a server", 1)[1].split("\n## ", 1)[0]
+    copied = {}
+    for line in section.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["install"]:
+            src, dest = [w for w in words[1:] if not w.startswith("-") and w != "0644"][-2:]
+            copied[dest] = src
+    return copied
+
+
+def test_unit_documentation_is_installed_by_the_install_steps() -> None:
+    docs = unit()["Unit"]["Documentation"].split()
+    assert docs
+    copied = install_steps()
+    assert "/etc/systemd/system/wahookd.service" in copied  # the parsing found the steps
+    for doc in docs:
+        scheme, _, rest = doc.partition(":")
+        assert scheme in ("file", "man", "https"), doc
+        if scheme == "file":
+            path = rest.removeprefix("//")
+            assert path in copied, f"{doc}: no install step puts a file there"
+            assert (ROOT / copied[path]).is_file(), copied[path]
+
+
+@pytest.mark.timeout(300)
+def test_wheel_builds_without_deprecation_warnings(tmp_path: Path) -> None:
+    # build a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "wahookd", src / "wahookd", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "deprecat" not in output.lower(), output
+    (wheel,) = (tmp_path / "dist").glob("wahookd-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(f"wahookd-{__version__}.dist-info/METADATA").decode()
+    assert "License-Expression: MIT" in metadata.splitlines()

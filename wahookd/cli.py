@@ -14,10 +14,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .auth import ROLES, KeyError_, load_keys, mint_token
+from .auth import ROLES, KeyError_, Keys, generated_secret_path, load_keys, mint_token
 from .config import Config, ConfigError, find_config_path, load_config
 from .events import is_session_id
 from .logs import setup_logging
@@ -25,6 +26,7 @@ from .models import State
 from .units import parse_duration
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+NO_CONFIG_FILE = "no config file found; checked the embedded defaults"
 
 
 class UsageError(Exception):
@@ -42,13 +44,38 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", metavar="PATH", help="config file (TOML)")
         return p
 
-    with_config(sub.add_parser("serve", help="run the daemon in the foreground"))
-    token = with_config(sub.add_parser("token", help="print a signed JWT for this daemon"))
+    with_config(
+        sub.add_parser(
+            "serve",
+            help="run the daemon in the foreground",
+            description="Run the daemon in the foreground until SIGTERM or SIGINT; SIGHUP"
+            " reloads the config. It listens on server.listen and keeps its data at"
+            " storage.path; with no JWT key in [auth] it generates jwt.secret beside the"
+            " database on first start.",
+        )
+    )
+    token = with_config(
+        sub.add_parser(
+            "token",
+            help="print a signed JWT for this daemon",
+            description="Print a signed JWT (only the token, so $(wahookd token) works) for"
+            " the API of the daemon that runs with this config. It reads the daemon's key"
+            " and never creates one: pass the daemon's config with -c PATH.",
+        )
+    )
     token.add_argument("--sub", default="wahookd-cli", help="subject claim")
     token.add_argument("--role", default="admin", choices=ROLES, help="role claim")
     token.add_argument("--sessions", default="*", help="ID,ID,... or * (default: all)")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default: 1h)")
-    with_config(sub.add_parser("check-config", help="validate the config file"))
+    with_config(
+        sub.add_parser(
+            "check-config",
+            help="validate the config file",
+            description="Validate the config (syntax, keys, types, values, and that the"
+            " files it names are readable) and print ok, or every error with exit status 2."
+            " With no config file found it checks the embedded defaults and says so.",
+        )
+    )
     _ops_parsers(sub, with_config)
     return parser
 
@@ -137,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "check-config":
-            _load(args.config)
-            print("ok")
+            checked = _load(args.config)
+            print("ok" if checked.source else f"ok ({NO_CONFIG_FILE})")
             return EXIT_OK
         config = _load(args.config)
         if args.command == "token":
@@ -170,7 +197,7 @@ def _token(config: Config, args: argparse.Namespace) -> str:
         bad = [s for s in sessions if not is_session_id(s)]
         if bad or not sessions:
             raise UsageError(f"--sessions: invalid session id {bad[0] if bad else '(none)'!r}")
-    keys = load_keys(config.auth, config.storage.path)
+    keys = _token_keys(config)
     return mint_token(
         config.auth,
         keys,
@@ -180,6 +207,39 @@ def _token(config: Config, args: argparse.Namespace) -> str:
         ttl_s=ttl_s,
         now=time.time(),
     )
+
+
+def _token_keys(config: Config) -> Keys:
+    # Never generate here: a secret made in the wrong directory signs tokens the daemon refuses.
+    try:
+        return load_keys(config.auth, config.storage.path, generate=False)
+    except KeyError_:
+        secret = generated_secret_path(config.storage.path)
+        if config.auth.jwt_secret is not None or config.auth.jwt_secret_file or secret.exists():
+            raise
+        raise UsageError(
+            f"no JWT secret at {secret}: start the daemon once (wahookd serve) to generate it,"
+            " or pass the daemon's config with -c PATH"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the JWT key {exc.filename}: {exc.strerror}") from None
+
+
+def invocation(argv0: str, executable: str) -> list[str]:
+    """The argv prefix that runs this wahookd again, absolute, from any directory.
+
+    argv0 is sys.argv[0]: the console script, the zipapp, or wahookd/__main__.py under
+    `python -m wahookd`. Without a file to point at, it is plain `wahookd` (on PATH).
+    """
+    program = Path(argv0)
+    if program.name == "__main__.py":
+        return [executable, "-m", "wahookd"]
+    if not argv0 or not program.is_file():
+        return ["wahookd"]
+    program = program.resolve()
+    if os.access(program, os.X_OK):
+        return [str(program)]
+    return [executable, str(program)]  # a zipapp installed 0644, or a script run by python
 
 
 def _ops(config: Config, args: argparse.Namespace) -> int:

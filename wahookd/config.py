@@ -31,6 +31,8 @@ MAX_WEBHOOK_HEADERS: Final = 16
 DEFAULT_CONFIG_PATHS: Final = (Path("wahookd.toml"), Path("/etc/wahookd/wahookd.toml"))
 
 LISTEN_HELP: Final = 'use "HOST:PORT", "[IPv6]:PORT" or "unix:/path/to/socket"'
+# after a refused http:// URL: check-config (static webhooks) and `wahookd test-webhook`
+REQUIRE_HTTPS_HINT: Final = "set delivery.require_https = false to allow"
 _HOSTNAME_RE: Final = re.compile(
     r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
 )
@@ -633,7 +635,7 @@ def _url(delivery: DeliveryConfig) -> Callable[[object], str]:
         except RefusedTarget as exc:
             raise ValueError(f"{exc}: {url!r}") from None
         if delivery.require_https and urlsplit(url).scheme != "https":
-            raise ValueError(f"{url!r} is not https; set delivery.require_https = false to allow")
+            raise ValueError(f"{url!r} is not https; {REQUIRE_HTTPS_HINT}")
         return url
 
     return convert

@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from .auth import KeyError_, load_keys, mint_token
-from .config import Config
+from .config import REQUIRE_HTTPS_HINT, Config
 from .tables import deliveries_text, queue_line, status_text, test_webhook_text
 
 EXIT_OK: Final = 0
@@ -278,7 +279,15 @@ async def test_webhook(c: Client, url: str, secret: str | None, payload: Any) ->
         body["secret"] = secret
     if payload is not None:
         body["payload"] = payload
-    _, answer = await c.call("POST", "/api/webhook/test", body=body)
+    try:
+        _, answer = await c.call("POST", "/api/webhook/test", body=body)
+    except OpsError as exc:
+        # the daemon refuses http:// under require_https: say which key allows it
+        if urlsplit(url).scheme == "http" and "must be https" in exc.message:
+            raise OpsError(
+                f"{exc.message}; {REQUIRE_HTTPS_HINT}", exc.exit_code, exc.answer
+            ) from None
+        raise
     ok = bool(answer["success"])
     note = None if ok else "the receiver did not answer 2xx"
     return Report(test_webhook_text(answer), answer, EXIT_OK if ok else EXIT_API, note)

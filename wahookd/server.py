@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import re
+import shlex
 import signal
+import sys
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
@@ -16,6 +18,7 @@ from aiohttp.web_request import BaseRequest
 from .api.common import STATE, error_response
 from .app import build_app, reload
 from .auth import generated_secret_path
+from .cli import invocation
 from .clock import Clock
 from .config import Config, ConfigError, load_config
 from .logs import set_level
@@ -171,12 +174,10 @@ def _announce(config: Config) -> None:
     listen = config.server.listen
     where = listen.unix_path if listen.unix_path else f"http://{listen}"
     log.info("wahookd listening on %s (database %s)", where, config.storage.path)
-    source = f" -c {config.source}" if config.source else ""
     if not (config.auth.jwt_secret or config.auth.jwt_secret_file):
-        log.info(
-            "mint a token with: wahookd token%s   (key: %s)",
-            source,
-            generated_secret_path(config.storage.path),
-        )
-    else:
-        log.info("mint a token with: wahookd token%s", source)
+        log.info("JWT secret: %s", generated_secret_path(config.storage.path))
+    # a command that works as printed, from any directory: absolute program and config
+    command = [*invocation(sys.argv[0], sys.executable), "token"]
+    if config.source:
+        command += ["-c", str(config.source)]
+    log.info("mint a token with: %s", shlex.join(command))

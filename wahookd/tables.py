@@ -73,7 +73,7 @@ def status_text(
                         "RETRYING",
                         "FAILED",
                         "DELIVERED",
-                        "AVG",
+                        "AVERAGE RESPONSE",
                         "LAST DELIVERY",
                     ),
                     [_session_row(s) for s in sessions],
@@ -113,12 +113,6 @@ def deliveries_text(deliveries: list[dict[str, Any]], more: bool) -> str:
         return "no deliveries"
     rows: list[list[object]] = []
     for d in deliveries:
-        if d["lastError"]:
-            last = clip(d["lastError"])
-        elif d["lastStatusCode"] is not None:
-            last = str(d["lastStatusCode"])
-        else:
-            last = NONE
         rows.append(
             [
                 d["id"],
@@ -127,7 +121,7 @@ def deliveries_text(deliveries: list[dict[str, Any]], more: bool) -> str:
                 d["attemptCount"],
                 when(d["createdAt"]),
                 when(d["nextAttemptAt"] or d["finishedAt"]),
-                last,
+                last_result(d["lastStatusCode"], d["lastError"]),
             ]
         )
     text = table(
@@ -136,6 +130,18 @@ def deliveries_text(deliveries: list[dict[str, Any]], more: bool) -> str:
     if more:
         text += "\n(older deliveries not shown: raise --limit, up to 500, or use --json)"
     return text
+
+
+def last_result(status_code: int | None, error: str | None) -> str:
+    """One format for LAST RESULT: `HTTP 200`, `HTTP 503`, `HTTP 503; <error>`, `<error>`, `-`.
+
+    A status code always reads `HTTP <code>`; an error that is not just that code (no answer:
+    a timeout, a refused address; or a reason such as a removed static webhook) follows it.
+    """
+    parts = [] if status_code is None else [f"HTTP {status_code}"]
+    if error and error not in parts:
+        parts.append(error)
+    return clip("; ".join(parts)) if parts else NONE
 
 
 def test_webhook_text(answer: dict[str, Any]) -> str:
