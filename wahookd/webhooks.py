@@ -1,0 +1,177 @@
+"""The one owner of webhook changes.
+
+Every change to a webhook, whoever asks for it (the API, a config reload, a 410 answer,
+an auto-disable, `wahookd webhook enable|disable`), runs here in one fixed order:
+
+1. validate: callers hand in values already checked by `rules.py`;
+2. commit: the store writes the change (the source of truth);
+3. mirror: the in-memory registry takes the committed webhook;
+4. notify: the scheduler re-reads the webhook's lane (parks or wakes its deliveries);
+5. audit: one `wahookd.audit` line says what changed, to what, by whom and why.
+
+A failed commit raises before anything in memory changed, so the registry and the
+scheduler never run ahead of the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from .audit import CONFIG as BY_CONFIG
+from .audit import SYSTEM as BY_SYSTEM
+from .audit import audit
+from .models import Webhook
+from .registry import Registry
+from .store import Store
+
+# the scheduler's hook: (the webhook as it is now, or None when gone/inactive; its id)
+Notify = Callable[[Webhook | None, int], None]
+StaticRow = tuple[str, str, str, tuple[str, ...], str | None, object]
+
+
+@dataclass(frozen=True)
+class SessionWebhookFields:
+    """A session webhook's settable fields, validated."""
+
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    is_active: bool
+    headers: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, hook: Webhook) -> SessionWebhookFields:
+        """The fields of a stored webhook (the base a partial update starts from)."""
+        return cls(hook.url, hook.events, hook.secret, hook.is_active, hook.headers)
+
+
+class WebhookService:
+    """Validate → commit → mirror in the registry → notify the scheduler → audit."""
+
+    def __init__(self, store: Store, registry: Registry, notify: Notify) -> None:
+        self.store = store
+        self.registry = registry
+        self.notify = notify
+
+    async def put_session(
+        self,
+        session_id: str,
+        fields: SessionWebhookFields,
+        *,
+        now: float,
+        by: str | None,
+        action: str = "webhook.put",
+    ) -> Webhook:
+        """Create or replace a session's webhook."""
+        old = self.registry.session_webhook(session_id)
+        hook, _ = await self.store.put_session_webhook(
+            session_id,
+            fields.url,
+            list(fields.events),
+            fields.secret,
+            fields.is_active,
+            list(fields.headers),
+            now,
+        )
+        self.registry.put(hook)
+        if old is None or old.is_active != hook.is_active:
+            self.notify(hook, hook.id)
+        audit(action, by=by, session=session_id, webhook=hook.id, details=_changes(old, hook))
+        return hook
+
+    async def delete_session(self, session_id: str, *, by: str | None) -> Webhook | None:
+        """Delete a session's webhook and its queued deliveries; None when there was none."""
+        hook = await self.store.delete_session_webhook(session_id)
+        if hook is None:
+            return None
+        self.registry.remove(hook.id)
+        self.notify(None, hook.id)
+        audit(
+            "webhook.delete",
+            by=by,
+            session=session_id,
+            webhook=hook.id,
+            details="deleted with its queued deliveries",
+        )
+        return hook
+
+    def turned_off(self, webhook_id: int, *, now: float, reason: str) -> None:
+        """Mirror a webhook the store turned inactive in an outcome's commit (410, auto-disable).
+
+        The commit is done: this only mirrors, notifies and audits, once per webhook.
+        """
+        hook = self.registry.get(webhook_id)
+        if hook is None or not hook.is_active:
+            return
+        # updated_at as the store set it in the same commit: it shows when it was disabled
+        self.registry.put(replace(hook, is_active=False, updated_at=now))
+        self.notify(None, webhook_id)
+        audit(
+            "webhook.disable",
+            by=BY_SYSTEM,
+            session=hook.session,
+            webhook=webhook_id,
+            details=reason,
+        )
+
+    async def sync_statics(self, rows: Sequence[StaticRow], *, now: float) -> list[Webhook]:
+        """Commit the config file's static webhooks; returns every webhook as committed.
+
+        The caller swaps the registry in (`adopt`) when the rest of a reload is ready.
+        """
+        await self.store.sync_static_webhooks(rows, now)
+        return await self.store.webhooks()
+
+    def adopt(self, hooks: Sequence[Webhook]) -> None:
+        """Mirror a committed set of webhooks (after a reload) and notify each changed lane."""
+        before = self.registry.statics()
+        self.registry.replace_all(hooks)
+        after = {hook.id: hook for hook in self.registry.statics()}
+        for webhook_id in {hook.id for hook in before} | set(after):
+            # re-read each static lane: a reload may re-activate one or drop its queue
+            self.notify(after.get(webhook_id), webhook_id)
+        _audit_statics(before, list(after.values()))
+
+
+def _changes(old: Webhook | None, new: Webhook) -> str:
+    """What a write changed, by field name only: an audit line never shows values."""
+    if old is None:
+        return "created"
+    fields = [
+        name
+        for name, before, after in (
+            ("url", old.url, new.url),
+            ("events", old.events, new.events),
+            ("secret", old.secret, new.secret),
+            ("headers", old.headers, new.headers),
+            ("isActive", old.is_active, new.is_active),
+        )
+        if before != after
+    ]
+    details = "changed " + ", ".join(fields) if fields else "unchanged"
+    if old.is_active != new.is_active:
+        details += "; enabled" if new.is_active else "; disabled by the operator"
+    return details
+
+
+def _audit_statics(before: list[Webhook], after: list[Webhook]) -> None:
+    """One audit line per static webhook a reload added, changed or removed."""
+    old = {hook.id: hook for hook in before}
+    new = {hook.id: hook for hook in after}
+    for webhook_id in sorted(old.keys() | new.keys()):
+        was, now = old.get(webhook_id), new.get(webhook_id)
+        if now is None:
+            action, details, hook = "webhook.delete", "removed from the config file", was
+        elif was is None:
+            action, details, hook = "webhook.put", "added by the config file", now
+        elif _static_fields(was) != _static_fields(now):
+            action, details, hook = "webhook.put", "changed by the config file", now
+        else:
+            continue
+        assert hook is not None
+        audit(action, by=BY_CONFIG, session=hook.session, webhook=webhook_id, details=details)
+
+
+def _static_fields(hook: Webhook) -> tuple[object, ...]:
+    return (hook.url, hook.events, hook.secret, hook.headers, hook.is_active)
