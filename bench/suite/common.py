@@ -196,10 +196,13 @@ async def queue_counts(http: aiohttp.ClientSession, base: str) -> dict[str, int]
 async def session_stats(
     http: aiohttp.ClientSession, base: str, session: str = SESSION
 ) -> dict[str, Any]:
-    """GET /api/webhook/stats/{session}."""
+    """GET /api/webhook/stats/{session}: the `stats` object (successful, failed, ...)."""
     async with http.get(f"{base}/api/webhook/stats/{session}", timeout=API_TIMEOUT) as resp:
         body: dict[str, Any] = await resp.json()
-        return body
+        if resp.status != 200:
+            raise RuntimeError(f"GET stats: {resp.status} {body}")
+        stats: dict[str, Any] = body["stats"]
+        return stats
 
 
 async def run_workers(count: int, worker: Callable[[int], Awaitable[None]]) -> None:
