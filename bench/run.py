@@ -1,6 +1,6 @@
 """Entry point of the speed suite (issue 6); `make bench` runs it. See suite/__main__.py.
 
-.venv/bin/python bench/run.py [--quick] [--only a,b,c,d,f] [--profile DIR] [--help]
+.venv/bin/python bench/run.py [--quick] [--only a,b,g,c,d,f] [--profile DIR] [--help]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """wahookd's speed suite (issue 6): `make bench`, or from the repository's root
 
-    .venv/bin/python bench/run.py [--quick] [--only a,b] [--profile DIR]
+    .venv/bin/python bench/run.py [--quick] [--only a,b,g] [--profile DIR]
 
 In one run it starts a receiver (nginx, or N aiohttp processes), measures
 
@@ -8,10 +8,12 @@ In one run it starts a receiver (nginx, or N aiohttp processes), measures
   (b) wahookd end to end: N events through the batch API to the last 2xx;
   (c) ingest only, receiver paused: single-event requests/s, events/s in batches;
   (d) latency from 202 to arrival at a fixed rate;
-  (e) the daemon's peak RSS (VmHWM) over (b), (c), (d), each a fresh daemon;
+  (e) the daemon's peak RSS (VmHWM) over (b), (g), (c), (d), each a fresh daemon;
   (f) (b)'s workload through Huey (SqliteHuey) + requests;
+  (g) (b)'s workload spread over 200 sessions, each with its own webhook, on 20
+      receiver ports;
 
-prints a table with the ratios (b)/(a), (b)/(f) and the targets, and writes
+prints a table with the ratios (b)/(a), (b)/(f), (g)/(b) and the targets, and writes
 bench/results/bench.json. Everything runs on 127.0.0.1 in a temp directory and is
 stopped by PID at the end. The machine is shared: the figures are noisy, compare the
 ratios of one run.
@@ -30,14 +32,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import end_to_end, huey_baseline, ingest, latency, report
+from . import end_to_end, fanout, huey_baseline, ingest, latency, report
 from .common import REPO, filesystem_of, run_module, say
 from .profile import summarize
 from .receiver import start_receiver
 
 RESULTS = REPO / "bench" / "results" / "bench.json"
-PHASES = ("a", "b", "f", "c", "d")  # the order they run in
+PHASES = ("a", "b", "g", "f", "c", "d")  # the order they run in: (g) right after (b)
 INFLIGHT = 64
+FANOUT_WEBHOOKS = 200
+FANOUT_PORTS = 20
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,9 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="a smoke run: 5k events, 5 s latency")
-    p.add_argument("--events", type=int, help="events for (a), (b), (f) (50,000; quick 5,000)")
+    p.add_argument("--events", type=int, help="events for (a), (b), (f), (g) (50,000; quick 5,000)")
     p.add_argument("--batch", type=int, default=100, help="events per ingest request in (b)")
     p.add_argument("--ingest-parallel", type=int, default=4, help="ingest requests in (b)")
+    p.add_argument(
+        "--webhooks", type=int, default=FANOUT_WEBHOOKS, help="(g)'s sessions, one webhook each"
+    )
+    p.add_argument("--receiver-ports", type=int, default=FANOUT_PORTS, help="(g)'s receiver ports")
     p.add_argument("--ingest-seconds", type=float, help="each (c) figure's window (10; quick 3)")
     p.add_argument("--latency-rate", type=float, default=1000.0, help="(d) events/s")
     p.add_argument("--latency-seconds", type=float, help="(d) duration (30; quick 5)")
@@ -57,8 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--receiver", choices=("auto", "nginx", "aiohttp"), default="auto")
     p.add_argument("--huey-workers", type=int, default=4)
     p.add_argument("--huey-worker-type", choices=("thread", "process"), default="process")
-    p.add_argument("--only", default=",".join(PHASES), help="phases to run, e.g. a,b")
-    p.add_argument("--profile", type=Path, help="record (b) with py-spy into this directory")
+    p.add_argument("--only", default=",".join(PHASES), help="phases to run, e.g. a,b or b,g")
+    p.add_argument("--profile", type=Path, help="record (b), (g) with py-spy into this directory")
     p.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = p.parse_args(argv)
     args.events = args.events or (5_000 if args.quick else 50_000)
@@ -68,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.events = max(100, min(args.events, 1_000_000))
     args.batch = max(1, min(args.batch, 1000))
     args.ingest_parallel = max(1, min(args.ingest_parallel, 64))
+    args.webhooks = max(1, min(args.webhooks, 10_000))  # session ids g0000..g9999
+    args.receiver_ports = max(1, min(args.receiver_ports, 64, args.webhooks))
     args.ingest_seconds = max(1.0, min(args.ingest_seconds, 120.0))
     args.latency_rate = max(1.0, min(args.latency_rate, 5_000.0))
     args.latency_seconds = max(1.0, min(args.latency_seconds, 300.0))
@@ -85,11 +95,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_name)
         (tmp / "rx").mkdir()
         names = [ceiling_name := "ceiling", end_to_end.NAME, latency.NAME]
-        names += [huey_baseline.NAME, huey_baseline.WARMUP]
-        rx = await start_receiver(tmp / "rx", names, args.receiver)
+        names += [huey_baseline.NAME, huey_baseline.WARMUP, fanout.NAME]
+        ports = args.receiver_ports if "g" in args.only else 1
+        rx = await start_receiver(tmp / "rx", names, args.receiver, ports)
         res["receiver"] = rx.kind
+        res["receiver_ports"] = len(rx.ports)
         res["tmp_fs"] = filesystem_of(tmp)
-        say(f"receiver: {rx.kind} on 127.0.0.1:{rx.port}")
+        more = f" (+{len(rx.ports) - 1} more ports)" if len(rx.ports) > 1 else ""
+        say(f"receiver: {rx.kind} on 127.0.0.1:{rx.port}{more}")
         events = args.events
         phases: dict[str, tuple[str, Callable[[Path], Awaitable[dict[str, Any]]]]] = {
             "a": (
@@ -107,6 +120,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     d,
                     end_to_end.Options(
                         events=events,
+                        batch=args.batch,
+                        parallel=args.ingest_parallel,
+                        concurrency=args.concurrency,
+                        log_level=args.log_level,
+                        timeout_s=max(120.0, events / 200),
+                        profile_dir=args.profile,
+                    ),
+                ),
+            ),
+            "g": (
+                f"(g) {args.webhooks} webhooks on {args.receiver_ports} ports: {events:,} events",
+                lambda d: fanout.measure(
+                    rx,
+                    d,
+                    fanout.Options(
+                        events=events,
+                        webhooks=args.webhooks,
+                        ports=args.receiver_ports,
                         batch=args.batch,
                         parallel=args.ingest_parallel,
                         concurrency=args.concurrency,
@@ -209,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.notes(res):
         print(f"- {line}")
     print(f"- runtime {res['runtime_s']:.0f} s{' (--quick)' if args.quick else ''}")
-    if args.profile is not None and (args.profile / "wahookd-b.txt").exists():
-        print(f"\npy-spy during (b), {args.profile}/wahookd-b.svg:\n")
-        print(summarize(args.profile / "wahookd-b.txt", 20))
+    for key in ("b", "g"):
+        if args.profile is not None and (args.profile / f"wahookd-{key}.txt").exists():
+            print(f"\npy-spy during ({key}), {args.profile}/wahookd-{key}.svg:\n")
+            print(summarize(args.profile / f"wahookd-{key}.txt", 20))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.output}")

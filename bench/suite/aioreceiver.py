@@ -1,8 +1,10 @@
-"""One process of the fallback receiver: `python -m suite.aioreceiver PORT LOG_DIR`.
+"""One process of the fallback receiver: `python -m suite.aioreceiver PORT[,PORT...] LOG_DIR`.
 
 Answers every POST /NAME with 200 "OK" and appends `<unix seconds> 200 <X-Webhook-Id>`
-to LOG_DIR/NAME.PID.log (the nginx receiver's log format). Several processes share the
-port through SO_REUSEPORT; the kernel spreads connections between them. Stops on SIGTERM.
+to LOG_DIR/NAME.PID.log (the nginx receiver's log format); a POST /NAME/SUB-PATH too,
+with two more fields, `<local port> <path>` (nginx's `bench_route` format). It listens
+on every port given; several processes share them through SO_REUSEPORT and the kernel
+spreads connections between them. Stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FLUSH_EVERY_S = 0.05
 
 
-async def serve(port: int, log_dir: Path) -> None:
+async def serve(ports: list[int], log_dir: Path) -> None:
     """Serve until SIGTERM, flushing the arrival logs every FLUSH_EVERY_S."""
     files: dict[str, IO[str]] = {}
     pending: dict[str, list[str]] = {}
@@ -36,7 +38,12 @@ async def serve(port: int, log_dir: Path) -> None:
         if not NAME_RE.fullmatch(name):
             return web.Response(status=404)
         webhook_id = request.headers.get("X-Webhook-Id", "-")
-        pending.setdefault(name, []).append(f"{now:.6f} 200 {webhook_id}\n")
+        line = f"{now:.6f} 200 {webhook_id}"
+        if "rest" in request.match_info:
+            sockname = request.transport.get_extra_info("sockname") if request.transport else None
+            port = sockname[1] if sockname else 0
+            line += f" {port} {request.path}"
+        pending.setdefault(name, []).append(line + "\n")
         return web.Response(text="OK")
 
     def flush() -> None:
@@ -52,13 +59,15 @@ async def serve(port: int, log_dir: Path) -> None:
     os_pid = os.getpid()
     app = web.Application()
     app.router.add_post("/{name}", hook)
+    app.router.add_post("/{name}/{rest:.+}", hook)
     app.router.add_get("/", lambda _: web.Response(text="receiver"))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
-    await web.SockSite(runner, sock, backlog=4096).start()
+    for port in ports:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        await web.SockSite(runner, sock, backlog=4096).start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
@@ -75,13 +84,13 @@ async def serve(port: int, log_dir: Path) -> None:
 
 def main() -> None:
     """Parse argv and serve on uvloop."""
-    port, log_dir = int(sys.argv[1]), Path(sys.argv[2])
+    ports, log_dir = [int(p) for p in sys.argv[1].split(",")], Path(sys.argv[2])
     try:
         import uvloop
 
-        uvloop.run(serve(port, log_dir))
+        uvloop.run(serve(ports, log_dir))
     except ImportError:
-        asyncio.run(serve(port, log_dir))
+        asyncio.run(serve(ports, log_dir))
 
 
 if __name__ == "__main__":

@@ -64,17 +64,26 @@ def event(i: int, session: str = SESSION) -> dict[str, Any]:
 
 
 _TEMPLATE = compact(event(0))
+_TEMPLATES: dict[str, bytes] = {SESSION: _TEMPLATE}
 _MARK = b"msg_00000000"
 
 
-def event_body(i: int) -> bytes:
-    """compact(event(i)), fast: the template with the message number swapped in."""
-    return _TEMPLATE.replace(_MARK, b"msg_%08d" % i, 1)
+def event_body(i: int, session: str = SESSION) -> bytes:
+    """compact(event(i, session)), fast: the session's template with the message number
+    swapped in."""
+    template = _TEMPLATES.get(session)
+    if template is None:
+        template = _TEMPLATES[session] = compact(event(0, session))
+    return template.replace(_MARK, b"msg_%08d" % i, 1)
 
 
-def batch_body(numbers: range) -> bytes:
-    """A POST /api/events body carrying these events."""
-    return b'{"events":[' + b",".join(event_body(i) for i in numbers) + b"]}"
+def batch_body(numbers: range, sessions: list[str] | None = None) -> bytes:
+    """A POST /api/events body carrying these events: all for SESSION, or event i for
+    sessions[i % len(sessions)] (round-robin)."""
+    if not sessions:
+        return b'{"events":[' + b",".join(event_body(i) for i in numbers) + b"]}"
+    n = len(sessions)
+    return b'{"events":[' + b",".join(event_body(i, sessions[i % n]) for i in numbers) + b"]}"
 
 
 def signed_headers(body: bytes, msg_id: str, timestamp: int, attempt: int = 1) -> dict[str, str]:
@@ -196,10 +205,23 @@ async def queue_counts(http: aiohttp.ClientSession, base: str) -> dict[str, int]
 async def session_stats(
     http: aiohttp.ClientSession, base: str, session: str = SESSION
 ) -> dict[str, Any]:
-    """GET /api/webhook/stats/{session}."""
+    """GET /api/webhook/stats/{session}: the `stats` object (successful, failed, ...)."""
     async with http.get(f"{base}/api/webhook/stats/{session}", timeout=API_TIMEOUT) as resp:
         body: dict[str, Any] = await resp.json()
-        return body
+        if resp.status != 200:
+            raise RuntimeError(f"GET stats: {resp.status} {body}")
+        stats: dict[str, Any] = body["stats"]
+        return stats
+
+
+async def sessions_overview(http: aiohttp.ClientSession, base: str) -> list[dict[str, Any]]:
+    """GET /api/webhook/sessions: every session with a webhook, its queue and stats."""
+    async with http.get(f"{base}/api/webhook/sessions", timeout=API_TIMEOUT) as resp:
+        body: dict[str, Any] = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"GET sessions: {resp.status} {body}")
+        sessions: list[dict[str, Any]] = body["sessions"]
+        return sessions
 
 
 async def run_workers(count: int, worker: Callable[[int], Awaitable[None]]) -> None:

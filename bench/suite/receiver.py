@@ -6,6 +6,12 @@ one line per request: `$msec $status $http_x_webhook_id`. Otherwise N aiohttp pr
 on uvloop sharing the port (SO_REUSEPORT) write the same lines (suite/aioreceiver.py).
 Either way, an arrival is a line in that location's log: counting lines tells when a
 run is complete, and the largest timestamp among 2xx lines is the last 2xx.
+
+The receiver listens on one port, or on several (`ports`, for (g)'s many webhooks): one
+nginx server block (still one worker) with a `listen` per port, or every aiohttp process
+bound to each port. A location also takes sub-paths (`/NAME/...`), logged to the same
+file with two more fields, `$server_port $uri`, so a run can check where each delivery
+went; the log counts arrivals over every port at once.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .common import bench_env, cpu_s, free_port, say
+from .common import bench_env, cpu_s, say
 
 NGINX_CONF = """\
 daemon off;
@@ -40,22 +47,31 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     log_format bench '$msec $status $http_x_webhook_id';
+    log_format bench_route '$msec $status $http_x_webhook_id $server_port $uri';
     # long-lived keep-alive connections, as wahookd's and the clients' pools expect
     keepalive_requests 10000000;
     keepalive_timeout 300s;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+{listens}
 {locations}
         location / {{ return 404; }}
     }}
 }}
 """
 
+LISTEN = "        listen 127.0.0.1:{port} backlog=4096;"
+
 LOCATION = """\
         location = /{name} {{
             access_log {tmp}/{name}.log bench;
             return 200 "OK";
+        }}
+        location /{name}/ {{
+            access_log {tmp}/{name}.log bench_route;
+            return 200 "OK";
         }}"""
+
+TWO_XX = re.compile(rb"^\S+ 2\d\d(?: |$)", re.MULTILINE)
 
 
 @dataclass
@@ -66,6 +82,8 @@ class AccessLog:
     name: str
     _offsets: dict[Path, int] = field(default_factory=dict)
     _lines: int = 0
+    _tails: dict[Path, bytes] = field(default_factory=dict)
+    _ok_lines: int = 0
 
     def files(self) -> list[Path]:
         """nginx writes NAME.log; each aiohttp process NAME.PID.log."""
@@ -82,36 +100,63 @@ class AccessLog:
             self._lines += chunk.count(b"\n")
         return self._lines
 
-    def entries(self) -> list[tuple[float, int, str]]:
-        """Every complete line as (unix seconds, status, X-Webhook-Id or "-")."""
+    def count_2xx(self) -> int:
+        """Complete lines with a 2xx status written so far, over every file (so every
+        port); read incrementally, a line cut by a read is counted once it is whole."""
+        for path in self.files():
+            offset = self._offsets.get(path, 0)
+            with path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            self._offsets[path] = offset + len(chunk)
+            data = self._tails.get(path, b"") + chunk
+            whole, _, tail = data.rpartition(b"\n")
+            self._tails[path] = tail
+            self._ok_lines += len(TWO_XX.findall(whole))
+        return self._ok_lines
+
+    def fields(self) -> list[list[bytes]]:
+        """Every complete line, split on spaces (at least status and time)."""
         out = []
         for path in self.files():
             for line in path.read_bytes().split(b"\n"):
                 parts = line.split()
                 if len(parts) >= 2:
-                    out.append(
-                        (
-                            float(parts[0]),
-                            int(parts[1]),
-                            parts[2].decode() if len(parts) > 2 else "-",
-                        )
-                    )
+                    out.append(parts)
         return out
+
+    def entries(self) -> list[tuple[float, int, str]]:
+        """Every complete line as (unix seconds, status, X-Webhook-Id or "-")."""
+        return [
+            (float(p[0]), int(p[1]), p[2].decode() if len(p) > 2 else "-") for p in self.fields()
+        ]
+
+    def routes(self) -> list[tuple[float, int, str, int, str]]:
+        """Lines of sub-paths: (unix seconds, status, X-Webhook-Id, local port, path)."""
+        return [
+            (float(p[0]), int(p[1]), p[2].decode(), int(p[3]), p[4].decode())
+            for p in self.fields()
+            if len(p) >= 5
+        ]
 
 
 class Receiver:
     """A started receiver with a location (and a log) per name in `names`."""
 
-    def __init__(self, tmp: Path, port: int, kind: str, procs: list[subprocess.Popen[bytes]]):
+    def __init__(
+        self, tmp: Path, ports: list[int], kind: str, procs: list[subprocess.Popen[bytes]]
+    ):
         self.tmp = tmp
-        self.port = port
+        self.ports = ports
+        self.port = ports[0]
         self.kind = kind
         self.resolution_ms = 1.0 if kind.startswith("nginx") else 0.001
         self._procs = procs
 
-    def url(self, name: str) -> str:
-        """The URL that logs to `name`."""
-        return f"http://127.0.0.1:{self.port}/{name}"
+    def url(self, name: str, port_index: int = 0, path: str = "") -> str:
+        """The URL that logs to `name`: on its `port_index`-th port, with a sub-path
+        (`path` starting with "/") when given."""
+        return f"http://127.0.0.1:{self.ports[port_index]}/{name}{path}"
 
     def log(self, name: str) -> AccessLog:
         """A fresh reader of `name`'s arrivals."""
@@ -155,34 +200,60 @@ def nginx_binary() -> str | None:
     return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct unused TCP ports on 127.0.0.1: each bound (to port 0) and held
+    until all are picked, so the kernel cannot hand out one twice."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 async def _wait_listening(
-    port: int, procs: list[subprocess.Popen[bytes]], timeout_s: float
+    ports: list[int], procs: list[subprocess.Popen[bytes]], timeout_s: float
 ) -> None:
+    """Until every port answers (bounded by `timeout_s` and a count of tries)."""
     deadline = time.monotonic() + timeout_s
+    waiting = list(ports)
     async with aiohttp.ClientSession() as http:
         for _ in range(int(timeout_s / 0.05) + 1):
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("receiver exited at start")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/", timeout=aiohttp.ClientTimeout(1)):
-                    return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            for port in list(waiting):
+                try:
+                    async with http.get(
+                        f"http://127.0.0.1:{port}/", timeout=aiohttp.ClientTimeout(1)
+                    ):
+                        waiting.remove(port)
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+            if not waiting:
+                return
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-    raise RuntimeError(f"receiver not listening on {port} after {timeout_s}s")
+    raise RuntimeError(f"receiver not listening on {waiting} after {timeout_s}s")
 
 
-def _launch_nginx(tmp: Path, names: list[str]) -> tuple[subprocess.Popen[bytes], int, str]:
-    """Write nginx's config, check it (`nginx -t`), start it; (process, port, version)."""
+def _launch_nginx(
+    tmp: Path, names: list[str], count: int
+) -> tuple[subprocess.Popen[bytes], list[int], str]:
+    """Write nginx's config (one server block listening on `count` ports), check it
+    (`nginx -t`), start it; (process, ports, version)."""
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx not found (bench/setup.sh installs it as root)")
-    port = free_port()
+    ports = free_ports(count)
+    listens = "\n".join(LISTEN.format(port=p) for p in ports)
     locations = "\n".join(LOCATION.format(tmp=tmp, name=n) for n in names)
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, locations=locations))
+    conf.write_text(NGINX_CONF.format(tmp=tmp, listens=listens, locations=locations))
     argv = [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)]
     check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, check=False)
     if check.returncode != 0:
@@ -191,61 +262,68 @@ def _launch_nginx(tmp: Path, names: list[str]) -> tuple[subprocess.Popen[bytes],
     label = version.stderr.strip().split(":")[-1].strip() or "nginx"
     with (tmp / "nginx.out").open("ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-    return proc, port, label
+    return proc, ports, label
 
 
-def _launch_aiohttp(tmp: Path, procs: int) -> tuple[list[subprocess.Popen[bytes]], int]:
-    """Start `procs` receiver processes on one free port; (processes, port)."""
-    port = free_port()
+def _launch_aiohttp(
+    tmp: Path, procs: int, count: int
+) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
+    """Start `procs` receiver processes, each on the same `count` free ports;
+    (processes, ports)."""
+    ports = free_ports(count)
+    arg = ",".join(str(p) for p in ports)
     started = []
     with (tmp / "aioreceiver.out").open("ab") as log:
         for _ in range(procs):
             started.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "suite.aioreceiver", str(port), str(tmp)],
+                    [sys.executable, "-m", "suite.aioreceiver", arg, str(tmp)],
                     env=bench_env(),
                     stdout=log,
                     stderr=log,
                     start_new_session=True,
                 )
             )
-    return started, port
+    return started, ports
 
 
-async def start_nginx(tmp: Path, names: list[str]) -> Receiver:
-    """nginx with its own config in `tmp`: one worker, a logged location per name."""
-    proc, port, label = _launch_nginx(tmp, names)
-    receiver = Receiver(tmp, port, f"{label} (1 worker, return 200)", [proc])
+async def start_nginx(tmp: Path, names: list[str], ports: int = 1) -> Receiver:
+    """nginx with its own config in `tmp`: one worker listening on `ports` ports, a
+    logged location per name."""
+    proc, picked, label = _launch_nginx(tmp, names, ports)
+    receiver = Receiver(tmp, picked, f"{label} (1 worker, return 200)", [proc])
     try:
-        await _wait_listening(port, [proc], 10)
+        await _wait_listening(picked, [proc], 10)
     except BaseException:
         receiver.stop()
         raise
     return receiver
 
 
-async def start_aiohttp(tmp: Path, procs: int) -> Receiver:
-    """`procs` aiohttp processes on uvloop sharing one port (SO_REUSEPORT)."""
-    started, port = _launch_aiohttp(tmp, procs)
-    receiver = Receiver(tmp, port, f"aiohttp x{procs} processes (uvloop, SO_REUSEPORT)", started)
+async def start_aiohttp(tmp: Path, procs: int, ports: int = 1) -> Receiver:
+    """`procs` aiohttp processes on uvloop sharing `ports` ports (SO_REUSEPORT)."""
+    started, picked = _launch_aiohttp(tmp, procs, ports)
+    kind = f"aiohttp x{procs} processes (uvloop, SO_REUSEPORT)"
+    receiver = Receiver(tmp, picked, kind, started)
     try:
-        await _wait_listening(port, started, 15)
+        await _wait_listening(picked, started, 15)
     except BaseException:
         receiver.stop()
         raise
     return receiver
 
 
-async def start_receiver(tmp: Path, names: list[str], prefer: str) -> Receiver:
-    """nginx when `prefer` allows and it starts, else the aiohttp receiver."""
+async def start_receiver(tmp: Path, names: list[str], prefer: str, ports: int = 1) -> Receiver:
+    """nginx when `prefer` allows and it starts, else the aiohttp receiver; on `ports`
+    ports either way."""
     if prefer in ("auto", "nginx"):
         try:
-            return await start_nginx(tmp, names)
+            return await start_nginx(tmp, names, ports)
         except RuntimeError as exc:
             if prefer == "nginx":
                 raise
             say(f"nginx unavailable ({exc}); using the aiohttp receiver")
-    return await start_aiohttp(tmp, max(2, os.cpu_count() or 2))
+    return await start_aiohttp(tmp, max(2, os.cpu_count() or 2), ports)
 
 
 class Blackhole:
