@@ -7,6 +7,8 @@ and errors callers see are in types.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .protocol import Store
 from .sqlite import SqliteStore
 from .types import (
@@ -21,6 +23,10 @@ from .types import (
     StorageUnavailable,
     new_uid,
 )
+
+if TYPE_CHECKING:
+    # mypy checks here that the SQLite backend implements every method of the protocol
+    _sqlite_store: type[Store] = SqliteStore
 
 __all__ = [
     "IDEMPOTENCY_WINDOW_S",

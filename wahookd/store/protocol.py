@@ -100,8 +100,9 @@ class Store(Protocol):
         Every outcome is logged in the attempt log. Only a delivery still
         `processing` changes state (else the outcome is only logged: cleared, or
         recorded already): `delivered` or `failed` (finished, counted in the
-        session stats), `retrying` at `next_attempt_at`, parked when its webhook
-        went inactive meanwhile, `failed` when its webhook was deleted. A "gone"
+        session stats), or for a retry `retrying` at `next_attempt_at`, parked
+        `pending` when its webhook went inactive meanwhile, `failed` when it was
+        deleted. A "gone"
         outcome (410) deactivates the webhook and parks its queue. Returns the
         webhooks auto-disabled: failing, with nothing delivered, for
         `disable_after_s` (None: never).
@@ -121,9 +122,9 @@ class Store(Protocol):
 
         Called at startup before any claim (and at shutdown for what the grace
         period cut short). The interrupted attempt never got an answer, so it is
-        made again with the same number: `retrying` if it was not the first
-        attempt, else `pending`; due now when its webhook is active, parked when
-        inactive, `failed` when the webhook no longer exists.
+        made again with the same number (the attempt count goes back by one).
+        Webhook active: due now, `retrying` if it was not the first attempt, else
+        `pending`. Inactive: parked `pending`. Gone: `failed`, finished now.
         """
 
     # ----------------------------------------------------------------- webhooks
@@ -145,7 +146,7 @@ class Store(Protocol):
 
         A changed secret keeps the previous one valid for SECRET_OVERLAP_S (none
         when the new secret is None). Re-activating resets the failing clock.
-        Queued deliveries park (inactive) or become due now (active).
+        Inactive: its due deliveries park. Active: its parked ones become due now.
         """
 
     async def delete_session_webhook(self, session_id: str) -> Webhook | None:

@@ -192,9 +192,9 @@ def recover(conn: sqlite3.Connection, now: float) -> int:
     """Return deliveries left `processing` by a crash to the queue; how many.
 
     The interrupted attempt is made again with the same number (attempts - 1): it
-    never got an answer. Back to `retrying` when it was not the first attempt, else
-    `pending`; parked (next_attempt_at NULL) when the webhook is inactive; `failed`
-    when the webhook is gone.
+    never got an answer. Webhook active: due now, `retrying` when it was not the
+    first attempt, else `pending`. Inactive: parked `pending` (next_attempt_at
+    NULL). Gone: `failed`, finished now.
     """
     cur = conn.execute(
         "UPDATE deliveries SET attempts = attempts - 1,"
