@@ -208,7 +208,7 @@ async def attempt_log(daemon: Daemon, session: str | None = None) -> list[dict[s
         rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         return [r for r in rows if session is None or r["session_id"] == session]
 
-    return await daemon.state.store._in_reader(read)
+    return await daemon.state.store.read(read)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:

@@ -16,7 +16,7 @@ from wahookd.clock import FakeClock
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome, State
 from wahookd.retention import Pruner
-from wahookd.store import IngestItem, Store
+from wahookd.store import IngestItem, SqliteStore
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -41,7 +41,9 @@ def count(path: Path, sql: str) -> int:
         conn.close()
 
 
-async def finish(store: Store, n: int, at: float, result: AttemptResult, kind: str) -> list[int]:
+async def finish(
+    store: SqliteStore, n: int, at: float, result: AttemptResult, kind: str
+) -> list[int]:
     """Ingest n events for s1's webhook and finish each delivery with one attempt."""
     hooks = await store.webhooks()
     items = [IngestItem(event(i), (hooks[0].id,)) for i in range(n)]
@@ -53,9 +55,9 @@ async def finish(store: Store, n: int, at: float, result: AttemptResult, kind: s
     return ids
 
 
-async def setup(tmp_path: Path) -> tuple[Store, Path]:
+async def setup(tmp_path: Path) -> tuple[SqliteStore, Path]:
     path = tmp_path / "w.db"
-    store = await Store.open(path, "normal")
+    store = await SqliteStore.open(path, "normal")
     await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], T0)
     return store, path
 
@@ -158,10 +160,8 @@ async def test_ingest_commits_between_prune_batches(tmp_path: Path) -> None:
     await store.close()
 
 
-async def _pruned_some(store: Store) -> bool:
-    counts = await store._in_reader(
-        lambda c: c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
-    )
+async def _pruned_some(store: SqliteStore) -> bool:
+    counts = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
     return int(counts) < 8 * retention.BATCH
 
 

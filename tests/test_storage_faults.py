@@ -55,7 +55,7 @@ import trustme
 from daemon_proc import DaemonProcess, cli, free_port
 from support import Daemon, Received, Receiver, Reply, ca_file, make_config, running_daemon
 
-from wahookd.store import Store
+from wahookd.store import SqliteStore
 
 SECRET = "k" * 64
 QUEUED = ["queued-0", "queued-1", "queued-2"]  # waiting for a retry when the fault starts
@@ -293,15 +293,15 @@ async def in_process(
             yield InProcess(d, counter)
 
 
-async def on_writer(store: Store, sql: str) -> int:
+async def on_writer(store: SqliteStore, sql: str) -> int:
     """Run one pragma on the daemon's own writer connection (its worker thread)."""
-    return await store._in_writer(lambda c: c.execute(sql).fetchone()[0])
+    return await store.on_writer(lambda c: c.execute(sql).fetchone()[0])
 
 
 class FullDisk:
     """The database file may not grow: SQLITE_FULL for any write that needs a page."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqliteStore) -> None:
         self.store = store
         self.max_pages = 0
 
@@ -319,7 +319,7 @@ class FullDisk:
 class Locked:
     """Another connection holds the database's write lock."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqliteStore) -> None:
         self.store = store
         self.holder: sqlite3.Connection | None = None
 

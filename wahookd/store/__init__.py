@@ -1,33 +1,16 @@
-"""The delivery log: one SQLite file in WAL mode, behind an async facade.
+"""The delivery log: the `Store` protocol, its values and errors, and its backends.
 
-Writes go through one writer connection and are group-committed: every write
-queued while the previous transaction ran is applied in the next one, so
-concurrent ingest requests, claims and attempt outcomes share a commit (and an
-fsync). Each batch runs as a single call on aiosqlite's worker thread, so a
-batch costs one thread hop whatever its size. Reads use a second connection,
-which WAL lets run beside the writer.
-
-This module holds the facade and the values it hands out. The SQL lives in plain
-synchronous functions that the facade runs on the worker thread: the schema and
-its migrations in `schema.py`, the delivery log's history and retention in
-`history.py`, everything else in `sql.py`.
+`Store` (protocol.py) is what the rest of wahookd calls; `await Store.open(path,
+synchronous)` opens the one backend there is, `SqliteStore` (sqlite/). The values
+and errors callers see are in types.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import sqlite3
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING
 
-import aiosqlite
-
-from ..models import Claimed, DueItem, Outcome, State, Webhook
-from . import history, schema, sql
+from .protocol import Store
+from .sqlite import SqliteStore
 from .types import (
     IDEMPOTENCY_WINDOW_S,
     AttemptRow,
@@ -41,10 +24,9 @@ from .types import (
     new_uid,
 )
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
+if TYPE_CHECKING:
+    # mypy checks here that the SQLite backend implements every method of the protocol
+    _sqlite_store: type[Store] = SqliteStore
 
 __all__ = [
     "IDEMPOTENCY_WINDOW_S",
@@ -54,288 +36,9 @@ __all__ = [
     "IngestResult",
     "RetryResult",
     "SessionStats",
+    "SqliteStore",
     "StorageError",
     "StorageUnavailable",
     "Store",
     "new_uid",
 ]
-
-
-@dataclass(slots=True)
-class _Op:
-    fn: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
-
-
-class Store:
-    """The delivery log. Create with `await Store.open(path, synchronous)`."""
-
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
-        self.path = path
-        self._writer = writer
-        self._reader = reader
-        self._ops: list[_Op] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-        # only the writer thread takes ids from it, inside sql.ingest
-        self._ids = sql.Ids(next_event=0, next_delivery=0)
-        self._task: asyncio.Task[None] | None = None
-        self.commits = 0  # transactions committed by the writer (each one fsync)
-        self.faults = 0  # refused batches and failed reads: busy, I/O error, full disk (metrics)
-
-    # ----------------------------------------------------------------- lifecycle
-
-    @classmethod
-    async def open(cls, path: Path, synchronous: Literal["full", "normal"] = "full") -> Store:
-        """Open (creating if needed, mode 0600) and migrate the database, start the writer."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # create the file ourselves so it never exists with a looser mode
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        writer = await aiosqlite.connect(path, isolation_level=None)
-        reader = await aiosqlite.connect(path, isolation_level=None)
-        store = cls(path, writer, reader)
-        try:
-            await store._in_writer(lambda c: schema.prepare(c, synchronous))
-            await store._in_reader(schema.prepare_reader)
-            ids = await store._in_writer(sql.max_ids)
-        except sqlite3.DatabaseError as exc:
-            await store._close_connections()
-            raise StorageError(f"{path}: {exc}") from exc
-        except BaseException:
-            await store._close_connections()
-            raise
-        store._ids = sql.Ids(next_event=ids[0] + 1, next_delivery=ids[1] + 1)
-        store._task = asyncio.create_task(store._write_loop(), name="wahookd-store-writer")
-        return store
-
-    async def close(self) -> None:
-        """Finish queued writes, then close both connections."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        await self._close_connections()
-
-    async def _close_connections(self) -> None:
-        await self._writer.close()
-        await self._reader.close()
-
-    async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # one call on aiosqlite's worker thread: the whole function is one thread hop
-        return await self._writer._execute(fn, self._writer._conn)  # type: ignore[no-untyped-call, no-any-return]
-
-    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return await self._reader._execute(fn, self._reader._conn)  # type: ignore[no-untyped-call, no-any-return]
-        except sqlite3.Error as exc:
-            # a read that fails on I/O, a lock or a vanished file is a 503, not a bug
-            self.faults += 1
-            raise StorageUnavailable(str(exc)) from exc
-
-    # ------------------------------------------------------------- group commit
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn inside the next group-committed transaction and return its result."""
-        if self._closing:
-            raise StorageUnavailable("the store is closing")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._ops.append(_Op(fn, future))
-        self._wake.set()
-        return await future
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            ops, self._ops = self._ops, []
-            if ops:
-                await self._run_batch(ops)
-            if self._closing and not self._ops:
-                return
-
-    async def _run_batch(self, ops: list[_Op]) -> None:
-        try:
-            results = await self._in_writer(lambda c: sql.apply_batch(c, [op.fn for op in ops]))
-        except Exception as exc:
-            log.warning("storage write failed, %d operations refused: %s", len(ops), exc)
-            self.faults += 1
-            for op in ops:
-                if not op.future.done():
-                    op.future.set_exception(StorageUnavailable(str(exc)))
-            return
-        self.commits += 1
-        for op, (ok, value) in zip(ops, results, strict=True):
-            if op.future.done():
-                continue
-            if ok:
-                op.future.set_result(value)
-            else:
-                op.future.set_exception(value)
-
-    # ------------------------------------------------------------------- ingest
-
-    async def ingest(self, items: Sequence[IngestItem], now: float) -> list[IngestResult]:
-        """Commit events and their deliveries, skipping duplicates (same session and id, 24 h)."""
-        return await self.write(lambda c: sql.ingest(c, self._ids, items, now))
-
-    # --------------------------------------------------------------- scheduling
-
-    async def load_due(
-        self, after: tuple[float, int] | None, limit: int, exclude_webhooks: Collection[int]
-    ) -> list[DueItem]:
-        """The next `limit` queued deliveries after the key `after`, soonest first."""
-        return await self._in_reader(lambda c: sql.load_due(c, after, limit, exclude_webhooks))
-
-    async def load_webhook_due(self, webhook_id: int, limit: int) -> list[DueItem]:
-        """One webhook's soonest `limit` queued deliveries."""
-        return await self._in_reader(lambda c: sql.load_webhook_due(c, webhook_id, limit))
-
-    async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
-        """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
-        return await self.write(lambda c: sql.claim(c, ids, now))
-
-    async def record(
-        self, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None = None
-    ) -> list[int]:
-        """Log attempts and move their deliveries on; count finished ones in the stats.
-
-        Returns the webhooks auto-disabled because nothing reached them for
-        `disable_after_s` while their attempts kept failing.
-        """
-        return await self.write(lambda c: sql.record(c, outcomes, now, disable_after_s))
-
-    async def record_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        claim: Sequence[int],
-        now: float,
-        disable_after_s: float | None = None,
-    ) -> tuple[list[int], list[Claimed]]:
-        """`record()` and `claim()` in one transaction: (auto-disabled webhooks, claimed)."""
-
-        def both(c: sqlite3.Connection) -> tuple[list[int], list[Claimed]]:
-            disabled = sql.record(c, outcomes, now, disable_after_s)
-            return disabled, sql.claim(c, claim, now) if claim else []
-
-        return await self.write(both)
-
-    async def recover(self, now: float) -> int:
-        """Return deliveries left `processing` by a crash to the queue; how many."""
-        return await self.write(lambda c: sql.recover(c, now))
-
-    # ----------------------------------------------------------------- webhooks
-
-    async def webhooks(self) -> list[Webhook]:
-        """Every webhook, session and static."""
-        return await self._in_reader(sql.webhooks)
-
-    async def put_session_webhook(
-        self,
-        session_id: str,
-        url: str,
-        events: Sequence[str],
-        secret: str | None,
-        is_active: bool,
-        headers: Sequence[tuple[str, str]],
-        now: float,
-    ) -> tuple[Webhook, bool]:
-        """Create or replace a session's webhook; returns it and whether it was just activated."""
-        return await self.write(
-            lambda c: sql.put_session_webhook(
-                c, session_id, url, events, secret, is_active, headers, now
-            )
-        )
-
-    async def delete_session_webhook(self, session_id: str) -> Webhook | None:
-        """Delete a session's webhook and drop its queued deliveries."""
-        return await self.write(lambda c: sql.delete_session_webhook(c, session_id))
-
-    async def set_webhook_active(self, webhook_id: int, active: bool, now: float) -> None:
-        """Activate or deactivate a webhook; its queued deliveries park or wake up with it."""
-        await self.write(lambda c: sql.set_webhook_active(c, webhook_id, active, now))
-
-    async def sync_static_webhooks(
-        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> None:
-        """Make the static webhooks those of the config.
-
-        Each of `statics` is (key, session, url, events, secret, headers). A static
-        webhook that left the config is removed and its queued deliveries fail with a
-        clear error, so nothing silently disappears from the queue.
-        """
-        await self.write(lambda c: sql.sync_static_webhooks(c, statics, now))
-
-    # ------------------------------------------------------------- delivery log
-
-    async def list_deliveries(
-        self,
-        session_id: str,
-        state: State | None,
-        event_type: str | None,
-        before_id: int | None,
-        limit: int,
-    ) -> list[DeliveryRow]:
-        """A session's deliveries newest first, with attempts; page with `before_id`."""
-        return await self._in_reader(
-            lambda c: history.list_deliveries(c, session_id, state, event_type, before_id, limit)
-        )
-
-    async def get_delivery(self, session_id: str, uid: str) -> tuple[DeliveryRow, bytes] | None:
-        """One delivery with its attempts and the event body; None when unknown."""
-        return await self._in_reader(lambda c: history.get_delivery(c, session_id, uid))
-
-    async def retry_failed(
-        self,
-        session_id: str,
-        now: float,
-        uid: str | None = None,
-        finished_since: float | None = None,
-    ) -> RetryResult:
-        """Failed deliveries back to pending for a new ladder run; how many, which are due."""
-        return await self.write(
-            lambda c: history.retry_failed(c, session_id, now, uid, finished_since)
-        )
-
-    # ---------------------------------------------------------------- retention
-
-    async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:
-        """Delete up to `limit` deliveries finished before `before`; (count, their event ids)."""
-        return await self.write(lambda c: history.prune_finished(c, before, limit))
-
-    async def prune_events(
-        self, before: float, event_ids: Sequence[int], after_id: int, limit: int
-    ) -> tuple[int, int]:
-        """Delete unreferenced events received before `before`; (count, last id swept)."""
-        return await self.write(
-            lambda c: history.prune_events(c, before, event_ids, after_id, limit)
-        )
-
-    # ------------------------------------------------------------ queue & stats
-
-    async def queue_counts(self, sessions: Collection[str] | None) -> dict[str, int]:
-        """Queued deliveries by state, over every session or the given ones."""
-        return await self._in_reader(lambda c: sql.queue_counts(c, sessions))
-
-    async def oldest_due_at(self) -> float | None:
-        """The earliest next-attempt time of the queued deliveries (None: nothing waits)."""
-        return await self._in_reader(sql.oldest_due_at)
-
-    async def queue_counts_by_session(self) -> dict[str, dict[str, int]]:
-        """Queued deliveries by session and state (sessions with none queued are absent)."""
-        return await self._in_reader(sql.queue_counts_by_session)
-
-    async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
-        """Delete a session's queued deliveries in the given states (never those in flight)."""
-        return await self.write(lambda c: sql.clear_queue(c, session_id, states))
-
-    async def session_stats(self, session_id: str) -> SessionStats | None:
-        """All-time stats of a session, None when it never finished a delivery."""
-        return await self._in_reader(lambda c: sql.session_stats(c, session_id))
-
-    async def sessions_stats(self, sessions: Collection[str]) -> dict[str, SessionStats]:
-        """All-time stats of these sessions; those that never finished a delivery are absent."""
-        return await self._in_reader(lambda c: sql.sessions_stats(c, sessions))
-
-    async def ping(self) -> None:
-        """Raise unless the database answers a read."""
-        await self._in_reader(sql.ping)

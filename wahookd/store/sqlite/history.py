@@ -1,8 +1,8 @@
 """The delivery log's history: listing deliveries with their attempts, manual
 retries of failed ones, and retention (pruning what is finished and old).
 
-Plain synchronous functions on a `sqlite3.Connection`, like `sql.py`; the `Store`
-facade runs them on aiosqlite's worker thread.
+`retry_failed` is one of the three places a delivery changes state after its
+claim (with `outcomes.record` and `outcomes.recover`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from ..models import DueItem, State
-from .types import AttemptRow, DeliveryRow, RetryResult
+from ...models import DueItem, State
+from ..types import AttemptRow, DeliveryRow, RetryResult
+from .rows import named
 
 # ---------------------------------------------------------------- delivery log
 _DELIVERY_SELECT = (
-    "SELECT d.id, d.uid, e.uid, d.session_id, d.event_type, d.state, d.attempts,"
+    "SELECT d.id, d.uid, e.uid AS event_uid, d.session_id, d.event_type, d.state, d.attempts,"
     " d.created_at, d.updated_at, d.next_attempt_at, d.finished_at, d.last_status,"
     " d.last_error, d.webhook_id FROM deliveries d JOIN events e ON e.id = d.event_id"
 )
@@ -42,7 +43,8 @@ def list_deliveries(
     if before_id is not None:
         where.append("d.id < ?")
         params.append(before_id)
-    rows = conn.execute(
+    rows = named(
+        conn,
         f"{_DELIVERY_SELECT} WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT ?",
         (*params, limit),
     ).fetchall()
@@ -53,34 +55,61 @@ def get_delivery(
     conn: sqlite3.Connection, session_id: str, uid: str
 ) -> tuple[DeliveryRow, bytes] | None:
     """One delivery of a session by its id (`dlv_...`), with attempts and the event body."""
-    row = conn.execute(
-        f"{_DELIVERY_SELECT} WHERE d.uid = ? AND d.session_id = ?", (uid, session_id)
+    row = named(
+        conn, f"{_DELIVERY_SELECT} WHERE d.uid = ? AND d.session_id = ?", (uid, session_id)
     ).fetchone()
     if row is None:
         return None
     (body,) = conn.execute(
         "SELECT e.body FROM events e JOIN deliveries d ON d.event_id = e.id WHERE d.id = ?",
-        (row[0],),
+        (row["id"],),
     ).fetchone()
     return _with_attempts(conn, [row])[0], bytes(body)
 
 
-def _with_attempts(conn: sqlite3.Connection, rows: list[Any]) -> list[DeliveryRow]:
-    by_id: dict[int, list[AttemptRow]] = {row[0]: [] for row in rows}
+def _with_attempts(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[DeliveryRow]:
+    """DeliveryRows from rows of `_DELIVERY_SELECT`, each with its attempts, by column name."""
+    by_id: dict[int, list[AttemptRow]] = {row["id"]: [] for row in rows}
     if by_id:
         marks = ",".join("?" * len(by_id))
-        for a in conn.execute(
+        for a in named(
+            conn,
             "SELECT delivery_id, attempt, started_at, duration_ms, status_code, outcome,"
             f" error, response_body FROM attempts WHERE delivery_id IN ({marks})"
             " ORDER BY delivery_id, id",
             list(by_id),
         ):
-            by_id[a[0]].append(AttemptRow(*a[1:]))
-    out = []
-    for row in rows:
-        values: list[Any] = [*row, tuple(by_id[row[0]])]
-        out.append(DeliveryRow(*values))
-    return out
+            by_id[a["delivery_id"]].append(
+                AttemptRow(
+                    attempt=a["attempt"],
+                    started_at=a["started_at"],
+                    duration_ms=a["duration_ms"],
+                    status_code=a["status_code"],
+                    outcome=a["outcome"],
+                    error=a["error"],
+                    response_body=a["response_body"],
+                )
+            )
+    return [
+        DeliveryRow(
+            row_id=row["id"],
+            uid=row["uid"],
+            event_uid=row["event_uid"],
+            session_id=row["session_id"],
+            event_type=row["event_type"],
+            state=row["state"],
+            attempts=row["attempts"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            next_attempt_at=row["next_attempt_at"],
+            finished_at=row["finished_at"],
+            last_status=row["last_status"],
+            last_error=row["last_error"],
+            webhook_id=row["webhook_id"],
+            attempt_log=tuple(by_id[row["id"]]),
+        )
+        for row in rows
+    ]
 
 
 def retry_failed(
@@ -145,10 +174,10 @@ def prune_finished(conn: sqlite3.Connection, before: float, limit: int) -> tuple
     ).fetchall()
     if not rows:
         return 0, []
-    ids = [(r[0],) for r in rows]
+    ids = [(delivery_id,) for delivery_id, _ in rows]
     conn.executemany("DELETE FROM attempts WHERE delivery_id = ?", ids)
     conn.executemany("DELETE FROM deliveries WHERE id = ?", ids)
-    return len(rows), sorted({r[1] for r in rows})
+    return len(rows), sorted({event_id for _, event_id in rows})
 
 
 def prune_events(

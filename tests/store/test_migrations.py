@@ -7,9 +7,9 @@ from pathlib import Path
 
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome
-from wahookd.store import IngestItem, Store
-from wahookd.store.schema import MIGRATIONS, SCHEMA_VERSION
-from wahookd.store.sql import WEBHOOK_GONE
+from wahookd.store import IngestItem, SqliteStore
+from wahookd.store.sqlite.outcomes import WEBHOOK_GONE
+from wahookd.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 
 T0 = 1_700_000_000.0
 FAIL = AttemptResult(500, "HTTP 500", 3, "no", None, "5xx")
@@ -42,7 +42,7 @@ def v1_database(path: Path) -> None:
 async def test_a_v1_database_migrates_and_keeps_its_queue(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
     v1_database(path)
-    store = await Store.open(path, "full")
+    store = await SqliteStore.open(path, "full")
     try:
         assert await store.recover(T0) == 1  # the in-flight one is queued again
         assert await store.queue_counts(None) == {
@@ -67,7 +67,7 @@ async def test_a_v1_database_migrates_and_keeps_its_queue(tmp_path: Path) -> Non
 
 
 async def test_an_outcome_for_a_deleted_webhook_fails_the_delivery(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "w.db", "normal")
+    store = await SqliteStore.open(tmp_path / "w.db", "normal")
     try:
         hook, _ = await store.put_session_webhook(
             "s1", "https://a.example/", ["*"], None, True, [], T0

@@ -11,8 +11,9 @@ import pytest
 
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome, State
-from wahookd.store import IDEMPOTENCY_WINDOW_S, IngestItem, StorageError, Store
-from wahookd.store.schema import SCHEMA_VERSION
+from wahookd.store import IDEMPOTENCY_WINDOW_S, IngestItem, SqliteStore, StorageError
+from wahookd.store.sqlite import claims
+from wahookd.store.sqlite.schema import SCHEMA_VERSION
 
 
 def event(session: str = "s1", event_id: str | None = None, n: int = 0):
@@ -26,8 +27,8 @@ def event(session: str = "s1", event_id: str | None = None, n: int = 0):
     return validate_event(body, now=1_700_000_000)
 
 
-async def open_store(tmp_path: Path, synchronous: str = "full") -> Store:
-    return await Store.open(tmp_path / "data" / "w.db", synchronous)  # type: ignore[arg-type]
+async def open_store(tmp_path: Path, synchronous: str = "full") -> SqliteStore:
+    return await SqliteStore.open(tmp_path / "data" / "w.db", synchronous)  # type: ignore[arg-type]
 
 
 async def test_file_mode_wal_synchronous_and_schema_version(tmp_path: Path) -> None:
@@ -219,9 +220,7 @@ async def test_claimed_bodies_are_the_ingested_bytes_on_either_read_path(
 ) -> None:
     # small bodies come back as one joined row; together larger than the cap, row by row
     # (so a claim of large bodies never builds one huge SQLite value)
-    from wahookd.store import sql
-
-    monkeypatch.setattr(sql, "_JOINED_BODIES_MAX", joined_max)
+    monkeypatch.setattr(claims, "JOINED_BODIES_MAX", joined_max)
     store = await open_store(tmp_path)
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     items = [IngestItem(event(n=i), (hook.id,)) for i in range(12)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .types import StorageError
+from ..types import StorageError
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
 MIGRATIONS: tuple[str, ...] = (

@@ -1,0 +1,82 @@
+"""The group commit's transaction and the multi-row statements, on plain sqlite3."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from wahookd.store.sqlite.batching import apply_batch, insert_rows, is_storage_fault, update_rows
+
+
+def memory() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    return conn
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 63, 64, 65, 130])
+def test_insert_rows_pads_to_powers_of_two_and_inserts_each_row_once(count: int) -> None:
+    conn = memory()
+    rows = [(i + 1, f"v{i}") for i in range(count)]
+    insert_rows(conn, "INSERT INTO t (id, v)", rows)
+    assert conn.execute("SELECT id, v FROM t ORDER BY id").fetchall() == rows
+
+
+def test_update_rows_matches_only_the_given_ids() -> None:
+    conn = memory()
+    insert_rows(conn, "INSERT INTO t (id, v)", [(i, "old") for i in range(1, 6)])
+    update_rows(
+        conn,
+        "UPDATE t SET v = v.column1 FROM (VALUES {rows}) AS v WHERE t.id = v.column2",
+        [("new", 2), ("new", 4), ("new", 5)],
+    )
+    got = conn.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+    assert got == [(1, "old"), (2, "new"), (3, "old"), (4, "new"), (5, "new")]
+
+
+def test_a_failing_operation_rolls_back_alone() -> None:
+    conn = memory()
+
+    def bad(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (2, 'lost')")
+        raise ValueError("a bug in one operation")
+
+    results = apply_batch(
+        conn,
+        [
+            lambda c: c.execute("INSERT INTO t VALUES (1, 'a')").rowcount,
+            bad,
+            lambda c: c.execute("INSERT INTO t VALUES (3, 'c')").rowcount,
+        ],
+    )
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert isinstance(results[1][1], ValueError)
+    assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(1,), (3,)]
+    assert not conn.in_transaction
+
+
+@pytest.mark.parametrize("ops", [1, 3])
+def test_a_storage_fault_sinks_the_whole_batch(ops: int) -> None:
+    conn = memory()
+
+    def full(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (9, 'x')")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    fns = [
+        lambda c: c.execute("INSERT INTO t VALUES (1, 'a')"),
+        lambda c: c.execute("INSERT INTO t VALUES (2, 'b')"),
+        full,
+    ]
+    with pytest.raises(sqlite3.OperationalError):
+        apply_batch(conn, fns[-ops:])
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    assert not conn.in_transaction
+
+
+def test_storage_faults_are_database_states_not_bad_operations() -> None:
+    assert is_storage_fault(sqlite3.OperationalError("database is locked"))
+    assert is_storage_fault(sqlite3.DatabaseError("file is not a database"))
+    assert not is_storage_fault(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert not is_storage_fault(ValueError("bug"))

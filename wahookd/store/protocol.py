@@ -1,0 +1,239 @@
+"""The `Store` protocol: what the rest of wahookd asks of the delivery log.
+
+Every backend implements it (SQLite in `sqlite/`; PostgreSQL is a later issue).
+The docstrings state the invariants the scheduler, the API and the pruner rely
+on; a backend that keeps them can be swapped in without touching its callers.
+
+Terms. A delivery is *queued* while `pending` or `retrying`; it is *due* when
+queued with a next-attempt time (`next_attempt_at`), and *parked* when queued
+without one (its webhook is inactive). `processing` means in flight: claimed and
+not yet recorded. `delivered` and `failed` are *finished*. Every write returns
+only once committed (durable with `synchronous = "full"`): a 202 to a client
+means committed. A write the database cannot take (busy, I/O error, full disk)
+raises `StorageUnavailable` and changes nothing; a failed read raises it too.
+Times are Unix seconds, passed in (`now`): a backend never reads the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ..models import Claimed, DueItem, Outcome, State, Webhook
+from .types import DeliveryRow, IngestItem, IngestResult, RetryResult, SessionStats
+
+
+class Store(Protocol):
+    """The delivery log: events, their deliveries and attempts, webhooks and stats."""
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far (for metrics; each one an fsync in SQLite)."""
+
+    @property
+    def faults(self) -> int:
+        """Refused writes and failed reads so far: busy, I/O error, full disk (metrics)."""
+
+    @classmethod
+    async def open(cls, path: Path, synchronous: Literal["full", "normal"] = "full") -> Store:
+        """Open the delivery log at `path`, creating and migrating it; start its writer.
+
+        The factory: SQLite is the only backend so far, so this opens a
+        `SqliteStore` (mode 0600, directory 0700). Raises StorageError when the
+        file cannot be opened or has a newer schema.
+        """
+        from .sqlite import SqliteStore
+
+        return await SqliteStore.open(path, synchronous)
+
+    async def close(self) -> None:
+        """Commit every write already queued, then release the database.
+
+        Writes asked for after close() began raise StorageUnavailable.
+        """
+
+    async def ping(self) -> None:
+        """Return when the database answers a read; raise StorageUnavailable otherwise."""
+
+    # ------------------------------------------------------------------- ingest
+
+    async def ingest(self, items: Sequence[IngestItem], now: float) -> list[IngestResult]:
+        """Commit events and one `pending`, due-now delivery per webhook each; one result per item.
+
+        An event with a client id already ingested for its session within
+        IDEMPOTENCY_WINDOW_S (or earlier in the same call) is a duplicate: nothing is
+        written and its result says so. Delivery ids grow with ingest order. All of
+        the call commits together or not at all.
+        """
+
+    # --------------------------------------------------------------- scheduling
+
+    async def load_due(
+        self, after: tuple[float, int] | None, limit: int, exclude_webhooks: Collection[int]
+    ) -> list[DueItem]:
+        """Up to `limit` due deliveries ordered by (next_attempt_at, id), after the key `after`.
+
+        Read-only, and possibly stale by the time it returns: `claim` decides.
+        Deliveries of `exclude_webhooks` are left out.
+        """
+
+    async def load_webhook_due(self, webhook_id: int, limit: int) -> list[DueItem]:
+        """Up to `limit` due deliveries of one webhook, ordered by (next_attempt_at, id)."""
+
+    async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
+        """Move those of `ids` still due to `processing`, in one transaction; return them.
+
+        A delivery that is no longer due (claimed already, parked, finished,
+        deleted) is skipped silently, so a row is never handed out twice. Each
+        returned delivery has its attempt number incremented (the number of the
+        attempt about to be made), its number within the current retry run
+        (`cycle_attempt`), and its event's body. Limiting how many are in flight
+        is the scheduler's job, not the store's.
+        """
+
+    async def record(
+        self, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None = None
+    ) -> list[int]:
+        """Log each attempt and move its delivery on, in one transaction.
+
+        Every outcome is logged in the attempt log. Only a delivery still
+        `processing` changes state (else the outcome is only logged: cleared, or
+        recorded already): `delivered` or `failed` (finished, counted in the
+        session stats), or for a retry `retrying` at `next_attempt_at`, parked
+        `pending` when its webhook went inactive meanwhile, `failed` when it was
+        deleted. A "gone"
+        outcome (410) deactivates the webhook and parks its queue. Returns the
+        webhooks auto-disabled: failing, with nothing delivered, for
+        `disable_after_s` (None: never).
+        """
+
+    async def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        claim: Sequence[int],
+        now: float,
+        disable_after_s: float | None = None,
+    ) -> tuple[list[int], list[Claimed]]:
+        """`record` then `claim` in one transaction: (auto-disabled webhooks, claimed)."""
+
+    async def recover(self, now: float) -> int:
+        """After a crash, return every `processing` delivery to the queue; how many.
+
+        Called at startup before any claim (and at shutdown for what the grace
+        period cut short). The interrupted attempt never got an answer, so it is
+        made again with the same number (the attempt count goes back by one).
+        Webhook active: due now, `retrying` if it was not the first attempt, else
+        `pending`. Inactive: parked `pending`. Gone: `failed`, finished now.
+        """
+
+    # ----------------------------------------------------------------- webhooks
+
+    async def webhooks(self) -> list[Webhook]:
+        """Every webhook, session and static (the registry mirrors this)."""
+
+    async def put_session_webhook(
+        self,
+        session_id: str,
+        url: str,
+        events: Sequence[str],
+        secret: str | None,
+        is_active: bool,
+        headers: Sequence[tuple[str, str]],
+        now: float,
+    ) -> tuple[Webhook, bool]:
+        """Create or replace a session's webhook; (it, whether this call activated it).
+
+        A changed secret keeps the previous one valid for SECRET_OVERLAP_S (none
+        when the new secret is None). Re-activating resets the failing clock.
+        Inactive: its due deliveries park. Active: its parked ones become due now.
+        """
+
+    async def delete_session_webhook(self, session_id: str) -> Webhook | None:
+        """Delete a session's webhook and its queued deliveries; the webhook, or None.
+
+        Deliveries in flight stay and fail when recorded; webhook ids are never
+        reused, so no delivery can reach a later webhook.
+        """
+
+    async def set_webhook_active(self, webhook_id: int, active: bool, now: float) -> None:
+        """Activate or deactivate a webhook; its queued deliveries wake (due now) or park."""
+
+    async def sync_static_webhooks(
+        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
+    ) -> None:
+        """Make the static webhooks those of the config, active, in one transaction.
+
+        Each of `statics` is (key, session, url, events, secret, headers). A static
+        webhook that left the config is removed and its queued deliveries fail with
+        a clear error, so nothing silently disappears from the queue.
+        """
+
+    # ------------------------------------------------------------- delivery log
+
+    async def list_deliveries(
+        self,
+        session_id: str,
+        state: State | None,
+        event_type: str | None,
+        before_id: int | None,
+        limit: int,
+    ) -> list[DeliveryRow]:
+        """A session's deliveries, highest id first, with attempts; page with `before_id`."""
+
+    async def get_delivery(self, session_id: str, uid: str) -> tuple[DeliveryRow, bytes] | None:
+        """One delivery of the session with its attempts and the event body; None when unknown."""
+
+    async def retry_failed(
+        self,
+        session_id: str,
+        now: float,
+        uid: str | None = None,
+        finished_since: float | None = None,
+    ) -> RetryResult:
+        """Start a new retry run for `failed` deliveries (one by uid, or all since a time).
+
+        Each goes back to `pending` with its attempt count kept (the run's numbering
+        restarts), no longer counted as failed in the stats; due now when its
+        webhook is active, parked otherwise. Other states are left alone.
+        """
+
+    # ---------------------------------------------------------------- retention
+
+    async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:
+        """Delete up to `limit` deliveries finished before `before`, oldest first, with attempts.
+
+        Returns (count, their event ids). Session stats are not touched.
+        """
+
+    async def prune_events(
+        self, before: float, event_ids: Sequence[int], after_id: int, limit: int
+    ) -> tuple[int, int]:
+        """Delete events received before `before` that no delivery refers to.
+
+        Checks `event_ids`, then sweeps up to `limit` events by id after `after_id`.
+        Returns (count deleted, last id swept); pass that id back to resume.
+        """
+
+    # ------------------------------------------------------------ queue & stats
+
+    async def queue_counts(self, sessions: Collection[str] | None) -> dict[str, int]:
+        """Deliveries per state (pending, processing, failed, retrying), all or some sessions."""
+
+    async def oldest_due_at(self) -> float | None:
+        """The earliest next-attempt time of the due deliveries; None when none is due."""
+
+    async def queue_counts_by_session(self) -> dict[str, dict[str, int]]:
+        """`queue_counts` per session; sessions with none of those deliveries are absent."""
+
+    async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
+        """Delete a session's deliveries in the given clearable states; how many per state.
+
+        Never those in flight (`processing` is not clearable).
+        """
+
+    async def session_stats(self, session_id: str) -> SessionStats | None:
+        """All-time stats of a session, None when it never finished a delivery."""
+
+    async def sessions_stats(self, sessions: Collection[str]) -> dict[str, SessionStats]:
+        """All-time stats of these sessions; those that never finished a delivery are absent."""

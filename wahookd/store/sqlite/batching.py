@@ -1,0 +1,148 @@
+"""Batching: many operations per transaction, many rows per statement.
+
+`apply_batch` runs the group commit's operations in one transaction (the facade's
+writer queue feeds it); `padded_statements`, `insert_rows` and `update_rows` send
+many rows per statement. Both exist because every statement, and every row
+fetched, is a round trip of the GIL between the writer thread and the busy event
+loop (measured: issue 6).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
+from typing import Any
+
+# ids per `IN (...)` query; far below SQLite's limit on bound parameters
+IN_CHUNK = 500
+
+# rows per multi-row statement at most: 64 deliveries bind 640 parameters
+ROWS_PER_STATEMENT = 64
+
+
+# ---------------------------------------------------------------- group commit
+def is_storage_fault(exc: BaseException) -> bool:
+    """True when exc means the database cannot take writes, not that one operation is wrong."""
+    # OperationalError covers "database is locked", "disk I/O error" and
+    # "database or disk is full"; DatabaseError covers a corrupt or vanished file.
+    return isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError
+    )
+
+
+def apply_batch(
+    conn: sqlite3.Connection, fns: Iterable[Callable[[sqlite3.Connection], Any]]
+) -> list[tuple[bool, Any]]:
+    """Run every operation in one transaction; one op's bug does not sink the others.
+
+    Returns (ok, value or exception) per operation. A storage fault (busy, I/O
+    error, full disk) rolls the whole transaction back and raises: nothing of the
+    batch is committed.
+    """
+    fns = list(fns)
+    if len(fns) == 1:
+        return [_apply_one(conn, fns[0])]
+    results: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for fn in fns:
+            conn.execute("SAVEPOINT op")
+            try:
+                value = fn(conn)
+            except Exception as exc:
+                if is_storage_fault(exc):
+                    raise
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append((False, exc))
+            else:
+                conn.execute("RELEASE op")
+                results.append((True, value))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _apply_one(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+) -> tuple[bool, Any]:
+    """apply_batch for a lone operation (the usual case): no savepoint needed.
+
+    Every statement is a GIL round trip for this thread, and two fewer per commit
+    shorten each commit while the event loop is busy.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        value = fn(conn)
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if is_storage_fault(exc):
+            raise
+        return (False, exc)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return (True, value)
+
+
+# --------------------------------------------------------- multi-row statements
+def padded_statements(
+    conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], sql: Callable[[int], str]
+) -> None:
+    """Run `sql(size)` once per 64 rows, its VALUES padded with NULL rows to `size`.
+
+    One statement runs as one sqlite3_step, so the writer thread gives the GIL up and
+    takes it back once per statement rather than once per row (executemany, which
+    waits on the busy event loop every time). Sizes are powers of two, so a handful of
+    statements serve every batch from the statement cache; the statements skip the
+    NULL rows.
+    """
+    for lo in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[lo : lo + ROWS_PER_STATEMENT]
+        size = 1 << (len(chunk) - 1).bit_length()
+        params = list(chain.from_iterable(chunk))
+        params += [None] * (len(chunk[0]) * (size - len(chunk)))
+        conn.execute(sql(size), params)
+
+
+def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`insert` (INSERT INTO table [(columns)]) of rows whose first value is never NULL."""
+    if rows:
+        width = len(rows[0])
+        padded_statements(conn, rows, lambda size: _insert_sql(insert, width, size))
+
+
+@functools.cache
+def _insert_sql(insert: str, width: int, count: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return f"{insert} SELECT * FROM (VALUES {','.join([row] * count)}) WHERE column1 IS NOT NULL"
+
+
+def update_rows(conn: sqlite3.Connection, update: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`update` (an UPDATE ... FROM (VALUES {rows}) AS v) of rows of equal width.
+
+    The statement must match no row for the NULL padding rows (join on a column
+    that is never NULL in the table).
+    """
+    if rows:
+        width = len(rows[0])
+        padded_statements(conn, rows, lambda size: _update_sql(update, width, size))
+
+
+@functools.cache
+def _update_sql(update: str, width: int, count: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return update.format(rows=",".join([row] * count))
