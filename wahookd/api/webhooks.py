@@ -10,11 +10,11 @@ from aiohttp import web
 
 from ..audit import audit
 from ..config import CONNECTION_HEADERS, reserved_header
+from ..delivery.netpolicy import RefusedTarget, check_url
+from ..delivery.sender import USER_AGENT
+from ..delivery.signing import signature_headers
 from ..events import EVENT_TYPES, format_timestamp
 from ..models import Webhook
-from ..netpolicy import RefusedTarget, check_url
-from ..sender import USER_AGENT
-from ..signing import signature_headers
 from ..store import new_uid
 from .common import (
     ApiError,

@@ -30,9 +30,9 @@ from support import (
 )
 
 from wahookd.config import Config, ConfigError, DeliveryConfig, parse_config_text
+from wahookd.delivery.sender import make_ssl_context
 from wahookd.logs import TextFormatter
 from wahookd.models import Outcome
-from wahookd.sender import make_ssl_context
 
 EVENT = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}
 # both loopback forms, so a "localhost" URL passes the network policy however it resolves

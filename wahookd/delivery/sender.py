@@ -13,10 +13,10 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.resolver import DefaultResolver
 
-from . import __version__
+from .. import __version__
+from ..config import DeliveryConfig
+from ..models import AttemptResult, Claimed, ErrorClass, Webhook
 from .attempt_errors import Attempt, describe, status_text, timeout_text
-from .config import DeliveryConfig
-from .models import AttemptResult, Claimed, ErrorClass, Webhook
 from .netpolicy import PolicyResolver, RefusedTarget, check_url
 from .retry import parse_retry_after
 from .signing import signature_headers

@@ -10,10 +10,10 @@ import pytest
 from support import make_config
 
 from wahookd.clock import FakeClock
+from wahookd.delivery.scheduler import Scheduler
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Webhook
 from wahookd.registry import Registry
-from wahookd.scheduler import Scheduler
 from wahookd.store import IngestItem, StorageUnavailable, Store
 
 OK = AttemptResult(200, None, 5, "OK", None, "2xx")

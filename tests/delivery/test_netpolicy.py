@@ -31,15 +31,15 @@ from support import Receiver, ca_file, make_config, running_daemon
 from wahookd.app import reload
 from wahookd.cli import main
 from wahookd.config import ConfigError, DeliveryConfig, load_config
-from wahookd.models import AttemptResult
-from wahookd.netpolicy import (
+from wahookd.delivery.netpolicy import (
     PolicyResolver,
     RefusedAddress,
     RefusedTarget,
     check_url,
     refusal_reason,
 )
-from wahookd.sender import Sender
+from wahookd.delivery.sender import Sender
+from wahookd.models import AttemptResult
 
 EVENT = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}
 

@@ -32,8 +32,8 @@ from support import (
     wait_until,
 )
 
+from wahookd.delivery.sender import Sender
 from wahookd.logs import JsonFormatter, TextFormatter
-from wahookd.sender import Sender
 
 EVENT = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}
 # what must never reach an error text: Python's exception texts and reprs

@@ -13,7 +13,8 @@ from pathlib import Path
 import trustme
 from standardwebhooks import Webhook as StandardWebhook
 from support import Receiver, Reply, ca_file, make_config, running_daemon
-from test_signing import NODE_VERIFIER, verify_webhook_signature
+
+from delivery.test_signing import NODE_VERIFIER, verify_webhook_signature
 
 SECRET = "your_webhook_secret_key"
 EVENT = {
