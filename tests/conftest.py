@@ -19,7 +19,8 @@ BOTH_LOOPS: Mapping[str, LoopFactory] = {
     "asyncio": asyncio.SelectorEventLoop,
     "uvloop": uvloop.new_event_loop,
 }
-ON_BOTH_LOOPS = frozenset({"test_hostile.py", "test_tls.py"})
+ON_BOTH_LOOPS = frozenset({"delivery/test_hostile.py", "delivery/test_tls.py"})  # under tests/
+TESTS_DIR = Path(__file__).parent
 # every other async test: the loop pytest-asyncio makes without the hook; a single factory
 # leaves the test id as it was
 DEFAULT_LOOP: Mapping[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
@@ -29,7 +30,9 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, LoopFactory]:
     """pytest-asyncio's hook: the event loops an async test runs on, by name (the id part)."""
-    return BOTH_LOOPS if item.path.name in ON_BOTH_LOOPS else DEFAULT_LOOP
+    return (
+        BOTH_LOOPS if item.path.relative_to(TESTS_DIR).as_posix() in ON_BOTH_LOOPS else DEFAULT_LOOP
+    )
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sqlite3
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trustme
 from aiohttp import web
@@ -23,6 +24,8 @@ from wahookd.auth import load_keys, mint_token
 from wahookd.clock import Clock
 from wahookd.config import Config, parse_config_text
 from wahookd.models import Outcome
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -211,12 +214,38 @@ async def attempt_log(daemon: Daemon, session: str | None = None) -> list[dict[s
     return await daemon.state.store.read(read)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll a cheap condition every 20 ms; fail the test when it does not hold in time."""
+async def eventually(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float = 10.0,
+    *,
+    interval_s: float = 0.02,
+    what: str = "condition",
+) -> None:
+    """Poll a cheap condition (sync or async) until it holds; fail the test if not in time."""
     deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+    while True:
+        held = predicate()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        assert time.monotonic() < deadline, f"not reached in {timeout_s}s: {what}"
+        await asyncio.sleep(interval_s)
+
+
+def eventually_sync(
+    check: Callable[[], T | None],
+    timeout_s: float = 10.0,
+    *,
+    interval_s: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Call `check` until it returns something (not None), outside an event loop; return it."""
+    deadline = time.monotonic() + timeout_s
+    while (found := check()) is None:
+        assert time.monotonic() < deadline, f"not reached in {timeout_s}s: {what}"
+        time.sleep(interval_s)
+    return found
 
 
 def assert_readable_error(error: str | None) -> str:

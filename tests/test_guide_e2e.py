@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import trustme
 from daemon_proc import DaemonProcess, cli, free_port
+from delivery.test_signing import verify_webhook_signature
 from support import Receiver, ca_file
-from test_signing import verify_webhook_signature
 
 GUIDE = Path(__file__).parent / "data" / "webhooks-guide.md"
 SHARED_GUIDE = Path(__file__).parents[2] / "shared" / "seed" / "webhooks-guide.md"

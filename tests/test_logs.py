@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wahookd.delivery.recorder import log_attempt as _log_attempt
 from wahookd.logs import JsonFormatter, TextFormatter
 from wahookd.models import AttemptResult, Claimed, Outcome, OutcomeKind
-from wahookd.scheduler import _log_attempt
 
 DEFAULT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 

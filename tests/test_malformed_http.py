@@ -16,7 +16,7 @@ import aiohttp
 import jwt
 import pytest
 from daemon_proc import DaemonProcess, free_port
-from support import wait_until
+from support import eventually
 
 SECRET = "k" * 64
 KiB = 1024
@@ -120,7 +120,7 @@ async def test_a_client_gone_mid_body_costs_one_info_line(
         writer.close()
     else:
         writer.transport.abort()
-    await wait_until(lambda: "closed the connection" in daemon.log())
+    await eventually(lambda: "closed the connection" in daemon.log())
     lines = await stopped_log(daemon)
     assert len(lines) == 1, lines
     assert (

@@ -16,9 +16,9 @@ from support import (
     Reply,
     ca_file,
     capture_outcomes,
+    eventually,
     make_config,
     running_daemon,
-    wait_until,
 )
 
 from wahookd.clock import FakeClock
@@ -103,7 +103,7 @@ async def test_scrape_counts_a_mix_of_outcomes_exactly(
         def finished() -> int:
             return sum(o.kind != "retry" for o in outcomes)
 
-        await wait_until(lambda: finished() == 6 and d.state.scheduler.inflight == 0)
+        await eventually(lambda: finished() == 6 and d.state.scheduler.inflight == 0)
         text, m = await scrape(d)
 
     assert m["wahookd_events_ingested_total{type=message.received}"] == 4
@@ -207,7 +207,7 @@ async def test_oldest_due_age_grows_while_nothing_claims(
     async with running_daemon(config(tmp_path, ca), clock) as d:
         await configure(d, "s1", receiver.url)
         d.state.scheduler.stop_claiming()  # as at shutdown: what is due stays due
-        await wait_until(lambda: not d.state.scheduler.running)
+        await eventually(lambda: not d.state.scheduler.running)
         status, _ = await d.call("POST", "/api/events", event("s1"))
         assert status == 202
         clock.advance(42)
@@ -226,8 +226,8 @@ async def test_auto_disabled_webhooks_are_counted(
         await configure(d, "s1", receiver.url)
         status, _ = await d.call("POST", "/api/events", event("s1"))
         assert status == 202
-        await wait_until(lambda: d.state.scheduler.auto_disabled == 1)
-        await wait_until(lambda: d.state.scheduler.inflight == 0)
+        await eventually(lambda: d.state.scheduler.auto_disabled == 1)
+        await eventually(lambda: d.state.scheduler.inflight == 0)
         _, m = await scrape(d)
     assert m["wahookd_webhooks_auto_disabled_total"] == 1
     assert m["wahookd_attempts_total{class=5xx}"] == 2

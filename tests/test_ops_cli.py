@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import trustme
 from daemon_proc import DaemonProcess, cli, free_port
-from support import Received, Receiver, Reply, ca_file
+from support import Received, Receiver, Reply, ca_file, eventually_sync
 
 from wahookd.cli import main
 from wahookd.tables import deliveries_text, status_text, table, when
@@ -186,11 +185,7 @@ def api(s: Setup, method: str, path: str, body: Any) -> Any:
 
 def wait_for(check: Callable[[], T | None], timeout_s: float = 15.0) -> T:
     """Call `check` until it returns something."""
-    deadline = time.monotonic() + timeout_s
-    while (found := check()) is None:
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-    return found
+    return eventually_sync(check, timeout_s)
 
 
 def delivery(s: Setup, session: str, status: str) -> dict[str, Any] | None:

@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 
 import trustme
+from delivery.test_signing import verify_webhook_signature
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from support import Receiver, ca_file, make_config, running_daemon
-from test_signing import verify_webhook_signature
 
 from wahookd.app import reload
 from wahookd.clock import FakeClock
-from wahookd.signing import signature_headers
+from wahookd.delivery.signing import signature_headers
 
 OLD, NEW = "old_secret_for_rotation", "new_secret_for_rotation"
 DAY = 24 * 3600.0

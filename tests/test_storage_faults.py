@@ -53,7 +53,16 @@ import jwt
 import pytest
 import trustme
 from daemon_proc import DaemonProcess, cli, free_port
-from support import Daemon, Received, Receiver, Reply, ca_file, make_config, running_daemon
+from support import (
+    Daemon,
+    Received,
+    Receiver,
+    Reply,
+    ca_file,
+    eventually,
+    make_config,
+    running_daemon,
+)
 
 from wahookd.store import SqliteStore
 
@@ -123,10 +132,7 @@ async def until(
     predicate: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 15.0
 ) -> None:
     """Poll predicate until it holds."""
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        assert time.monotonic() < deadline, f"not reached in {timeout_s}s: {what}"
-        await asyncio.sleep(0.05)
+    await eventually(predicate, timeout_s, interval_s=0.05, what=what)
 
 
 async def queue(h: Harness) -> dict[str, int]:

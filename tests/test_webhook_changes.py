@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import trustme
-from support import Receiver, Reply, ca_file, make_config, running_daemon, wait_until
+from support import Receiver, Reply, ca_file, eventually, make_config, running_daemon
 
 from wahookd.events import format_timestamp
 
@@ -153,7 +153,7 @@ async def test_retry_failed_counts_those_that_left_failed_and_says_they_are_park
         status, _ = await d.call("PATCH", "/api/webhook/config/s1", {"isActive": True})
         assert status == 200
         await receiver.wait_for(4)
-        await wait_until(lambda: d.state.scheduler.inflight == 0)
+        await eventually(lambda: d.state.scheduler.inflight == 0)
     lines = audit_lines(caplog)
     disabled = [line for line in lines if line.startswith("audit webhook.disable")]
     assert len(disabled) == 1, lines  # one line for the webhook, not one per 410
@@ -171,7 +171,7 @@ async def test_a_410_sets_updated_at_to_when_it_was_disabled(
         await d.call("PUT", "/api/webhook/config/s1", {"url": receiver.url, "events": ["*"]})
         await d.call("POST", "/api/events", EVENT)
         await receiver.wait_for(1)
-        await wait_until(lambda: not d.state.registry.session_webhook("s1").is_active)  # type: ignore[union-attr]
+        await eventually(lambda: not d.state.registry.session_webhook("s1").is_active)  # type: ignore[union-attr]
         _, shown = await d.call("GET", "/api/webhook/config/s1")
         stored = d.state.registry.session_webhook("s1")
         row = await d.state.store.webhooks()
@@ -227,7 +227,7 @@ async def test_auto_disable_is_audited_with_its_reason(
     async with running_daemon(cfg) as d:
         await d.call("PUT", "/api/webhook/config/s1", {"url": receiver.url, "events": ["*"]})
         await d.call("POST", "/api/events", EVENT)
-        await wait_until(lambda: not d.state.registry.session_webhook("s1").is_active)  # type: ignore[union-attr]
+        await eventually(lambda: not d.state.registry.session_webhook("s1").is_active)  # type: ignore[union-attr]
         _, shown = await d.call("GET", "/api/webhook/config/s1")
         stored = d.state.registry.session_webhook("s1")
     assert stored is not None

@@ -17,13 +17,13 @@ from .audit import audit
 from .auth import Verifier, load_keys
 from .clock import Clock, SystemClock
 from .config import Config
+from .delivery.scheduler import Scheduler
+from .delivery.sender import Sender
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .models import Webhook
 from .registry import Registry
 from .retention import Pruner
-from .scheduler import Scheduler
-from .sender import Sender
 from .store import Store
 
 log = logging.getLogger("wahookd")

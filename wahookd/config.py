@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
 from urllib.parse import urlsplit
 
+from wahookd.delivery.netpolicy import Network, RefusedTarget, check_url
 from wahookd.events import EVENT_TYPES, is_session_id
-from wahookd.netpolicy import Network, RefusedTarget, check_url
 from wahookd.units import parse_duration, parse_size
 
 Synchronous = Literal["full", "normal"]

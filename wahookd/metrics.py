@@ -29,7 +29,7 @@ from .models import QUEUE_STATES, ErrorClass, Outcome
 from .store import IngestItem, IngestResult, StorageUnavailable, Store
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from .delivery.scheduler import Scheduler
 
 # what generate_latest() writes; Prometheus asks for it by this name
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -15,13 +15,13 @@ from aiohttp import web
 from ..auth import AuthError, Principal, Role, Verifier
 from ..clock import Clock
 from ..config import Config
+from ..delivery.scheduler import Scheduler
+from ..delivery.sender import Sender
 from ..events import EventError, check_json, is_session_id
 from ..jsontext import MAX_JSON_DEPTH, decode_object
 from ..logs import RateLimitedLog
 from ..metrics import Metrics
 from ..registry import Registry
-from ..scheduler import Scheduler
-from ..sender import Sender
 from ..store import StorageUnavailable, Store
 
 log = logging.getLogger("wahookd.api")

@@ -23,9 +23,9 @@ from ..config import (
     RESERVED_HEADERS_TEXT,
     SET_BY_WAHOOKD,
 )
+from ..delivery.sender import RESPONSE_KEEP_BYTES
 from ..events import EVENT_TYPES, MAX_BATCH
 from ..models import CLEARABLE_STATES
-from ..sender import RESPONSE_KEEP_BYTES
 from .common import ERROR_CODES, dumps, requires
 from .openapi_events import Schema, event_schemas, ref
 from .webhooks import (

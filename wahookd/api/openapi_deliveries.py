@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from ..delivery.sender import RESPONSE_KEEP_BYTES
 from ..events import EVENT_TYPES
 from ..models import State
-from ..sender import RESPONSE_KEEP_BYTES
 from ..units import DURATION_PATTERN
 from .deliveries import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT, MAX_SINCE_CHARS
 from .openapi import TIMESTAMP_PATTERN, Operation, _answer, _count, _error, _nullable, _object

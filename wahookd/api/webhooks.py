@@ -10,11 +10,10 @@ from aiohttp import web
 
 from ..audit import audit
 from ..config import CONNECTION_HEADERS, reserved_header
+from ..delivery.headers import delivery_headers
+from ..delivery.netpolicy import RefusedTarget, check_url
 from ..events import EVENT_TYPES, format_timestamp
 from ..models import Webhook
-from ..netpolicy import RefusedTarget, check_url
-from ..sender import USER_AGENT
-from ..signing import signature_headers
 from ..store import new_uid
 from .common import (
     ApiError,
@@ -305,15 +304,14 @@ async def test_webhook(request: web.Request) -> web.Response:
     raw = json_bytes(payload)
     msg_id = new_uid("test")
     event = payload.get("event")
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Webhook-Event": str(event) if _header_safe(event) else "test",
-        "X-Webhook-Id": msg_id,
-        "X-Webhook-Attempt": "1",
-        "X-Webhook-Timestamp": str(int(now)),
-        **signature_headers(secret, raw, msg_id, int(now)),
-    }
+    headers = delivery_headers(
+        event_type=str(event) if _header_safe(event) else "test",
+        msg_id=msg_id,
+        attempt=1,
+        timestamp=int(now),
+        body=raw,
+        secret=secret,
+    )
     result = await st.sender.post(url, raw, headers, now)
     answer: dict[str, Any] = {
         "success": result.ok,

@@ -26,20 +26,20 @@ import trustme
 import yarl
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
-from support import Receiver, ca_file, make_config, running_daemon
+from support import Receiver, ca_file, eventually, make_config, running_daemon
 
 from wahookd.app import reload
 from wahookd.cli import main
 from wahookd.config import ConfigError, DeliveryConfig, load_config
-from wahookd.models import AttemptResult
-from wahookd.netpolicy import (
+from wahookd.delivery.netpolicy import (
     PolicyResolver,
     RefusedAddress,
     RefusedTarget,
     check_url,
     refusal_reason,
 )
-from wahookd.sender import Sender
+from wahookd.delivery.sender import Sender
+from wahookd.models import AttemptResult
 
 EVENT = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}
 
@@ -695,12 +695,11 @@ def daemon_config(tmp_path: Path, ca: trustme.CA, *allow: str) -> Any:
 
 
 async def wait_for_failed(d: Any, count: int) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            _, queue = await d.call("GET", "/api/webhook/queue")
-            if queue["queue"]["failed"] == count:
-                return
-            await asyncio.sleep(0.05)
+    async def failed() -> bool:
+        _, queue = await d.call("GET", "/api/webhook/queue")
+        return bool(queue["queue"]["failed"] == count)
+
+    await eventually(failed, timeout_s=10, interval_s=0.05, what=f"{count} failed")
 
 
 async def attempt_errors(d: Any) -> list[str]:

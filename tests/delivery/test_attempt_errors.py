@@ -16,10 +16,10 @@ from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from hypothesis import given
 from hypothesis import strategies as st
-from test_attempt_failures import assert_ours
 
-from wahookd.attempt_errors import MAX_CHARS, Attempt, describe, one_line
-from wahookd.netpolicy import RefusedAddress
+from delivery.test_attempt_failures import assert_ours
+from wahookd.delivery.attempt_errors import MAX_CHARS, Attempt, describe, one_line
+from wahookd.delivery.netpolicy import RefusedAddress
 
 ATTEMPT = Attempt("receiver.test", 5.0)
 KEY = ConnectionKey("receiver.test", 443, True, True, None, None, None)

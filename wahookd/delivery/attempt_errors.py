@@ -25,9 +25,9 @@ from typing import Final, NamedTuple
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
-from .models import ErrorClass
+from ..models import ErrorClass
+from ..units import format_duration
 from .netpolicy import RefusedTarget
-from .units import format_duration
 
 MAX_CHARS = 300
 CONNECTION_REFUSED: Final = "connection refused"

@@ -13,15 +13,13 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.resolver import DefaultResolver
 
-from . import __version__
+from ..config import DeliveryConfig
+from ..models import AttemptResult, Claimed, ErrorClass, Webhook
 from .attempt_errors import Attempt, describe, status_text, timeout_text
-from .config import DeliveryConfig
-from .models import AttemptResult, Claimed, ErrorClass, Webhook
+from .headers import delivery_headers
 from .netpolicy import PolicyResolver, RefusedTarget, check_url
 from .retry import parse_retry_after
-from .signing import signature_headers
 
-USER_AGENT = f"wahookd/{__version__}"
 RESPONSE_KEEP_BYTES = 1024
 PREVIOUS_SECRET_GRACE_S = 24 * 3600
 
@@ -34,26 +32,23 @@ def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
-def delivery_headers(
+def attempt_headers(
     webhook: Webhook, claimed: Claimed, timestamp: int, now: float
 ) -> dict[str, str]:
-    """Every header of one attempt (SPEC §5), custom headers first so ours win."""
-    headers = dict(webhook.headers)
-    headers["Content-Type"] = "application/json"
-    headers["User-Agent"] = USER_AGENT
-    headers["X-Webhook-Event"] = claimed.event_type
-    headers["X-Webhook-Id"] = claimed.uid
-    headers["X-Webhook-Attempt"] = str(claimed.attempt)
-    headers["X-Webhook-Timestamp"] = str(timestamp)
+    """Every header of one attempt of a claimed delivery (SPEC §5)."""
     previous: Sequence[str] = ()
     if webhook.previous_secret and now < (webhook.previous_secret_until or 0.0):
         previous = (webhook.previous_secret,)  # rotation: both signatures for 24 h
-    headers.update(
-        signature_headers(
-            webhook.secret, claimed.body, claimed.uid, timestamp, previous_secrets=previous
-        )
+    return delivery_headers(
+        event_type=claimed.event_type,
+        msg_id=claimed.uid,
+        attempt=claimed.attempt,
+        timestamp=timestamp,
+        body=claimed.body,
+        secret=webhook.secret,
+        previous_secrets=previous,
+        custom=webhook.headers,
     )
-    return headers
 
 
 # URL form and literal-address checks are pure: remember the URLs that passed
@@ -134,7 +129,7 @@ class Sender:
 
     async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
         """Make one attempt of a claimed delivery to the webhook's current config."""
-        headers = delivery_headers(webhook, claimed, int(now), now)
+        headers = attempt_headers(webhook, claimed, int(now), now)
         return await self.post(webhook.url, claimed.body, headers, now)
 
     async def post(

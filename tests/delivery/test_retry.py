@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from wahookd.retry import next_attempt_at, parse_retry_after, total_attempts
+from wahookd.delivery.retry import next_attempt_at, parse_retry_after, total_attempts
 
 LADDER = (30.0, 300.0, 1800.0, 7200.0)  # the guide's 30 s, 5 min, 30 min, 2 h
 NOW = 1_700_000_000.0

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import trustme
 from standardwebhooks import Webhook as StandardWebhook
-from support import Receiver, Reply, ca_file, make_config, running_daemon
-from test_signing import NODE_VERIFIER, verify_webhook_signature
+from support import Receiver, Reply, ca_file, eventually, make_config, running_daemon
+
+from delivery.test_signing import NODE_VERIFIER, verify_webhook_signature
 
 SECRET = "your_webhook_secret_key"
 EVENT = {
@@ -35,13 +36,6 @@ async def configure(d, rx: Receiver, session: str = "s1", **extra: object) -> No
     body = {"url": rx.url, "events": ["*"], "secret": SECRET, **extra}
     status, answer = await d.call("PUT", f"/api/webhook/config/{session}", body)
     assert status == 200, answer
-
-
-async def wait_until(predicate, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_delivery_is_signed_and_verifiable(
@@ -89,7 +83,7 @@ async def test_retry_ladder_500_500_200(tmp_path: Path, ca: trustme.CA, receiver
         await configure(d, receiver)
         await d.call("POST", "/api/events", EVENT)
         got = await receiver.wait_for(3, timeout_s=15)
-        await wait_until(lambda: _stats(d, "successful", 1))
+        await eventually(lambda: _stats(d, "successful", 1))
         _, stats = await d.call("GET", "/api/webhook/stats/s1")
         _, queue = await d.call("GET", "/api/webhook/queue")
     assert [r.headers["X-Webhook-Attempt"] for r in got] == ["1", "2", "3"]
@@ -115,7 +109,7 @@ async def test_always_failing_ends_failed(
     async with running_daemon(config(tmp_path, ca, retry_schedule=["0.2s", "0.2s"])) as d:
         await configure(d, receiver)
         await d.call("POST", "/api/events", EVENT)
-        await wait_until(lambda: _stats(d, "failed", 1))
+        await eventually(lambda: _stats(d, "failed", 1))
         _, queue = await d.call("GET", "/api/webhook/queue")
         _, stats = await d.call("GET", "/api/webhook/stats/s1")
     assert len(receiver.requests) == 3
@@ -137,7 +131,7 @@ async def test_410_fails_at_once_and_deactivates(
     async with running_daemon(config(tmp_path, ca)) as d:
         await configure(d, receiver)
         await d.call("POST", "/api/events", EVENT)
-        await wait_until(lambda: _stats(d, "failed", 1))
+        await eventually(lambda: _stats(d, "failed", 1))
         _, cfg = await d.call("GET", "/api/webhook/config/s1")
         assert cfg["config"]["isActive"] is False
         # an inactive webhook gets no new deliveries
@@ -200,7 +194,7 @@ async def test_slow_receiver_does_not_hold_back_others(
         await d.call("POST", "/api/events", {"events": slow})
         started = time.monotonic()
         await d.call("POST", "/api/events", {**EVENT, "sessionId": "fast"})
-        await wait_until(lambda: _arrived(receiver, "/fast"), timeout_s=5)
+        await eventually(lambda: _arrived(receiver, "/fast"), timeout_s=5)
         assert time.monotonic() - started < 1.0
         # the slow one is limited to its per-webhook concurrency
         assert sum(r.path == "/slow" for r in receiver.requests) == 2
@@ -217,7 +211,7 @@ async def test_redirects_are_not_followed(
     async with running_daemon(config(tmp_path, ca, retry_schedule=["0.2s"])) as d:
         await configure(d, receiver)
         await d.call("POST", "/api/events", EVENT)
-        await wait_until(lambda: _stats(d, "failed", 1))
+        await eventually(lambda: _stats(d, "failed", 1))
     assert [r.path for r in receiver.requests] == ["/hook", "/hook"]
 
 
@@ -227,7 +221,7 @@ async def test_whole_attempt_timeout(tmp_path: Path, ca: trustme.CA, receiver: R
         await configure(d, receiver)
         await d.call("POST", "/api/events", EVENT)
         got = await receiver.wait_for(2, timeout_s=5)
-        await wait_until(lambda: _stats(d, "successful", 1))
+        await eventually(lambda: _stats(d, "successful", 1))
         assert got[1].at - got[0].at < 1.5  # the first attempt was cut at 0.5 s
         errors = await d.state.store._in_reader(
             lambda c: c.execute("SELECT error FROM attempts ORDER BY id").fetchall()
@@ -281,8 +275,8 @@ async def test_clear_queue_and_stats_survive_restart(
         await configure(d, receiver)
         await d.call("POST", "/api/events", EVENT)
         await d.call("POST", "/api/events", {**EVENT, "messageId": "bad"})
-        await wait_until(lambda: _stats(d, "successful", 1))
-        await wait_until(lambda: _queue(d, "retrying", 1))
+        await eventually(lambda: _stats(d, "successful", 1))
+        await eventually(lambda: _queue(d, "retrying", 1))
         status, removed = await d.call("DELETE", "/api/webhook/queue/s1?status=pending")
         assert removed == {"success": True, "removed": {"pending": 0, "retrying": 0, "failed": 0}}
         status, removed = await d.call("DELETE", "/api/webhook/queue/s1")

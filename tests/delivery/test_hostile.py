@@ -30,9 +30,9 @@ from support import (
     attempt_log,
     ca_file,
     capture_outcomes,
+    eventually,
     make_config,
     running_daemon,
-    wait_until,
 )
 
 from wahookd.models import Outcome
@@ -264,7 +264,7 @@ async def one_bad_attempt(d: Daemon, outcomes: list[Outcome], timeout_s: float =
     """Queue one event for the hostile webhook and return its first attempt's outcome."""
     status, _ = await d.call("POST", "/api/events", BAD_EVENT)
     assert status == 202
-    await wait_until(lambda: len(bad_outcomes(outcomes)) >= 1, timeout_s=timeout_s)
+    await eventually(lambda: len(bad_outcomes(outcomes)) >= 1, timeout_s=timeout_s)
     return bad_outcomes(outcomes)[0]
 
 
@@ -283,7 +283,7 @@ async def test_huge_200_is_delivered_after_reading_max_response(
         outcome = await one_bad_attempt(d, outcomes)
         elapsed_s = time.monotonic() - started
         # the daemon hung up: the server's writes fail long before 50 MiB
-        await wait_until(lambda: rx.finished == 1, timeout_s=5)
+        await eventually(lambda: rx.finished == 1, timeout_s=5)
         (row,) = await attempt_log(d, "bad")
         await assert_healthy(d, receiver)
     assert outcome.kind == "delivered" and outcome.result.error_class == "2xx"
@@ -301,8 +301,8 @@ async def test_endless_chunked_500_is_cut_and_retried(
         daemon_with(tmp_path, ca, receiver, rx.url, retry_schedule=["0.2s"]) as (d, outcomes),
     ):
         await d.call("POST", "/api/events", BAD_EVENT)
-        await wait_until(lambda: len(bad_outcomes(outcomes)) == 2, timeout_s=8)
-        await wait_until(lambda: rx.finished == 2, timeout_s=5)
+        await eventually(lambda: len(bad_outcomes(outcomes)) == 2, timeout_s=8)
+        await eventually(lambda: rx.finished == 2, timeout_s=5)
         log = await attempt_log(d, "bad")
         await assert_healthy(d, receiver)
     assert [o.kind for o in bad_outcomes(outcomes)] == ["retry", "failed"]
@@ -410,13 +410,13 @@ async def test_memory_stays_flat_under_huge_responses(
         # warm up at full concurrency: pools, TLS, buffers, the database
         warm_up = [{**BAD_EVENT, "reason": f"w{i}"} for i in range(4)]
         await d.call("POST", "/api/events", {"events": warm_up})
-        await wait_until(lambda: len(bad_outcomes(outcomes)) == 4, timeout_s=8)
+        await eventually(lambda: len(bad_outcomes(outcomes)) == 4, timeout_s=8)
         started = time.monotonic()
         async with peak_rss() as rss:
             events = [{**BAD_EVENT, "reason": f"r{i}"} for i in range(20)]
             status, _ = await d.call("POST", "/api/events", {"events": events})
             assert status == 202
-            await wait_until(lambda: len(bad_outcomes(outcomes)) == 24, timeout_s=8)
+            await eventually(lambda: len(bad_outcomes(outcomes)) == 24, timeout_s=8)
         elapsed_s = time.monotonic() - started
         await assert_healthy(d, receiver)
     baseline, peak = rss
@@ -446,13 +446,13 @@ async def test_whole_attempt_timeout_ends_it(
         daemon_with(tmp_path, ca, receiver, rx.url) as (d, outcomes),
     ):
         await d.call("POST", "/api/events", BAD_EVENT)
-        await wait_until(lambda: rx.connections == 1, timeout_s=3)
+        await eventually(lambda: rx.connections == 1, timeout_s=3)
         # while the hostile attempt hangs, the daemon serves everyone else
         await assert_healthy(d, receiver)
         assert not bad_outcomes(outcomes), "the healthy delivery waited for the hostile one"
-        await wait_until(lambda: len(bad_outcomes(outcomes)) == 1, timeout_s=5)
+        await eventually(lambda: len(bad_outcomes(outcomes)) == 1, timeout_s=5)
         # the daemon closed its end: the server notices (a failed write or EOF)
-        await wait_until(lambda: rx.finished == 1, timeout_s=3)
+        await eventually(lambda: rx.finished == 1, timeout_s=3)
         (row,) = await attempt_log(d, "bad")
         await assert_healthy(d, receiver)
     (outcome,) = bad_outcomes(outcomes)

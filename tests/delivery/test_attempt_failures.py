@@ -27,13 +27,13 @@ from support import (
     attempt_log,
     ca_file,
     capture_outcomes,
+    eventually,
     make_config,
     running_daemon,
-    wait_until,
 )
 
+from wahookd.delivery.sender import Sender
 from wahookd.logs import JsonFormatter, TextFormatter
-from wahookd.sender import Sender
 
 EVENT = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}
 # what must never reach an error text: Python's exception texts and reprs
@@ -220,7 +220,7 @@ async def test_the_attempt_names_why_it_failed(
         assert status == 200, answer
         status, answer = await d.call("POST", "/api/events", EVENT)
         assert status == 202 and answer["queued"] == 1, answer
-        await wait_until(lambda: len(outcomes) == 1)
+        await eventually(lambda: len(outcomes) == 1)
         (row,) = await attempt_log(d)
         _, tested = await d.call("POST", "/api/webhook/test", {"url": url})
     (outcome,) = outcomes

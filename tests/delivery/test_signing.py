@@ -14,7 +14,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from wahookd.signing import signature_headers, standard_key
+from wahookd.delivery.signing import signature_headers, standard_key
 
 BODY = (
     '{"event":"message.received","sessionId":"5bc99cea8975b95fe7077c64a3312145",'

@@ -24,15 +24,15 @@ from support import (
     attempt_log,
     ca_file,
     capture_outcomes,
+    eventually,
     make_config,
     running_daemon,
-    wait_until,
 )
 
 from wahookd.config import Config, ConfigError, DeliveryConfig, parse_config_text
+from wahookd.delivery.sender import make_ssl_context
 from wahookd.logs import TextFormatter
 from wahookd.models import Outcome
-from wahookd.sender import make_ssl_context
 
 EVENT = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}
 # both loopback forms, so a "localhost" URL passes the network policy however it resolves
@@ -171,7 +171,7 @@ async def test_bad_certificate_is_a_tls_failure_and_retried(
         await put_webhook(d, url)
         status, answer = await d.call("POST", "/api/events", EVENT)
         assert status == 202 and answer["queued"] == 1
-        await wait_until(lambda: len(outcomes) == 3)
+        await eventually(lambda: len(outcomes) == 3)
         log = await attempt_log(d)
         (got,) = rx.requests
     assert [o.result.error_class for o in outcomes] == ["tls", "tls", "2xx"]
@@ -223,7 +223,7 @@ async def test_tls_failures_end_failed_after_the_ladder(tmp_path: Path, ca: trus
             outcomes = capture_outcomes(d)
             await put_webhook(d, rx.url)
             await d.call("POST", "/api/events", EVENT)
-            await wait_until(lambda: len(outcomes) == 3)
+            await eventually(lambda: len(outcomes) == 3)
             _, queue = await d.call("GET", "/api/webhook/queue")
             _, stats = await d.call("GET", "/api/webhook/stats/s1")
             log = await attempt_log(d)
@@ -247,7 +247,7 @@ async def test_tls_error_reads_without_python_internals(
         outcomes = capture_outcomes(d)
         await put_webhook(d, url)
         await d.call("POST", "/api/events", EVENT)
-        await wait_until(lambda: len(outcomes) == 1)
+        await eventually(lambda: len(outcomes) == 1)
         (row,) = await attempt_log(d)
         _, tested = await d.call("POST", "/api/webhook/test", {"url": url})
     (line,) = [TextFormatter().format(r) for r in caplog.records if r.msg.startswith("attempt ")]

@@ -10,10 +10,10 @@ import pytest
 from support import make_config
 
 from wahookd.clock import FakeClock
+from wahookd.delivery.scheduler import Scheduler
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Webhook
 from wahookd.registry import Registry
-from wahookd.scheduler import Scheduler
 from wahookd.store import IngestItem, StorageUnavailable, Store
 
 OK = AttemptResult(200, None, 5, "OK", None, "2xx")
@@ -100,8 +100,8 @@ async def test_delivers_everything_with_a_small_window(tmp_path: Path, store: St
     for _ in range(1000):
         progressed = await sched.step()
         peak = max(peak, sched.in_memory)
-        if sched._tasks:
-            await asyncio.wait(set(sched._tasks))
+        if sched.tasks:
+            await asyncio.wait(sched.tasks)
         elif not progressed:
             break
     assert sorted(c[1] for c in sender.calls) == sorted(ids)  # each exactly once
@@ -242,18 +242,18 @@ async def test_many_backlogged_webhooks_cost_lane_keep_each(tmp_path: Path, stor
         lane_cap=150,
         delivery={"per_webhook_concurrency": 2, "concurrency": 4},
     )
-    assert sched.lane_keep == 64
+    assert sched.window.lane_keep == 64
     peak = 0
     for _ in range(50):
         await sched.step()
         peak = max(peak, sched.in_memory)
-    overflowed = [lane for lane in sched._lanes.values() if lane.overflow]
+    overflowed = [lane for lane in sched.window.lanes.values() if lane.overflow]
     assert len(overflowed) >= 10
     # without the shrink each overflowed lane would keep lane_cap (150): 12 x 150 = 1800
     assert peak <= 2 * 200 + 12 * 64, peak
     assert sched.inflight == 4
     sender.gate.set()
-    await asyncio.wait(set(sched._tasks))
+    await asyncio.wait(sched.tasks)
 
 
 async def test_a_crashing_attempt_is_a_failed_attempt(
@@ -279,8 +279,8 @@ async def test_a_push_during_a_lane_reload_is_not_lost(tmp_path: Path, store: St
     hook = await add_webhook(store, registry, "a")
     await ingest(store, hook, 1, clock.time())
     sched = make_scheduler(tmp_path, store, registry, ScriptedSender(), clock)
-    sched._lane(hook.id).overflow = True  # as after a long backlog: the lane reloads itself
-    sched._exhausted = True  # and the global refill has read everything else
+    sched.window.lane(hook.id).overflow = True  # as after a long backlog: the lane reloads itself
+    sched.window.exhausted = True  # and the global refill has read everything else
     gate = asyncio.Event()
     original = store.load_webhook_due
 
@@ -290,13 +290,13 @@ async def test_a_push_during_a_lane_reload_is_not_lost(tmp_path: Path, store: St
         return rows
 
     store.load_webhook_due = slow_read  # type: ignore[method-assign]
-    refill = asyncio.create_task(sched._refill())
+    refill = asyncio.create_task(sched.refill())
     await asyncio.sleep(0.05)
     (new_id,) = await ingest(store, hook, 1, clock.time(), start=1)
     sched.push([DueItem(clock.time(), new_id, hook.id)])
     gate.set()
     await refill
-    assert new_id in sched._items
+    assert new_id in sched.window
 
 
 async def test_the_loop_sleeps_while_every_slot_is_busy(tmp_path: Path, store: Store) -> None:
@@ -481,7 +481,7 @@ async def test_outcomes_storage_refused_keep_their_slots_until_written(
     for i in range(1, 11):
         sender.release(i)
     await sched.run_until_idle()
-    assert sched._reserved == 0
+    assert sched.recorder.reserved == 0
     await assert_nothing_queued(store)
 
 
@@ -511,7 +511,7 @@ async def test_a_commit_that_ends_after_shutdown_began_starts_no_attempt(
     fsync.set()
     assert await draining == 0
     assert len(sender.calls) == 1  # nothing started after the shutdown began
-    assert not sched._attempts_in_flight()
+    assert not sched.attempts_in_flight()
     assert await store.recover(clock.time()) == 1  # the claimed one goes back to the queue
 
 
