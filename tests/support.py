@@ -18,12 +18,17 @@ import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from wahookd.api.common import STATE, AppState
+from wahookd.api.keys import CLOCK, METRICS, REGISTRY, SCHEDULER, SENDER, STORE
 from wahookd.app import build_app
 from wahookd.auth import load_keys, mint_token
 from wahookd.clock import Clock
 from wahookd.config import Config, parse_config_text
+from wahookd.delivery.scheduler import Scheduler
+from wahookd.delivery.sender import Sender
+from wahookd.metrics import Metrics
 from wahookd.models import Outcome
+from wahookd.registry import Registry
+from wahookd.store import Store
 
 T = TypeVar("T")
 
@@ -141,11 +146,28 @@ jwt_secret = "{"s" * 64}"
 
 
 @dataclass
+class Parts:
+    """The running daemon's parts (app.py stores each under its own key), to look inside."""
+
+    store: Store
+    registry: Registry
+    scheduler: Scheduler
+    sender: Sender
+    metrics: Metrics
+    clock: Clock
+
+    @classmethod
+    def of(cls, app: web.Application) -> Parts:
+        """The parts of a started app."""
+        return cls(app[STORE], app[REGISTRY], app[SCHEDULER], app[SENDER], app[METRICS], app[CLOCK])
+
+
+@dataclass
 class Daemon:
     """An in-process daemon reached through a real loopback socket."""
 
     client: TestClient[Any, Any]
-    state: AppState
+    state: Parts
     config: Config
 
     def token(
@@ -181,7 +203,7 @@ async def running_daemon(config: Config, clock: Clock | None = None) -> AsyncIte
     """Start the real app on 127.0.0.1 and yield a client for it."""
     app = build_app(config, clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield Daemon(client, app[STATE], config)
+        yield Daemon(client, Parts.of(app), config)
 
 
 def capture_outcomes(daemon: Daemon) -> list[Outcome]:

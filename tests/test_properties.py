@@ -30,7 +30,6 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from wahookd.api import openapi
-from wahookd.api.common import MAX_JSON_DEPTH, too_deep
 from wahookd.events import (
     EVENT_TYPES,
     MAX_FIELD_CHARS,
@@ -43,6 +42,7 @@ from wahookd.events import (
     parse_ingest_body,
     validate_event,
 )
+from wahookd.jsontext import MAX_JSON_DEPTH, too_deep
 from wahookd.units import (
     DURATION_UNITS,
     SIZE_UNITS,

@@ -10,7 +10,20 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from .api.common import REFUSALS, STATE, AppState, auth_log, auth_middleware, error_middleware
+from .api import openapi
+from .api.common import auth_log, auth_middleware, error_middleware
+from .api.keys import (
+    CLOCK,
+    METRICS,
+    REFUSALS,
+    REGISTRY,
+    SCHEDULER,
+    SENDER,
+    SETTINGS,
+    STORE,
+    Settings,
+)
+from .api.meta import OPENAPI_JSON
 from .api.routes import add_routes
 from .audit import CONFIG as CONFIG_ACTOR
 from .audit import audit
@@ -29,7 +42,6 @@ from .store import Store
 log = logging.getLogger("wahookd")
 
 CONFIG = web.AppKey("wahookd_config", Config)
-CLOCK = web.AppKey("wahookd_clock", Clock)
 MAX_HEADER_BYTES = 16 * 1024
 PRUNER = web.AppKey("wahookd_pruner", Pruner)
 REFUSAL_LOG_INTERVAL_S = 10.0  # a refused token's warning, at most once per reason
@@ -47,6 +59,7 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[REFUSALS] = RateLimitedLog(auth_log, app[CLOCK], interval_s=REFUSAL_LOG_INTERVAL_S)
+    app[OPENAPI_JSON] = openapi.document_bytes()
     add_routes(app)
     app.cleanup_ctx.append(_daemon)
     return app
@@ -59,8 +72,8 @@ def static_rows(config: Config) -> list[tuple[str, str, str, tuple[str, ...], st
 
 async def reload(app: web.Application, new: Config) -> list[str]:
     """Apply a reloaded config (SIGHUP); returns what needs a restart to take effect."""
-    st = app[STATE]
-    old = st.config
+    settings, scheduler, registry = app[SETTINGS], app[SCHEDULER], app[REGISTRY]
+    old = settings.config
     restart = [
         f"{name} changed: restart wahookd to apply it"
         for name, before, after in (
@@ -72,21 +85,21 @@ async def reload(app: web.Application, new: Config) -> list[str]:
         if before != after
     ]
     keys = load_keys(new.auth, old.storage.path)
-    st.verifier = Verifier(new.auth, keys)
-    st.sender.reconfigure(new.delivery)
-    st.scheduler.config = new.delivery
-    statics = st.registry.statics()
+    settings.verifier = Verifier(new.auth, keys)
+    app[SENDER].reconfigure(new.delivery)
+    scheduler.config = new.delivery
+    statics = registry.statics()
     before = {hook.id for hook in statics}
-    await st.store.sync_static_webhooks(static_rows(new), st.clock.time())
-    st.registry.replace_all(await st.store.webhooks())
-    after = {hook.id: hook for hook in st.registry.statics()}
+    await app[STORE].sync_static_webhooks(static_rows(new), app[CLOCK].time())
+    registry.replace_all(await app[STORE].webhooks())
+    after = {hook.id: hook for hook in registry.statics()}
     _audit_statics(statics, list(after.values()))
     for webhook_id in before | set(after):
         # re-read each static lane: a reload may re-activate one or drop its queue
-        st.scheduler.webhook_changed(after.get(webhook_id), webhook_id)
+        scheduler.webhook_changed(after.get(webhook_id), webhook_id)
     app[PRUNER].keep_finished_s = new.storage.keep_finished_s
     storage = replace(old.storage, keep_finished_s=new.storage.keep_finished_s)
-    st.config = replace(new, server=old.server, storage=storage)
+    settings.config = replace(new, server=old.server, storage=storage)
     return restart
 
 
@@ -138,16 +151,9 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
             on_claimed=metrics.observe_claimed,
         )
         metrics.watch(store, scheduler)
-        app[STATE] = AppState(
-            config=config,
-            store=store,
-            registry=registry,
-            scheduler=scheduler,
-            sender=sender,
-            verifier=Verifier(config.auth, keys),
-            clock=clock,
-            metrics=metrics,
-        )
+        app[SETTINGS] = Settings(config, Verifier(config.auth, keys))
+        app[STORE], app[REGISTRY], app[SENDER] = store, registry, sender
+        app[SCHEDULER], app[METRICS] = scheduler, metrics
         runner = asyncio.create_task(scheduler.run(), name="wahookd-scheduler")
         pruner = Pruner(store, clock, config.storage.keep_finished_s)
         app[PRUNER] = pruner

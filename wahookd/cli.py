@@ -14,13 +14,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .auth import ROLES, KeyError_, Keys, generated_secret_path, load_keys, mint_token
 from .config import Config, ConfigError, find_config_path, load_config
-from .events import is_session_id
+from .events import SESSION_ID_RULE, is_session_id
+from .invocation import invocation as invocation  # tests import it from here
+from .logquery import DELIVERY_ID_RE, MAX_LIMIT
 from .logs import setup_logging
 from .models import State
 from .units import parse_duration
@@ -123,23 +124,17 @@ def _ops_parsers(
 
 def _session_arg(value: str) -> str:
     if not is_session_id(value):
-        raise argparse.ArgumentTypeError(
-            f"invalid session id {value!r}: 1-128 characters of A-Z a-z 0-9 . _ : @ -"
-        )
+        raise argparse.ArgumentTypeError(f"invalid session id {value!r}: {SESSION_ID_RULE}")
     return value
 
 
 def _delivery_arg(value: str) -> str:
-    from .api.deliveries import DELIVERY_ID_RE  # here: it imports the server side
-
     if not DELIVERY_ID_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"invalid delivery id {value!r}: dlv_ then hex digits")
     return value
 
 
 def _limit_arg(value: str) -> int:
-    from .api.deliveries import MAX_LIMIT
-
     if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_LIMIT}")
     return int(value)
@@ -223,23 +218,6 @@ def _token_keys(config: Config) -> Keys:
         ) from None
     except OSError as exc:
         raise UsageError(f"cannot read the JWT key {exc.filename}: {exc.strerror}") from None
-
-
-def invocation(argv0: str, executable: str) -> list[str]:
-    """The argv prefix that runs this wahookd again, absolute, from any directory.
-
-    argv0 is sys.argv[0]: the console script, the zipapp, or wahookd/__main__.py under
-    `python -m wahookd`. Without a file to point at, it is plain `wahookd` (on PATH).
-    """
-    program = Path(argv0)
-    if program.name == "__main__.py":
-        return [executable, "-m", "wahookd"]
-    if not argv0 or not program.is_file():
-        return ["wahookd"]
-    program = program.resolve()
-    if os.access(program, os.X_OK):
-        return [str(program)]
-    return [executable, str(program)]  # a zipapp installed 0644, or a script run by python
 
 
 def _ops(config: Config, args: argparse.Namespace) -> int:

@@ -12,11 +12,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
-from urllib.parse import urlsplit
 
-from wahookd.delivery.netpolicy import Network, RefusedTarget, check_url
-from wahookd.events import EVENT_TYPES, is_session_id
-from wahookd.units import parse_duration, parse_size
+from wahookd import config_tables as toml
+from wahookd.delivery.netpolicy import Network
+from wahookd.events import SESSION_ID_RULE, is_session_id
+from wahookd.rules import (
+    HEADER_NAME_TEXT,
+    RESERVED_HEADERS_TEXT,
+    RuleError,
+    check_event,
+    check_header,
+    check_header_count,
+    check_secret,
+    check_url,
+)
 
 Synchronous = Literal["full", "normal"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -27,7 +36,6 @@ SYMMETRIC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
 RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 ASYMMETRIC_ALGORITHMS: Final = (*RSA_ALGORITHMS, "ES256", "ES384", "ES512", "EdDSA")
 JWT_ALGORITHMS: Final = SYMMETRIC_ALGORITHMS + ASYMMETRIC_ALGORITHMS
-MAX_WEBHOOK_HEADERS: Final = 16
 DEFAULT_CONFIG_PATHS: Final = (Path("wahookd.toml"), Path("/etc/wahookd/wahookd.toml"))
 
 LISTEN_HELP: Final = 'use "HOST:PORT", "[IPv6]:PORT" or "unix:/path/to/socket"'
@@ -36,43 +44,6 @@ REQUIRE_HTTPS_HINT: Final = "set delivery.require_https = false to allow"
 _HOSTNAME_RE: Final = re.compile(
     r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
 )
-_HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_HEADER_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# Headers wahookd sets itself: letting a webhook override them would break signing or framing.
-SET_BY_WAHOOKD: Final = frozenset({"content-type", "user-agent", "host", "content-length"})
-RESERVED_HEADER_PREFIXES: Final = ("x-webhook-", "webhook-")
-# Headers that control the connection or the message framing (RFC 9110 7.6.1, RFC 9112):
-# a webhook's `Transfer-Encoding: chunked` next to our Content-Length, say, makes every
-# request one the receiver must refuse.
-CONNECTION_HEADERS: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-    }
-)
-RESERVED_HEADERS_TEXT: Final = (
-    "Content-Type, User-Agent, Host, Content-Length, X-Webhook-*, webhook-*, and the"
-    " connection headers Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, TE,"
-    " Trailer, Upgrade, Expect"
-)
-
-
-def reserved_header(name: str) -> bool:
-    """True when a webhook may not set this header (any case): see RESERVED_HEADERS_TEXT."""
-    lower = name.lower()
-    return (
-        lower in SET_BY_WAHOOKD
-        or lower in CONNECTION_HEADERS
-        or lower.startswith(RESERVED_HEADER_PREFIXES)
-    )
-
-
 _SUN_PATH_MAX: Final = 107  # sockaddr_un.sun_path is 108 bytes including the NUL on Linux
 
 _T = TypeVar("_T")
@@ -188,7 +159,7 @@ def find_config_path(cli_path: str | None, environ: Mapping[str, str]) -> Path |
             return Path(explicit)
     for candidate in DEFAULT_CONFIG_PATHS:
         if candidate.is_file():
-            return _absolute(candidate)
+            return toml.absolute(candidate)
     return None
 
 
@@ -202,7 +173,7 @@ def load_config(path: Path | None, *, check_files: bool = True) -> Config:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: not UTF-8 ({exc.reason})"]) from None
-    base_dir = _absolute(path).parent
+    base_dir = toml.absolute(path).parent
     return parse_config_text(text, source=path, base_dir=base_dir, check_files=check_files)
 
 
@@ -215,7 +186,7 @@ def parse_config_text(
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{where}: invalid TOML: {exc}"]) from None
-    ctx = _Context(where, _absolute(base_dir), check_files, [])
+    ctx = toml.Context(where, toml.absolute(base_dir), check_files, [])
     for name in doc:
         if name not in _SECTIONS:
             known = ", ".join(_SECTIONS)
@@ -227,7 +198,7 @@ def parse_config_text(
     delivery = _delivery(ctx.section(doc, "delivery"), ctx)
     webhooks = _webhooks(doc.get("webhook", []), ctx, delivery)
     log = _log(ctx.section(doc, "log"))
-    source = _absolute(source) if source is not None else None
+    source = toml.absolute(source) if source is not None else None
     config = Config(server, storage, auth, delivery, webhooks, log, source)
     if ctx.errors:
         raise ConfigError(ctx.errors)
@@ -263,176 +234,14 @@ def parse_listen(value: str) -> Listen:
 # --- reading tables -------------------------------------------------------------------------
 
 _SECTIONS: Final = ("server", "storage", "auth", "delivery", "webhook", "log")
-_TOML_TYPES: Final = {"bool": "boolean", "int": "integer", "str": "string", "list": "array"}
-
-
-def _toml_type(value: object) -> str:
-    name = type(value).__name__
-    return "table" if isinstance(value, dict) else _TOML_TYPES.get(name, name)
-
-
-@dataclass
-class _Context:
-    where: str
-    base_dir: Path
-    check_files: bool
-    errors: list[str]
-
-    def section(self, doc: Mapping[str, object], name: str) -> _Table:
-        data = doc.get(name, {})
-        if not isinstance(data, dict):
-            self.errors.append(f"{self.where}: {name}: expected a table, got {_toml_type(data)}")
-            data = {}
-        return _Table(self, name, f"[{name}]", data)
-
-
-class _Table:
-    """One TOML table being read; problems are recorded, not raised, so all get reported."""
-
-    def __init__(self, ctx: _Context, name: str, header: str, data: Mapping[str, object]) -> None:
-        self.ctx, self.name, self.header, self.data = ctx, name, header, data
-        self.known: list[str] = []
-        self.failed: set[str] = set()
-
-    def error(self, key: str, problem: str) -> None:
-        self.failed.add(key)
-        self.ctx.errors.append(f"{self.ctx.where}: {self.name}.{key}: {problem}")
-
-    def get(self, key: str, convert: Callable[[object], _T], default: _T) -> _T:
-        self.known.append(key)
-        if key not in self.data:
-            return default
-        try:
-            return convert(self.data[key])
-        except _PartError as exc:
-            for suffix, problem in exc.parts:
-                self.error(key + suffix, problem)
-        except ValueError as exc:
-            self.error(key, str(exc))
-        return default
-
-    def done(self) -> None:
-        """Report keys nobody asked for; the known list comes from the keys actually read."""
-        for key in self.data:
-            if key not in self.known:
-                known = ", ".join(self.known)
-                self.error(key, f"unknown key {key!r} in {self.header}; known: {known}")
-
-    def file(self, key: str) -> Path | None:
-        """An optional file ("" = unset), resolved and, with check_files, proven readable."""
-        path = self.get(key, _path(self.ctx.base_dir, optional=True), None)
-        if path is not None and self.ctx.check_files:
-            try:
-                with path.open("rb"):
-                    pass
-            except OSError as exc:
-                self.error(key, f"cannot read file '{path}': {exc.strerror or exc}")
-        return path
-
-
-class _PartError(ValueError):
-    """Bad array elements or table entries: each reported as key[1] or key.Name."""
-
-    def __init__(self, parts: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(problem for _, problem in parts))
-        self.parts = parts
-
-
-def _expect(value: object, types: type | tuple[type, ...], expected: str) -> None:
-    # bool is an int subclass in Python, but `true` is never a number in TOML and vice versa.
-    if not isinstance(value, types) or isinstance(value, bool) != (types is bool):
-        raise ValueError(f"expected {expected}, got {_toml_type(value)}")
-
-
-def _absolute(path: Path) -> Path:
-    # Lexical, unlike Path.resolve(): "../x" is tidied but symlinks stay as the operator wrote.
-    return Path(os.path.abspath(path))
-
-
-def _string(value: object) -> str:
-    _expect(value, str, "a string")
-    return cast(str, value)
-
-
-def _boolean(value: object) -> bool:
-    _expect(value, bool, "true or false")
-    return cast(bool, value)
-
-
-def _integer(value: object) -> int:
-    _expect(value, int, "an integer")
-    return cast(int, value)
-
-
-def _duration(value: object) -> float:
-    _expect(value, (str, int, float), 'a duration like "30s" or a number of seconds')
-    return parse_duration(value)
-
-
-def _size(value: object) -> int:
-    _expect(value, (str, int), 'a size like "64KiB" or a number of bytes')
-    return parse_size(value)
-
-
-def _positive(convert: Callable[[object], _N]) -> Callable[[object], _N]:
-    def check(value: object) -> _N:
-        result = convert(value)
-        if result <= 0:
-            raise ValueError(f"must be greater than 0, got {value!r}")
-        return result
-
-    return check
-
-
-def _path(base_dir: Path, *, optional: bool) -> Callable[[object], Path | None]:
-    def convert(value: object) -> Path | None:
-        if (text := _string(value)) == "" and optional:
-            return None
-        if text == "":
-            raise ValueError("must not be empty")
-        return _absolute(base_dir / text)  # an absolute text replaces base_dir
-
-    return convert
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
-    def convert(value: object) -> str:
-        if (text := _string(value)) not in options:
-            raise ValueError(f"unknown value {text!r}; use one of: {', '.join(options)}")
-        return text
-
-    return convert
-
-
-def _array(item: Callable[[object], _T]) -> Callable[[object], tuple[_T, ...]]:
-    def convert(value: object) -> tuple[_T, ...]:
-        _expect(value, list, "an array")
-        items, problems = [], []
-        for index, element in enumerate(cast(list[object], value)):
-            try:
-                items.append(item(element))
-            except ValueError as exc:
-                problems.append((f"[{index}]", str(exc)))
-        if problems:
-            raise _PartError(problems)
-        return tuple(items)
-
-    return convert
-
-
-def _network(value: object) -> Network:
-    try:
-        return ipaddress.ip_network(_string(value), strict=False)
-    except ValueError:
-        raise ValueError(f'invalid CIDR {value!r}; use e.g. "127.0.0.0/8" or "fd00::/8"') from None
 
 
 def _listen(base_dir: Path) -> Callable[[object], Listen]:
     def convert(value: object) -> Listen:
-        listen = parse_listen(_string(value))
+        listen = parse_listen(toml.string(value))
         if listen.unix_path is None:
             return listen
-        return parse_listen(f"unix:{_absolute(base_dir / listen.unix_path)}")  # recheck length
+        return parse_listen(f"unix:{toml.absolute(base_dir / listen.unix_path)}")  # recheck length
 
     return convert
 
@@ -440,41 +249,43 @@ def _listen(base_dir: Path) -> Callable[[object], Listen]:
 # --- sections -------------------------------------------------------------------------------
 
 
-def _server(t: _Table, ctx: _Context) -> ServerConfig:
+def _server(t: toml.Table, ctx: toml.Context) -> ServerConfig:
     server = ServerConfig(
         listen=t.get("listen", _listen(ctx.base_dir), ServerConfig.listen),
-        max_body=t.get("max_body", _positive(_size), ServerConfig.max_body),
-        shutdown_grace_s=t.get("shutdown_grace", _duration, ServerConfig.shutdown_grace_s),
+        max_body=t.get("max_body", toml.positive(toml.size), ServerConfig.max_body),
+        shutdown_grace_s=t.get("shutdown_grace", toml.duration, ServerConfig.shutdown_grace_s),
     )
     t.done()
     return server
 
 
-def _storage(t: _Table, ctx: _Context) -> StorageConfig:
+def _storage(t: toml.Table, ctx: toml.Context) -> StorageConfig:
     # The default lives under the working directory, not beside the config file (SPEC §1).
     default_path = Path.cwd() / "wahookd-data" / "wahookd.db"
     storage = StorageConfig(
-        path=t.get("path", _path(ctx.base_dir, optional=False), None) or default_path,
-        synchronous=cast(Synchronous, t.get("synchronous", _choice(get_args(Synchronous)), "full")),
-        keep_finished_s=t.get("keep_finished", _duration, StorageConfig.keep_finished_s),
+        path=t.get("path", toml.path_of(ctx.base_dir, optional=False), None) or default_path,
+        synchronous=cast(
+            Synchronous, t.get("synchronous", toml.choice(get_args(Synchronous)), "full")
+        ),
+        keep_finished_s=t.get("keep_finished", toml.duration, StorageConfig.keep_finished_s),
     )
     t.done()
     return storage
 
 
-def _auth(t: _Table, ctx: _Context) -> AuthConfig:
-    secret = t.get("jwt_secret", _string, None)
+def _auth(t: toml.Table, ctx: toml.Context) -> AuthConfig:
+    secret = t.get("jwt_secret", toml.string, None)
     secret_file = t.file("jwt_secret_file")
     public_key_file = t.file("jwt_public_key_file")
-    algorithms = t.get("algorithms", _array(_algorithm), AuthConfig.algorithms)
+    algorithms = t.get("algorithms", toml.array(_algorithm), AuthConfig.algorithms)
     auth = AuthConfig(
         jwt_secret=secret,
         jwt_secret_file=secret_file,
         jwt_public_key_file=public_key_file,
         algorithms=tuple(dict.fromkeys(algorithms)),  # drop repeats, keep the operator's order
-        issuer=t.get("issuer", _string, ""),
-        audience=t.get("audience", _string, ""),
-        leeway_s=t.get("leeway", _duration, AuthConfig.leeway_s),
+        issuer=t.get("issuer", toml.string, ""),
+        audience=t.get("audience", toml.string, ""),
+        leeway_s=t.get("leeway", toml.duration, AuthConfig.leeway_s),
     )
     t.done()
     if secret == "":
@@ -493,7 +304,7 @@ def _auth(t: _Table, ctx: _Context) -> AuthConfig:
 
 
 def _algorithm(value: object) -> str:
-    name = _string(value)
+    name = toml.string(value)
     if name.lower() == "none":
         raise ValueError("algorithm 'none' is never accepted")
     if name not in JWT_ALGORITHMS:
@@ -502,27 +313,27 @@ def _algorithm(value: object) -> str:
 
 
 def _jitter(value: object) -> float:
-    _expect(value, (int, float), "a number")
+    toml.expect(value, (int, float), "a number")
     if not 0 <= cast(float, value) < 1:
         raise ValueError(f"must be at least 0 and below 1 (0.2 = ±20 %), got {value}")
     return float(cast(float, value))
 
 
-def _delivery(t: _Table, ctx: _Context) -> DeliveryConfig:
+def _delivery(t: toml.Table, ctx: toml.Context) -> DeliveryConfig:
     d = DeliveryConfig
     delivery = DeliveryConfig(
-        timeout_s=t.get("timeout", _positive(_duration), d.timeout_s),
-        retry_schedule_s=t.get("retry_schedule", _array(_duration), d.retry_schedule_s),
+        timeout_s=t.get("timeout", toml.positive(toml.duration), d.timeout_s),
+        retry_schedule_s=t.get("retry_schedule", toml.array(toml.duration), d.retry_schedule_s),
         retry_jitter=t.get("retry_jitter", _jitter, d.retry_jitter),
-        concurrency=t.get("concurrency", _positive(_integer), d.concurrency),
+        concurrency=t.get("concurrency", toml.positive(toml.integer), d.concurrency),
         per_webhook_concurrency=t.get(
-            "per_webhook_concurrency", _positive(_integer), d.per_webhook_concurrency
+            "per_webhook_concurrency", toml.positive(toml.integer), d.per_webhook_concurrency
         ),
-        require_https=t.get("require_https", _boolean, d.require_https),
-        allow_networks=t.get("allow_networks", _array(_network), d.allow_networks),
+        require_https=t.get("require_https", toml.boolean, d.require_https),
+        allow_networks=t.get("allow_networks", toml.array(toml.network), d.allow_networks),
         ca_file=t.file("ca_file"),
-        max_response=t.get("max_response", _size, d.max_response),
-        disable_after_s=t.get("disable_after", _duration, d.disable_after_s),
+        max_response=t.get("max_response", toml.size, d.max_response),
+        disable_after_s=t.get("disable_after", toml.duration, d.disable_after_s),
     )
     t.done()
     if delivery.ca_file is not None and ctx.check_files and "ca_file" not in t.failed:
@@ -534,24 +345,26 @@ def _delivery(t: _Table, ctx: _Context) -> DeliveryConfig:
     return delivery
 
 
-def _log(t: _Table) -> LogConfig:
+def _log(t: toml.Table) -> LogConfig:
     log = LogConfig(
-        level=cast(LogLevel, t.get("level", _choice(LOG_LEVELS), "info")),
-        format=cast(LogFormat, t.get("format", _choice(LOG_FORMATS), "text")),
+        level=cast(LogLevel, t.get("level", toml.choice(LOG_LEVELS), "info")),
+        format=cast(LogFormat, t.get("format", toml.choice(LOG_FORMATS), "text")),
     )
     t.done()
     return log
 
 
-def _webhooks(value: object, ctx: _Context, delivery: DeliveryConfig) -> tuple[StaticWebhook, ...]:
+def _webhooks(
+    value: object, ctx: toml.Context, delivery: DeliveryConfig
+) -> tuple[StaticWebhook, ...]:
     if not (isinstance(value, list) and all(isinstance(item, dict) for item in value)):
-        got = _toml_type(value)
+        got = toml.toml_type(value)
         ctx.errors.append(f"{ctx.where}: webhook: expected [[webhook]] tables, got {got}")
         return ()
     hooks: list[StaticWebhook] = []
     first_index: dict[str, int] = {}
     for index, data in enumerate(value):
-        t = _Table(ctx, f"webhook[{index}]", "[[webhook]]", data)
+        t = toml.Table(ctx, f"webhook[{index}]", "[[webhook]]", data)
         hook = _webhook(t, ctx, delivery)
         if hook is None:
             continue
@@ -563,7 +376,7 @@ def _webhooks(value: object, ctx: _Context, delivery: DeliveryConfig) -> tuple[S
     return tuple(hooks)
 
 
-def _webhook(t: _Table, ctx: _Context, delivery: DeliveryConfig) -> StaticWebhook | None:
+def _webhook(t: toml.Table, ctx: toml.Context, delivery: DeliveryConfig) -> StaticWebhook | None:
     session = t.get("session", _session, None)
     url = t.get("url", _url(delivery), None)
     events = t.get("events", _events, None)
@@ -598,28 +411,29 @@ def _read_secret_file(path: Path) -> str:
 
 
 def _session(value: object) -> str:
-    if (session := _string(value)) != "*" and not is_session_id(session):
-        raise ValueError(
-            f'invalid session id {value!r}; use "*" or 1-128 characters of A-Z a-z 0-9 . _ : @ -'
-        )
+    if (session := toml.string(value)) != "*" and not is_session_id(session):
+        raise ValueError(f'invalid session id {value!r}; use "*" or {SESSION_ID_RULE}')
     return session
 
 
 def _secret(value: object) -> str:
-    if not 1 <= len(secret := _string(value)) <= 256:
-        raise ValueError(f"secret must be 1-256 characters, got {len(secret)}")
+    secret = toml.string(value)
+    try:
+        check_secret(secret)
+    except RuleError:
+        raise ValueError(f"secret must be 1-256 characters, got {len(secret)}") from None
     return secret
 
 
 def _event(value: object) -> str:
-    if (event := _string(value)) != "*" and event not in EVENT_TYPES:
-        known = ", ".join(EVENT_TYPES)
-        raise ValueError(f'unknown event type {event!r}; known: {known}, or "*" for all')
-    return event
+    try:
+        return check_event(toml.string(value), "")
+    except RuleError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _events(value: object) -> tuple[str, ...]:
-    events = _array(_event)(value)
+    events = toml.array(_event)(value)
     if not events:
         raise ValueError('must name at least one event type, or ["*"] for all')
     return tuple(dict.fromkeys(events))
@@ -628,24 +442,27 @@ def _events(value: object) -> tuple[str, ...]:
 def _url(delivery: DeliveryConfig) -> Callable[[object], str]:
     def convert(value: object) -> str:
         # The same rules as PUT /api/webhook/config, so static and API webhooks are alike.
-        url = _string(value)
+        url = toml.string(value)
         try:
-            # the https rule below names its config key
-            check_url(url, require_https=False, allow_networks=delivery.allow_networks)
-        except RefusedTarget as exc:
-            raise ValueError(f"{exc}: {url!r}") from None
-        if delivery.require_https and urlsplit(url).scheme != "https":
-            raise ValueError(f"{url!r} is not https; {REQUIRE_HTTPS_HINT}")
+            check_url(
+                url, require_https=delivery.require_https, allow_networks=delivery.allow_networks
+            )
+        except RuleError as exc:
+            if exc.rule == "url_not_https":  # the https rule names its config key
+                raise ValueError(f"{url!r} is not https; {REQUIRE_HTTPS_HINT}") from None
+            raise ValueError(f"{exc.message}: {url!r}") from None
         return url
 
     return convert
 
 
 def _headers(value: object) -> tuple[tuple[str, str], ...]:
-    _expect(value, dict, 'a table like {X-Api-Key = "..."}')
+    toml.expect(value, dict, 'a table like {X-Api-Key = "..."}')
     headers = cast(dict[str, object], value)
-    if len(headers) > MAX_WEBHOOK_HEADERS:
-        raise ValueError(f"at most {MAX_WEBHOOK_HEADERS} headers, got {len(headers)}")
+    try:
+        check_header_count(len(headers))
+    except RuleError as exc:
+        raise ValueError(exc.message) from None
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, header_value in headers.items():
@@ -653,20 +470,26 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
             problems.append((f".{name}", problem))
         seen.add(name.lower())
     if problems:
-        raise _PartError(problems)
+        raise toml.PartError(problems)
     return tuple(cast(dict[str, str], headers).items())
 
 
+# the config file's wording of the header rules (rules.py words them for the API)
+_OWNED_BY_WAHOOKD: Final = (
+    f"set or controlled by wahookd itself; not allowed: {RESERVED_HEADERS_TEXT}"
+)
+_HEADER_WORDING: Final[dict[str, str]] = {
+    "header_name": f"invalid header name: use {HEADER_NAME_TEXT}",
+    "header_reserved": _OWNED_BY_WAHOOKD,
+    "header_connection": _OWNED_BY_WAHOOKD,
+}
+
+
 def _header_problem(name: str, value: object, seen: set[str]) -> str | None:
-    lower = name.lower()
-    if not _HEADER_NAME_RE.fullmatch(name):
-        return "invalid header name: use letters, digits and !#$%&'*+-.^_`|~"
-    if reserved_header(name):
-        return f"set or controlled by wahookd itself; not allowed: {RESERVED_HEADERS_TEXT}"
-    if lower in seen:
-        return "given twice (header names ignore case)"
-    if not isinstance(value, str):
-        return f"expected a string, got {_toml_type(value)}"
-    if _HEADER_VALUE_BAD_RE.search(value):
-        return "value contains CR, LF or another control character"
+    try:
+        check_header(name, value, seen)
+    except RuleError as exc:
+        if exc.rule == "header_value" and not isinstance(value, str):
+            return f"expected a string, got {toml.toml_type(value)}"
+        return _HEADER_WORDING.get(exc.rule, exc.message)
     return None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import time
 from collections.abc import Sequence
@@ -12,7 +10,7 @@ from typing import Final, TypeGuard
 
 import msgspec
 
-from .jsontext import encode_compact
+from .jsontext import JsonError, check_json, encode_compact, whole_name
 
 # The eight event types and the fields each must carry (besides `event` and `sessionId`).
 EVENT_TYPES: Final[dict[str, tuple[str, ...]]] = {
@@ -56,8 +54,8 @@ _STRING_LIMITS: Final[dict[str, tuple[tuple[str, int], ...]]] = {
     for event_type, fields in EVENT_TYPES.items()
 }
 _KNOWN: Final = ", ".join(sorted(EVENT_TYPES))
-_SESSION_ID_RULE: Final = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
-_SIMPLE_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# the one wording of the session-id rule: config, API, CLI and ingest messages quote it
+SESSION_ID_RULE: Final = "1-128 characters of A-Z a-z 0-9 . _ : @ -"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -77,7 +75,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
 
 def is_session_id(value: object) -> TypeGuard[str]:
-    """True when value is a valid session id (1-128 of A-Z a-z 0-9 . _ : @ -)."""
+    """True when value is a valid session id (SESSION_ID_RULE)."""
     return isinstance(value, str) and SESSION_ID_RE.fullmatch(value) is not None
 
 
@@ -118,7 +116,7 @@ def validate_event(
     strict JSON within the depth limit already and check_json's walk is skipped.
     """
     if not isinstance(obj, dict):
-        raise EventError(f"{_whole(prefix)}: must be a JSON object, got {_json_type(obj)}")
+        raise EventError(f"{whole_name(prefix)}: must be a JSON object, got {_json_type(obj)}")
 
     event_type = obj.get("event")
     if "event" not in obj:
@@ -132,7 +130,7 @@ def validate_event(
     if "sessionId" not in obj:
         raise EventError(f"{prefix}sessionId: required")
     if not is_session_id(session_id):
-        raise EventError(f"{prefix}sessionId: {_SESSION_ID_RULE}, got {_show(session_id)}")
+        raise EventError(f"{prefix}sessionId: must be {SESSION_ID_RULE}, got {_show(session_id)}")
 
     for name, limit in _STRING_LIMITS[event_type]:
         value = obj.get(name)
@@ -157,7 +155,10 @@ def validate_event(
         event_id = sent_id
 
     if not parsed:
-        check_json(obj, prefix)
+        try:
+            check_json(obj, prefix)
+        except JsonError as exc:
+            raise EventError(str(exc)) from None
 
     if "timestamp" not in obj:
         # Copy so the caller's object is untouched; the new key lands last, after the sent ones.
@@ -165,7 +166,7 @@ def validate_event(
     try:
         body = encode_compact(obj)
     except ValueError as exc:  # an int past sys.get_int_max_str_digits(): no JSON text
-        raise EventError(f"{_whole(prefix)}: cannot be written as JSON: {exc}") from None
+        raise EventError(f"{whole_name(prefix)}: cannot be written as JSON: {exc}") from None
     return Event(event_id=event_id, session_id=session_id, type=event_type, body=body)
 
 
@@ -205,62 +206,6 @@ def _check_required(obj: dict[object, object], name: str, event_type: str, prefi
     limit = MAX_FIELD_CHARS_BY_NAME.get(name, MAX_FIELD_CHARS)
     if len(value) > limit:
         raise EventError(f"{prefix}{name}: at most {limit} characters, got {len(value)}")
-
-
-def check_json(root: dict[object, object], prefix: str = "") -> None:
-    """Raise EventError unless root is strict JSON in valid UTF-8, at most MAX_DEPTH deep.
-
-    No NaN or infinity and no lone surrogate; the message names the offending field.
-    """
-    # Iterative, so a deep structure meets MAX_DEPTH instead of Python's recursion limit.
-    stack: list[tuple[object, str, int]] = [(root, _whole(prefix), 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth >= MAX_DEPTH:
-                raise EventError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise EventError(f"{path}: object keys must be strings")
-                child = _child_path(path, key, at_root=depth == 0 and not prefix)
-                if not _is_unicode(key):
-                    raise EventError(f"{child}: key is not valid Unicode (lone surrogate)")
-                stack.append((item, child, depth + 1))
-        elif isinstance(value, list):
-            if depth >= MAX_DEPTH:
-                raise EventError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
-        elif isinstance(value, str):
-            if not _is_unicode(value):
-                raise EventError(f"{path}: string is not valid Unicode (lone surrogate)")
-        elif isinstance(value, float):
-            # json.loads turns NaN, Infinity and 1e400 into floats that JSON cannot carry.
-            if not math.isfinite(value):
-                raise EventError(f"{path}: must be a finite number")
-        elif value is not None and not isinstance(value, int):
-            raise EventError(f"{path}: not a JSON value ({type(value).__name__})")
-
-
-def _child_path(path: str, key: str, *, at_root: bool) -> str:
-    """Path of `key` inside `path`, written so the message stays unambiguous."""
-    if _SIMPLE_KEY_RE.fullmatch(key):
-        return key if at_root else f"{path}.{key}"
-    quoted = json.dumps(key)
-    return quoted if at_root else f"{path}[{quoted}]"
-
-
-def _whole(prefix: str) -> str:
-    """Name for the event object itself: "events[2]" in a batch, "body" alone."""
-    return prefix.removesuffix(".") or "body"
-
-
-def _is_unicode(text: str) -> bool:
-    """False when text holds a lone surrogate, which UTF-8 cannot encode."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _show(value: object) -> str:

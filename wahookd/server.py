@@ -15,12 +15,13 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooL
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from .api.common import STATE, error_response
+from .api.common import error_response
+from .api.keys import SCHEDULER
 from .app import build_app, reload
 from .auth import generated_secret_path
-from .cli import invocation
 from .clock import Clock
 from .config import Config, ConfigError, load_config
+from .invocation import invocation
 from .logs import set_level
 from .systemd import Notifier
 
@@ -110,7 +111,7 @@ async def serve(
     watchdog = asyncio.create_task(notifier.watchdog(), name="wahookd-watchdog")
     try:
         await _start_site(runner, config)
-        await app[STATE].scheduler.started.wait()
+        await app[SCHEDULER].started.wait()
         _announce(config)
         notifier.ready(f"listening on {config.server.listen}")
         while not stop.is_set():

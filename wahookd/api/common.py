@@ -1,28 +1,18 @@
-"""What every handler shares: the app state, the error envelope, JSON in and out."""
+"""What every handler shares: the error envelope, JSON in and out, roles, the caller."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ..auth import AuthError, Principal, Role, Verifier
-from ..clock import Clock
-from ..config import Config
-from ..delivery.scheduler import Scheduler
-from ..delivery.sender import Sender
-from ..events import EventError, check_json, is_session_id
-from ..jsontext import MAX_JSON_DEPTH, decode_object
-from ..logs import RateLimitedLog
-from ..metrics import Metrics
-from ..registry import Registry
-from ..store import StorageUnavailable, Store
+from ..jsontext import JsonError, dumps_compact, parse_json_object
+from ..rules import RuleError, check_session_id
+from ..store import StorageUnavailable
+from .keys import REFUSALS, SETTINGS
 
 log = logging.getLogger("wahookd.api")
 auth_log = logging.getLogger("wahookd.auth")
@@ -43,23 +33,6 @@ ERROR_CODES: dict[int, str] = {
 }
 
 
-@dataclass
-class AppState:
-    """Everything the handlers reach: built at startup by app.py."""
-
-    config: Config
-    store: Store
-    registry: Registry
-    scheduler: Scheduler
-    sender: Sender
-    verifier: Verifier
-    clock: Clock
-    metrics: Metrics
-
-
-STATE = web.AppKey("wahookd_state", AppState)
-# one warning per refusal reason every 10 s (built by app.py with the app's clock)
-REFUSALS = web.AppKey("wahookd_refusals", RateLimitedLog)
 PRINCIPAL_KEY = web.RequestKey("wahookd_principal", Principal)
 
 
@@ -73,14 +46,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def dumps(data: Any) -> str:
-    """Compact JSON, unicode kept as is."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
 def ok(data: dict[str, Any], status: int = 200) -> web.Response:
     """A JSON answer."""
-    return web.json_response(data, status=status, dumps=dumps)
+    return web.json_response(data, status=status, dumps=dumps_compact)
 
 
 def error_response(
@@ -89,12 +57,7 @@ def error_response(
     """The error envelope: {"success": false, "error": {"code", "message"}}."""
     code = ERROR_CODES.get(status, "internal" if status >= 500 else "validation_error")
     body = {"success": False, "error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers, dumps=dumps)
-
-
-def state(request: web.Request) -> AppState:
-    """The app state of the request's application."""
-    return request.app[STATE]
+    return web.json_response(body, status=status, headers=headers, dumps=dumps_compact)
 
 
 def principal(request: web.Request) -> Principal:
@@ -109,8 +72,7 @@ def session_param(request: web.Request) -> str:
 
 def check_session(request: web.Request, session_id: object, field: str) -> str:
     """Validate a session id and check the token may act on it."""
-    if not is_session_id(session_id):
-        raise ApiError(400, f"{field}: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+    session_id = check_session_id(session_id, field)
     if not principal(request).can_see(session_id):
         raise ApiError(403, f"the token does not cover session '{session_id}'")
     return session_id
@@ -121,79 +83,10 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ApiError(415, "Content-Type must be application/json")
     raw = await request.read()
-    return parse_json_object(raw)
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """raw as a JSON object of strict JSON values, or a 400 ApiError that names the problem."""
-    data = decode_object(raw)
-    if data is not None:
-        return data
-    # msgspec refused it or was unsure: the standard library decides, and explains
-    return parse_json_object_stdlib(raw)
-
-
-def parse_json_object_stdlib(raw: bytes) -> dict[str, Any]:
-    """parse_json_object with the standard library alone: the reference, and every 400."""
     try:
-        # JSON between systems is UTF-8 (RFC 8259 §8.1); a BOM is tolerated
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, f"body: invalid JSON: not UTF-8: {exc}") from None
-    if too_deep(text):
-        raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    unusual = False
-
-    def constant(name: str) -> float:  # NaN, Infinity, -Infinity: not JSON
-        nonlocal unusual
-        unusual = True
-        return float(name)
-
-    def number(digits: str) -> float:  # 1e400 overflows to infinity
-        nonlocal unusual
-        value = float(digits)
-        unusual = unusual or math.isinf(value)
-        return value
-
-    try:
-        data = json.loads(text, parse_constant=constant, parse_float=number)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body: invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "body: must be a JSON object")
-    if unusual or _SURROGATE_ESCAPE.search(text):
-        # rare, so only then the walk that names the field; handlers may then assume
-        # every string encodes as UTF-8 and every number is finite
-        try:
-            check_json(data)
-        except EventError as exc:
-            raise ApiError(400, str(exc)) from None
-    return data
-
-
-# \ud800-\udfff: half of a surrogate pair, maybe alone (which UTF-8 cannot encode)
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-# A JSON string, escapes included. An unterminated one runs to the end of the text, so
-# every match succeeds without backtracking: linear time whatever the body.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-
-
-def too_deep(text: str) -> bool:
-    """True when the JSON text nests arrays and objects deeper than MAX_JSON_DEPTH.
-
-    Checked before parsing, so a hostile body cannot reach the parser's recursion limit.
-    Brackets inside strings do not count.
-    """
-    depth = 0
-    for char in _NOT_BRACKET.sub("", _STRING.sub("", text)):
-        if char in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        else:
-            depth -= 1
-    return False
+        return parse_json_object(raw)
+    except JsonError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def requires(role: Role) -> Callable[[Handler], Handler]:
@@ -213,6 +106,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.message, exc.headers)
+    except RuleError as exc:
+        return error_response(400, str(exc))
     except AuthError as exc:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return error_response(exc.status, exc.message, headers)
@@ -249,7 +144,7 @@ def _http_message(exc: web.HTTPException, request: web.Request) -> str:
     if exc.status == 405:
         return f"method {request.method} not allowed on {request.path}"
     if exc.status == 413:
-        limit = request.app[STATE].config.server.max_body
+        limit = request.app[SETTINGS].config.server.max_body
         return f"request body larger than {limit} bytes"
     return exc.reason
 
@@ -263,7 +158,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         needed = "admin"  # fail closed: an /api route someone forgot to mark is admin-only
     if needed is None:
         return await handler(request)
-    verifier: Verifier = request.app[STATE].verifier
+    verifier: Verifier = request.app[SETTINGS].verifier
     try:
         who = verifier.verify(request.headers.get("Authorization"))
         if not who.allows(needed):

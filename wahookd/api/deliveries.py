@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from datetime import datetime
 from typing import Any, Final
 
@@ -12,16 +11,13 @@ from aiohttp import web
 
 from ..audit import audit
 from ..events import EVENT_TYPES, format_timestamp, is_timestamp
+from ..logquery import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT, MAX_SINCE_CHARS
 from ..models import State
 from ..store import DeliveryRow
 from ..units import parse_duration
-from .common import ApiError, ok, principal, requires, session_param, state
+from .common import ApiError, ok, principal, requires, session_param
+from .keys import CLOCK, SCHEDULER, STORE
 
-DEFAULT_LIMIT: Final = 50
-MAX_LIMIT: Final = 500
-MAX_SINCE_CHARS: Final = 64
-DELIVERY_ID_RE: Final = re.compile(r"dlv_[0-9a-f]{8,64}")
-CURSOR_RE: Final = re.compile(r"[1-9][0-9]{0,17}")
 _LIST_QUERY: Final = ("status", "event", "limit", "cursor")
 _PARKED: Final = ", parked behind an inactive webhook"
 
@@ -101,7 +97,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         if not CURSOR_RE.fullmatch(q["cursor"]):
             raise ApiError(400, "cursor: must be a nextCursor value from a previous page")
         before = int(q["cursor"])
-    rows = await state(request).store.list_deliveries(session_id, status, event, before, limit + 1)
+    rows = await request.app[STORE].list_deliveries(session_id, status, event, before, limit + 1)
     page = rows[:limit]
     more = len(rows) > limit
     return ok(
@@ -118,7 +114,7 @@ async def get_delivery(request: web.Request) -> web.Response:
     """GET /api/webhook/deliveries/{sessionId}/{deliveryId}: one delivery and its payload."""
     session_id = session_param(request)
     _only(request, ())
-    found = await state(request).store.get_delivery(session_id, _delivery_id(request))
+    found = await request.app[STORE].get_delivery(session_id, _delivery_id(request))
     if found is None:
         raise ApiError(404, f"no delivery {request.match_info['deliveryId']} in this session")
     row, body = found
@@ -133,15 +129,15 @@ async def retry_delivery(request: web.Request) -> web.Response:
     session_id = session_param(request)
     _only(request, ())
     uid = _delivery_id(request)
-    st = state(request)
-    found = await st.store.get_delivery(session_id, uid)
+    store, scheduler = request.app[STORE], request.app[SCHEDULER]
+    found = await store.get_delivery(session_id, uid)
     if found is None:
         raise ApiError(404, f"no delivery {uid} in this session")
     if found[0].state != State.FAILED:
         raise ApiError(409, f"{uid} is {found[0].state}: only failed deliveries can be retried")
-    result = await st.store.retry_failed(session_id, st.clock.time(), uid=uid)
-    st.scheduler.push(result.due)
-    again = await st.store.get_delivery(session_id, uid)
+    result = await store.retry_failed(session_id, request.app[CLOCK].time(), uid=uid)
+    scheduler.push(result.due)
+    again = await store.get_delivery(session_id, uid)
     if again is None:  # cleared meanwhile
         raise ApiError(404, f"no delivery {uid} in this session")
     if again[0].state == State.FAILED:
@@ -161,11 +157,10 @@ async def retry_failed(request: web.Request) -> web.Response:
     """POST /api/webhook/queue/{sessionId}/retry-failed[?since=]: every failed one, again."""
     session_id = session_param(request)
     _only(request, ("since",))
-    st = state(request)
-    now = st.clock.time()
+    now = request.app[CLOCK].time()
     since = _since(request.query["since"], now) if "since" in request.query else None
-    result = await st.store.retry_failed(session_id, now, finished_since=since)
-    st.scheduler.push(result.due)
+    result = await request.app[STORE].retry_failed(session_id, now, finished_since=since)
+    request.app[SCHEDULER].push(result.due)
     answer: dict[str, Any] = {
         "success": True,
         "retried": result.retried,

@@ -6,7 +6,8 @@ import logging
 
 from aiohttp import web
 
-from .common import error_response, ok, state
+from .common import error_response, ok
+from .keys import SCHEDULER, STORE
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +19,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """GET /readyz: 200 when the database answers and the scheduler runs."""
-    st = state(request)
     try:
-        await st.store.ping()
+        await request.app[STORE].ping()
     except Exception as exc:
         log.warning("readiness: database does not answer: %s", exc)
         return error_response(503, "database does not answer", {"Retry-After": "5"})
-    if not st.scheduler.running:
+    if not request.app[SCHEDULER].running:
         return error_response(503, "scheduler is not running", {"Retry-After": "5"})
     return ok({"status": "ready"})

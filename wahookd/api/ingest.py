@@ -6,15 +6,16 @@ from aiohttp import web
 
 from ..events import EventError, parse_ingest_body
 from ..store import IngestItem
-from .common import ApiError, check_session, ok, read_json_object, requires, state
+from .common import ApiError, check_session, ok, read_json_object, requires
+from .keys import CLOCK, METRICS, REGISTRY, SCHEDULER, STORE
 
 
 @requires("ingest")
 async def post_events(request: web.Request) -> web.Response:
     """Accept one event or {"events": [...]}; 202 once committed to disk."""
     body = await read_json_object(request)
-    st = state(request)
-    now = st.clock.time()
+    app = request.app
+    now = app[CLOCK].time()
     try:
         events = parse_ingest_body(body, now=now, parsed=True)
     except EventError as exc:
@@ -32,12 +33,12 @@ async def post_events(request: web.Request) -> web.Response:
         key = (session_id, event.type)
         webhook_ids = fan_out.get(key)
         if webhook_ids is None:
-            webhook_ids = fan_out[key] = st.registry.match(session_id, event.type)
+            webhook_ids = fan_out[key] = app[REGISTRY].match(session_id, event.type)
         items.append(IngestItem(event, webhook_ids))
-    results = await st.store.ingest(items, now)
-    st.metrics.observe_ingest(items, results)
+    results = await app[STORE].ingest(items, now)
+    app[METRICS].observe_ingest(items, results)
     queued = [due for r in results for due in r.deliveries]
-    st.scheduler.push(queued)
+    app[SCHEDULER].push(queued)
     return ok(
         {
             "success": True,

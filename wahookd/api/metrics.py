@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..metrics import CONTENT_TYPE
-from .common import state
+from .keys import METRICS
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -14,5 +14,5 @@ async def get_metrics(request: web.Request) -> web.Response:
     Always 200 while the process runs: when the database does not answer, the queue
     gauges are left out and `wahookd_storage_up` is 0, so the scrape itself says so.
     """
-    body = await state(request).metrics.render()
+    body = await request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -11,7 +11,8 @@ from ..audit import audit
 from ..events import format_timestamp
 from ..models import CLEARABLE_STATES, QUEUE_STATES, State, Webhook
 from ..store import SessionStats
-from .common import ApiError, check_session, ok, principal, requires, session_param, state
+from .common import ApiError, check_session, ok, principal, requires, session_param
+from .keys import REGISTRY, STORE
 
 
 @requires("viewer")
@@ -23,7 +24,7 @@ async def get_queue(request: web.Request) -> web.Response:
         sessions = {check_session(request, request.query["sessionId"], "sessionId")}
     else:
         sessions = None if who.sessions is None else set(who.sessions)
-    counts = await state(request).store.queue_counts(sessions)
+    counts = await request.app[STORE].queue_counts(sessions)
     return ok({"success": True, "queue": counts})
 
 
@@ -38,7 +39,7 @@ async def delete_queue(request: web.Request) -> web.Response:
         if wanted not in allowed:
             raise ApiError(400, f"status: must be one of {', '.join(allowed)}")
         states = (State(wanted),)
-    removed = await state(request).store.clear_queue(session_id, states)
+    removed = await request.app[STORE].clear_queue(session_id, states)
     audit(
         "queue.clear",
         by=principal(request).subject,
@@ -52,9 +53,8 @@ async def delete_queue(request: web.Request) -> web.Response:
 async def get_stats(request: web.Request) -> web.Response:
     """GET /api/webhook/stats/{sessionId}: all-time delivery statistics."""
     session_id = session_param(request)
-    st = state(request)
-    stats = await st.store.session_stats(session_id)
-    if stats is None and not st.registry.serves(session_id):
+    stats = await request.app[STORE].session_stats(session_id)
+    if stats is None and not request.app[REGISTRY].serves(session_id):
         raise ApiError(404, f"no webhook and no deliveries for session '{session_id}'")
     return ok({"success": True, "stats": stats_json(stats)})
 
@@ -63,21 +63,19 @@ async def get_stats(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     """GET /api/webhook/sessions: each session with a webhook or queued deliveries, at a glance."""
     who = principal(request)
-    st = state(request)
-    queued = await st.store.queue_counts_by_session()
+    store, registry = request.app[STORE], request.app[REGISTRY]
+    queued = await store.queue_counts_by_session()
     ids = sorted(
-        s
-        for s in st.registry.session_ids() | set(queued)
-        if who.sessions is None or s in who.sessions
+        s for s in registry.session_ids() | set(queued) if who.sessions is None or s in who.sessions
     )
-    stats = await st.store.sessions_stats(ids)
+    stats = await store.sessions_stats(ids)
     zero = {s.value: 0 for s in QUEUE_STATES}
     sessions = [
         {
             "sessionId": session_id,
             "webhooks": [
                 {"kind": hook.kind, "url": _shown_url(hook), "isActive": hook.is_active}
-                for hook in st.registry.serving(session_id)
+                for hook in registry.serving(session_id)
             ],
             "queue": queued.get(session_id, zero),
             "stats": stats_json(stats.get(session_id)),

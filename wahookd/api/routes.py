@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth import Role
-from . import deliveries, health, ingest, metrics, openapi, queue, webhooks
+from . import deliveries, health, ingest, meta, metrics, queue, webhooks
 from .common import Handler
 
 
@@ -46,7 +46,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("POST", "/api/webhook/queue/{sessionId}/retry-failed", deliveries.retry_failed),
     Route("POST", "/api/events", ingest.post_events),
-    Route("GET", "/api/openapi.json", openapi.get_openapi),
+    Route("GET", "/api/openapi.json", meta.get_openapi),
     Route("GET", "/healthz", health.healthz),
     Route("GET", "/readyz", health.readyz),
     Route("GET", "/metrics", metrics.get_metrics),

@@ -20,15 +20,15 @@ import pytest
 from support import Daemon, make_config, running_daemon
 
 from wahookd.api import openapi
-from wahookd.api.common import MAX_JSON_DEPTH
-from wahookd.api.webhooks import (
+from wahookd.auth import MAX_TOKEN_BYTES
+from wahookd.events import MAX_BATCH, MAX_FIELD_CHARS, MAX_FIELD_CHARS_BY_NAME
+from wahookd.jsontext import MAX_JSON_DEPTH
+from wahookd.rules import (
     MAX_HEADER_VALUE_CHARS,
     MAX_HEADERS,
     MAX_SECRET_CHARS,
     MAX_URL_CHARS,
 )
-from wahookd.auth import MAX_TOKEN_BYTES
-from wahookd.events import MAX_BATCH, MAX_FIELD_CHARS, MAX_FIELD_CHARS_BY_NAME
 
 MAX_BODY = 128 * 1024  # above a largest qrCode and a 1001-event batch, below 1 MiB
 EVENT = {"event": "session.disconnected", "sessionId": "s1", "reason": "x"}

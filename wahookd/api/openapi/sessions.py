@@ -1,14 +1,13 @@
 """The sessions overview's part of the OpenAPI document: its schemas and operation.
 
-`openapi.py` merges these into the document it builds from the route table.
+`openapi/__init__.py` merges these into the document it builds from the route table.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from .openapi import Operation, _answer, _error, _object
-from .openapi_events import Schema, ref
+from .schema import Operation, Schema, _answer, _error, _object, ref
 
 
 def schemas() -> dict[str, Schema]:

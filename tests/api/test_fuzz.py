@@ -37,10 +37,10 @@ from support import make_config
 
 from wahookd.api import openapi
 from wahookd.api.routes import ROUTES
-from wahookd.api.webhooks import MAX_HEADERS, MAX_URL_CHARS
 from wahookd.app import build_app
 from wahookd.auth import load_keys, mint_token
 from wahookd.config import Config
+from wahookd.rules import MAX_HEADERS, MAX_URL_CHARS
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ..events import (
+from ...events import (
     EVENT_ID_RE,
     EVENT_TYPES,
     MAX_BATCH,
@@ -19,8 +19,7 @@ from ..events import (
     SESSION_ID_RE,
     TIMESTAMP_RE,
 )
-
-Schema = dict[str, Any]
+from .schema import Schema, ref
 
 # The patterns of SPEC §3/§4 as JSON Schema (ECMA-262) regular expressions, anchored.
 SESSION_ID_PATTERN: Final = f"^{SESSION_ID_RE.pattern}$"
@@ -81,11 +80,6 @@ _EXAMPLES: Final[dict[str, dict[str, Any]]] = {
         },
     },
 }
-
-
-def ref(name: str) -> Schema:
-    """A reference to a schema of components.schemas."""
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def event_schema_name(event_type: str) -> str:

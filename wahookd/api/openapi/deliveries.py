@@ -1,19 +1,28 @@
 """The delivery log's part of the OpenAPI document: its schemas and operations.
 
-`openapi.py` merges these into the document it builds from the route table.
+`openapi/__init__.py` merges these into the document it builds from the route table.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from ..delivery.sender import RESPONSE_KEEP_BYTES
-from ..events import EVENT_TYPES
-from ..models import State
-from ..units import DURATION_PATTERN
-from .deliveries import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT, MAX_SINCE_CHARS
-from .openapi import TIMESTAMP_PATTERN, Operation, _answer, _count, _error, _nullable, _object
-from .openapi_events import Schema, ref
+from ...delivery.sender import RESPONSE_KEEP_BYTES
+from ...events import EVENT_TYPES
+from ...logquery import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT, MAX_SINCE_CHARS
+from ...models import State
+from ...units import DURATION_PATTERN
+from .schema import (
+    TIMESTAMP_PATTERN,
+    Operation,
+    Schema,
+    _answer,
+    _count,
+    _error,
+    _nullable,
+    _object,
+    ref,
+)
 
 _TIME: Final = {"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}
 
