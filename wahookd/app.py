@@ -21,23 +21,22 @@ from .api.keys import (
     SENDER,
     SETTINGS,
     STORE,
+    WEBHOOKS,
     Settings,
 )
 from .api.meta import OPENAPI_JSON
 from .api.routes import add_routes
-from .audit import CONFIG as CONFIG_ACTOR
-from .audit import audit
-from .auth import Verifier, load_keys
+from .auth import KeyError_, Verifier, load_keys
 from .clock import Clock, SystemClock
 from .config import Config
 from .delivery.scheduler import Scheduler
-from .delivery.sender import Sender
+from .delivery.sender import Sender, make_ssl_context
 from .logs import RateLimitedLog
 from .metrics import Metrics
-from .models import Webhook
 from .registry import Registry
 from .retention import Pruner
-from .store import Store
+from .store import StorageUnavailable, Store
+from .webhooks import WebhookService
 
 log = logging.getLogger("wahookd")
 
@@ -70,9 +69,19 @@ def static_rows(config: Config) -> list[tuple[str, str, str, tuple[str, ...], st
     return [(w.key, w.session, w.url, w.events, w.secret, w.headers) for w in config.webhooks]
 
 
+class ReloadError(Exception):
+    """A reload could not be applied; the running config stays fully in force."""
+
+
 async def reload(app: web.Application, new: Config) -> list[str]:
-    """Apply a reloaded config (SIGHUP); returns what needs a restart to take effect."""
-    settings, scheduler, registry = app[SETTINGS], app[SCHEDULER], app[REGISTRY]
+    """Apply a reloaded config (SIGHUP) atomically; returns what needs a restart.
+
+    1. prepare everything the new config needs, with no side effect (keys, the verifier,
+       the TLS context of `ca_file`); 2. commit the static webhooks; 3. swap everything
+       in one synchronous block. A failure in 1 or 2 raises ReloadError and leaves the
+       old config in force: verifier, delivery policy, scheduler limits, webhooks.
+    """
+    settings, scheduler = app[SETTINGS], app[SCHEDULER]
     old = settings.config
     restart = [
         f"{name} changed: restart wahookd to apply it"
@@ -84,48 +93,25 @@ async def reload(app: web.Application, new: Config) -> list[str]:
         )
         if before != after
     ]
-    keys = load_keys(new.auth, old.storage.path)
-    settings.verifier = Verifier(new.auth, keys)
+    try:
+        verifier = Verifier(new.auth, load_keys(new.auth, old.storage.path, generate=False))
+        ca_file = new.delivery.ca_file
+        make_ssl_context(str(ca_file) if ca_file else None)  # a broken bundle fails here
+    except (KeyError_, OSError, ValueError) as exc:
+        raise ReloadError(f"cannot use the new config: {exc}") from None
+    try:
+        hooks = await app[WEBHOOKS].sync_statics(static_rows(new), now=app[CLOCK].time())
+    except StorageUnavailable as exc:
+        raise ReloadError(f"cannot store the static webhooks: {exc}") from None
+    # from here on nothing awaits and nothing is expected to fail: the swap is one block
+    settings.verifier = verifier
     app[SENDER].reconfigure(new.delivery)
     scheduler.config = new.delivery
-    statics = registry.statics()
-    before = {hook.id for hook in statics}
-    await app[STORE].sync_static_webhooks(static_rows(new), app[CLOCK].time())
-    registry.replace_all(await app[STORE].webhooks())
-    after = {hook.id: hook for hook in registry.statics()}
-    _audit_statics(statics, list(after.values()))
-    for webhook_id in before | set(after):
-        # re-read each static lane: a reload may re-activate one or drop its queue
-        scheduler.webhook_changed(after.get(webhook_id), webhook_id)
+    app[WEBHOOKS].adopt(hooks)
     app[PRUNER].keep_finished_s = new.storage.keep_finished_s
     storage = replace(old.storage, keep_finished_s=new.storage.keep_finished_s)
     settings.config = replace(new, server=old.server, storage=storage)
     return restart
-
-
-def _audit_statics(before: list[Webhook], after: list[Webhook]) -> None:
-    """One audit line per static webhook a reload added, changed or removed."""
-    old = {hook.id: hook for hook in before}
-    new = {hook.id: hook for hook in after}
-    for webhook_id in sorted(old.keys() | new.keys()):
-        was, now = old.get(webhook_id), new.get(webhook_id)
-        if now is None:
-            action, details = "webhook.delete", "removed from the config file"
-        elif was is None:
-            action, details = "webhook.put", "added by the config file"
-        elif (was.url, was.events, was.secret, was.headers, was.is_active) != (
-            now.url,
-            now.events,
-            now.secret,
-            now.headers,
-            now.is_active,
-        ):
-            action, details = "webhook.put", "changed by the config file"
-        else:
-            continue
-        hook = now or was
-        assert hook is not None
-        audit(action, by=CONFIG_ACTOR, session=hook.session, webhook=webhook_id, details=details)
 
 
 async def _daemon(app: web.Application) -> AsyncIterator[None]:
@@ -136,11 +122,11 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
         recovered = await store.recover(clock.time())
         if recovered:
             log.info("returned %d interrupted attempts to the queue", recovered)
-        await store.sync_static_webhooks(static_rows(config), clock.time())
-        registry = Registry(await store.webhooks())
+        registry = Registry(await store.sync_static_webhooks(static_rows(config), clock.time()))
         sender = Sender(config.delivery)
         await sender.start()
         metrics = Metrics(clock)
+        webhooks = WebhookService(store, registry)
         scheduler = Scheduler(
             store,
             registry,
@@ -149,11 +135,12 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
             clock,
             on_outcome=metrics.observe_outcome,
             on_claimed=metrics.observe_claimed,
+            webhooks=webhooks,
         )
         metrics.watch(store, scheduler)
         app[SETTINGS] = Settings(config, Verifier(config.auth, keys))
         app[STORE], app[REGISTRY], app[SENDER] = store, registry, sender
-        app[SCHEDULER], app[METRICS] = scheduler, metrics
+        app[SCHEDULER], app[METRICS], app[WEBHOOKS] = scheduler, metrics, webhooks
         runner = asyncio.create_task(scheduler.run(), name="wahookd-scheduler")
         pruner = Pruner(store, clock, config.storage.keep_finished_s)
         app[PRUNER] = pruner

@@ -17,7 +17,7 @@ from aiohttp.web_request import BaseRequest
 
 from .api.common import error_response
 from .api.keys import SCHEDULER
-from .app import build_app, reload
+from .app import ReloadError, build_app, reload
 from .auth import generated_secret_path
 from .clock import Clock
 from .config import Config, ConfigError, load_config
@@ -162,6 +162,9 @@ async def _reload(app: web.Application, running: Config) -> None:
         return
     try:
         notes = await reload(app, new)
+    except ReloadError as exc:
+        log.error("reload failed, keeping the running config: %s", exc)
+        return
     except Exception:
         log.exception("reload failed, keeping the running config")
         return

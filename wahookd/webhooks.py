@@ -49,10 +49,11 @@ class SessionWebhookFields:
 class WebhookService:
     """Validate → commit → mirror in the registry → notify the scheduler → audit."""
 
-    def __init__(self, store: Store, registry: Registry, notify: Notify) -> None:
+    def __init__(self, store: Store, registry: Registry, notify: Notify | None = None) -> None:
         self.store = store
         self.registry = registry
-        self.notify = notify
+        # the scheduler subscribes when it is built (Scheduler.__init__)
+        self.notify: Notify = notify or _nobody
 
     async def put_session(
         self,
@@ -96,14 +97,15 @@ class WebhookService:
         )
         return hook
 
-    def turned_off(self, webhook_id: int, *, now: float, reason: str) -> None:
+    def turned_off(self, webhook_id: int, *, now: float, reason: str) -> Webhook | None:
         """Mirror a webhook the store turned inactive in an outcome's commit (410, auto-disable).
 
         The commit is done: this only mirrors, notifies and audits, once per webhook.
+        Returns the webhook when this call turned it off, None when it was off or gone.
         """
         hook = self.registry.get(webhook_id)
         if hook is None or not hook.is_active:
-            return
+            return None
         # updated_at as the store set it in the same commit: it shows when it was disabled
         self.registry.put(replace(hook, is_active=False, updated_at=now))
         self.notify(None, webhook_id)
@@ -114,14 +116,15 @@ class WebhookService:
             webhook=webhook_id,
             details=reason,
         )
+        return hook
 
     async def sync_statics(self, rows: Sequence[StaticRow], *, now: float) -> list[Webhook]:
         """Commit the config file's static webhooks; returns every webhook as committed.
 
         The caller swaps the registry in (`adopt`) when the rest of a reload is ready.
         """
-        await self.store.sync_static_webhooks(rows, now)
-        return await self.store.webhooks()
+        # the webhooks as committed, read in the same transaction: nothing can slip between
+        return await self.store.sync_static_webhooks(rows, now)
 
     def adopt(self, hooks: Sequence[Webhook]) -> None:
         """Mirror a committed set of webhooks (after a reload) and notify each changed lane."""
@@ -132,6 +135,10 @@ class WebhookService:
             # re-read each static lane: a reload may re-activate one or drop its queue
             self.notify(after.get(webhook_id), webhook_id)
         _audit_statics(before, list(after.values()))
+
+
+def _nobody(webhook: Webhook | None, webhook_id: int) -> None:
+    """No scheduler subscribed (yet)."""
 
 
 def _changes(old: Webhook | None, new: Webhook) -> str:

@@ -19,6 +19,7 @@ from ..logs import RateLimitedLog
 from ..metrics import Metrics
 from ..registry import Registry
 from ..store import Store
+from ..webhooks import WebhookService
 
 
 @dataclass
@@ -36,5 +37,7 @@ REGISTRY = web.AppKey("wahookd_registry", Registry)
 SCHEDULER = web.AppKey("wahookd_scheduler", Scheduler)
 SENDER = web.AppKey("wahookd_sender", Sender)
 METRICS = web.AppKey("wahookd_metrics", Metrics)
+# the one owner of webhook changes (wahookd/webhooks.py)
+WEBHOOKS = web.AppKey("wahookd_webhooks", WebhookService)
 # one warning per refusal reason every 10 s (built by app.py with the app's clock)
 REFUSALS = web.AppKey("wahookd_refusals", RateLimitedLog)

@@ -6,13 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ..audit import audit
 from ..delivery.headers import delivery_headers
 from ..events import format_timestamp
 from ..jsontext import dumps_compact
 from ..models import Webhook
 from ..rules import check_events, check_headers, check_secret, check_url, keep_masked, mask
 from ..store import new_uid
+from ..webhooks import SessionWebhookFields
 from .common import (
     ApiError,
     ok,
@@ -21,7 +21,7 @@ from .common import (
     requires,
     session_param,
 )
-from .keys import CLOCK, REGISTRY, SCHEDULER, SENDER, SETTINGS, STORE
+from .keys import CLOCK, REGISTRY, SENDER, SETTINGS, WEBHOOKS
 
 _CONFIG_FIELDS = ("url", "events", "secret", "isActive", "headers")
 
@@ -72,50 +72,14 @@ def _check_fields(body: dict[str, Any]) -> None:
         raise ApiError(400, f"{unknown[0]}: unknown field; allowed: {', '.join(_CONFIG_FIELDS)}")
 
 
-def _changed(old: Webhook | None, new: Webhook) -> str:
-    """What a write changed, by field name only (an audit line never shows values)."""
-    if old is None:
-        return "created"
-    fields = [
-        name
-        for name, before, after in (
-            ("url", old.url, new.url),
-            ("events", old.events, new.events),
-            ("secret", old.secret, new.secret),
-            ("headers", old.headers, new.headers),
-            ("isActive", old.is_active, new.is_active),
-        )
-        if before != after
-    ]
-    return "changed " + ", ".join(fields) if fields else "unchanged"
-
-
-async def _commit_config(
-    request: web.Request,
-    session_id: str,
-    old: Webhook | None,
+def _fields(
     url: str,
     events: list[str],
     secret: str | None,
     is_active: bool,
     headers: list[tuple[str, str]],
-    action: str,
-) -> Webhook:
-    """Store the session's webhook, mirror it, wake the scheduler, and audit the change."""
-    app = request.app
-    hook, _ = await app[STORE].put_session_webhook(
-        session_id, url, events, secret, is_active, headers, app[CLOCK].time()
-    )
-    app[REGISTRY].put(hook)
-    if old is None or old.is_active != hook.is_active:
-        app[SCHEDULER].webhook_changed(hook, hook.id)
-    details = _changed(old, hook)
-    if old is not None and old.is_active != hook.is_active:
-        details += "; enabled" if hook.is_active else "; disabled by the operator"
-    audit(
-        action, by=principal(request).subject, session=session_id, webhook=hook.id, details=details
-    )
-    return hook
+) -> SessionWebhookFields:
+    return SessionWebhookFields(url, tuple(events), secret, is_active, tuple(headers))
 
 
 @requires("admin")
@@ -134,8 +98,11 @@ async def put_config(request: web.Request) -> web.Response:
     secret = keep_masked(check_secret(body.get("secret")), old.secret if old else None)
     is_active = _check_active(body.get("isActive", True))
     headers = _check_headers(body.get("headers"))
-    hook = await _commit_config(
-        request, session_id, old, url, events, secret, is_active, headers, "webhook.put"
+    hook = await request.app[WEBHOOKS].put_session(
+        session_id,
+        _fields(url, events, secret, is_active, headers),
+        now=request.app[CLOCK].time(),
+        by=principal(request).subject,
     )
     return ok(
         {
@@ -165,8 +132,12 @@ async def patch_config(request: web.Request) -> web.Response:
         secret = keep_masked(check_secret(body["secret"]), old.secret)
     is_active = _check_active(body["isActive"]) if "isActive" in body else old.is_active
     headers = _check_headers(body["headers"]) if "headers" in body else list(old.headers)
-    hook = await _commit_config(
-        request, session_id, old, url, events, secret, is_active, headers, "webhook.patch"
+    hook = await request.app[WEBHOOKS].put_session(
+        session_id,
+        _fields(url, events, secret, is_active, headers),
+        now=request.app[CLOCK].time(),
+        by=principal(request).subject,
+        action="webhook.patch",
     )
     return ok({"success": True, "config": _config_json(hook, masked=True, times=True)})
 
@@ -185,19 +156,9 @@ async def get_config(request: web.Request) -> web.Response:
 async def delete_config(request: web.Request) -> web.Response:
     """DELETE /api/webhook/config/{sessionId}: remove the webhook, drop its queued deliveries."""
     session_id = session_param(request)
-    app = request.app
-    hook = await app[STORE].delete_session_webhook(session_id)
+    hook = await request.app[WEBHOOKS].delete_session(session_id, by=principal(request).subject)
     if hook is None:
         raise ApiError(404, f"no webhook configured for session '{session_id}'")
-    app[REGISTRY].remove(hook.id)
-    app[SCHEDULER].webhook_changed(None, hook.id)
-    audit(
-        "webhook.delete",
-        by=principal(request).subject,
-        session=session_id,
-        webhook=hook.id,
-        details="deleted with its queued deliveries",
-    )
     return ok({"success": True, "message": "Webhook deleted successfully"})
 
 

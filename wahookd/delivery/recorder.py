@@ -11,17 +11,15 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from typing import Any, Protocol
 
-from .. import audit as audit_by
-from ..audit import audit
 from ..clock import Clock
 from ..config import DeliveryConfig
 from ..models import AttemptResult, Claimed, DueItem, Outcome, Webhook
 from ..registry import Registry
 from ..store import StorageUnavailable, Store
 from ..units import format_duration
+from ..webhooks import WebhookService
 from .transition import Attempted, Delivery, Recorded, transition
 from .window import Window
 
@@ -56,8 +54,9 @@ class Host(Protocol):
     def wake(self) -> None:
         """Wake the loop."""
 
-    def webhook_changed(self, webhook: Webhook | None, webhook_id: int) -> None:
-        """Resync a webhook's lane."""
+    @property
+    def webhooks(self) -> WebhookService:
+        """The one owner of webhook changes (410 and auto-disable go through it)."""
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run a task that drain() waits for."""
@@ -202,27 +201,19 @@ class Recorder:
 
     def _auto_disabled(self, webhook_id: int, now: float) -> None:
         self.auto_disabled += 1
-        host = self.host
-        hook = host.registry.get(webhook_id)
-        if hook is None:
-            return
-        # updated_at as the store set it in the same commit: it shows when it was disabled
-        host.registry.put(replace(hook, is_active=False, updated_at=now))
-        host.webhook_changed(None, webhook_id)
-        failing_for = format_duration(host.config.disable_after_s)
-        log.warning(
-            "webhook for session %s disabled: attempts failed with no success for %s;"
-            " its deliveries wait until it is re-enabled",
-            hook.session,
-            failing_for,
+        failing_for = format_duration(self.host.config.disable_after_s)
+        hook = self.host.webhooks.turned_off(
+            webhook_id,
+            now=now,
+            reason=f"auto-disabled: attempts failed with no success for {failing_for}",
         )
-        audit(
-            "webhook.disable",
-            by=audit_by.SYSTEM,
-            session=hook.session,
-            webhook=webhook_id,
-            details=f"auto-disabled: attempts failed with no success for {failing_for}",
-        )
+        if hook is not None:
+            log.warning(
+                "webhook for session %s disabled: attempts failed with no success for %s;"
+                " its deliveries wait until it is re-enabled",
+                hook.session,
+                failing_for,
+            )
 
     def _requeue(self, outcome: Outcome, now: float) -> None:
         """Mirror a committed outcome in memory: the same transition the store applied."""
@@ -232,17 +223,11 @@ class Recorder:
         t = transition(Delivery.of(c), Recorded.of(outcome), hook, now)
         if t.next_attempt_at is not None:
             host.window.add(DueItem(t.next_attempt_at, c.id, c.webhook_id), from_refill=False)
-        elif t.disables_webhook and hook is not None:
-            if hook.is_active:  # the first 410 of a batch turned it off
-                audit(
-                    "webhook.disable",
-                    by=audit_by.SYSTEM,
-                    session=hook.session,
-                    webhook=c.webhook_id,
-                    details=f"the receiver answered 410 Gone to {c.uid}",
-                )
-            host.registry.put(replace(hook, is_active=False, updated_at=now))
-            host.webhook_changed(None, c.webhook_id)
+        elif t.disables_webhook:
+            # the commit turned it off; the first 410 of a batch mirrors it
+            host.webhooks.turned_off(
+                c.webhook_id, now=now, reason=f"the receiver answered 410 Gone to {c.uid}"
+            )
         host.wake()
 
 

@@ -20,6 +20,7 @@ from ..config import DeliveryConfig
 from ..models import AttemptResult, Claimed, DueItem, Outcome, Webhook
 from ..registry import Registry
 from ..store import StorageUnavailable, Store
+from ..webhooks import WebhookService
 from .recorder import Recorder
 from .sender import Sender
 from .window import Window
@@ -47,9 +48,13 @@ class Scheduler:
         rng: random.Random | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
         on_claimed: Callable[[float], None] | None = None,
+        webhooks: WebhookService | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
+        # webhook changes go through the one owner; the scheduler hears of each one
+        self.webhooks = webhooks or WebhookService(store, registry)
+        self.webhooks.notify = self.webhook_changed
         self.sender = sender
         self._config = config
         self.clock = clock

@@ -161,12 +161,14 @@ class Store(Protocol):
 
     async def sync_static_webhooks(
         self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> None:
+    ) -> list[Webhook]:
         """Make the static webhooks those of the config, active, in one transaction.
 
         Each of `statics` is (key, session, url, events, secret, headers). A static
         webhook that left the config is removed and its queued deliveries fail with
-        a clear error, so nothing silently disappears from the queue.
+        a clear error, so nothing silently disappears from the queue. Returns every
+        webhook (session and static) as that transaction left them, so a reload can
+        mirror exactly what it committed.
         """
 
     # ------------------------------------------------------------- delivery log

@@ -254,9 +254,9 @@ class SqliteStore:
 
     async def sync_static_webhooks(
         self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> None:
-        """Make the static webhooks those of the config."""
-        await self.write(lambda c: webhooks.sync_static_webhooks(c, statics, now))
+    ) -> list[Webhook]:
+        """Make the static webhooks those of the config; every webhook as committed."""
+        return await self.write(lambda c: webhooks.sync_static_webhooks(c, statics, now))
 
     async def list_deliveries(
         self,

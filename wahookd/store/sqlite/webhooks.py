@@ -106,7 +106,7 @@ def sync_static_webhooks(
     conn: sqlite3.Connection,
     statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]],
     now: float,
-) -> None:
+) -> list[Webhook]:
     """Make the static webhooks those of the config; see `Store.sync_static_webhooks`."""
     keys = [s[0] for s in statics]
     for key, session, url, events, secret, headers in statics:
@@ -155,6 +155,7 @@ def sync_static_webhooks(
             (now, now, webhook_id),
         )
         conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+    return webhooks(conn)
 
 
 def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: float) -> None:
