@@ -102,8 +102,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would print every request; our own lines say what matters
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # aiosqlite logs every call on its thread at debug level: noise, even when debugging us
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def set_level(level: str) -> None:

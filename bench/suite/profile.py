@@ -29,7 +29,8 @@ FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 # order matters: an attempt's outcome is logged from inside `_record`, so logging
 # comes before it; the SQLite thread's stacks never contain the others.
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("SQLite thread (aiosqlite: group commits, claims, loads)", ("_connection_worker_thread",)),
+    # the store's connection threads (Connection._serve): their stacks start there
+    ("SQLite threads (group commits, claims, loads)", ("store/sqlite/connection.py",)),
     ("logging (one line per attempt)", ("logging/__init__",)),
     ("ingest: POST /api/events handler", ("post_events",)),
     ("outcome: record + requeue", ("Scheduler._record", "Scheduler._finish")),

@@ -287,16 +287,18 @@ def closed_port() -> int:
     return port
 
 
-def disk_error(*args: Any, **kwargs: Any) -> Any:
-    raise sqlite3.OperationalError("database or disk is full")
-
-
 async def storage_unavailable(*args: Any, **kwargs: Any) -> Any:
     raise StorageUnavailable("simulated")
 
 
-async def disk_error_async(*args: Any, **kwargs: Any) -> Any:
-    disk_error()
+def disk_full() -> BaseException:
+    """A storage fault for the store's `read_fault`/`write_fault` seam."""
+    return sqlite3.OperationalError("database or disk is full")
+
+
+def a_bug() -> BaseException:
+    """Not a storage fault: the store passes it on as it is (a 500)."""
+    return RuntimeError("simulated bug")
 
 
 BIG = b'{"x": "' + b"a" * (1024 * 1024 + 10) + b'"}'
@@ -369,7 +371,7 @@ async def check_config(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyPatch
     await c("PUT", CONFIG, 413, data=BIG)
     await c("PUT", CONFIG, 415, data=b"{}", content_type="text/plain")
     with monkeypatch.context() as m:
-        m.setattr(c.d.state.store, "_in_writer", disk_error_async)
+        m.setattr(c.d.state.store, "write_fault", disk_full)
         await c("PUT", CONFIG, 503, body=hook)
 
     answer = await c("GET", CONFIG, 200)
@@ -395,7 +397,7 @@ async def check_config(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyPatch
     await c("PATCH", CONFIG, 413, data=BIG)
     await c("PATCH", CONFIG, 415, data=b"{}", content_type="text/plain")
     with monkeypatch.context() as m:
-        m.setattr(c.d.state.store, "_in_writer", disk_error_async)
+        m.setattr(c.d.state.store, "write_fault", disk_full)
         await c("PATCH", CONFIG, 503, body={"isActive": True})
 
 
@@ -469,7 +471,7 @@ async def check_events(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyPatch
     await c("POST", EVENTS, 413, data=BIG)
     await c("POST", EVENTS, 415, data=b"{}", content_type="text/plain")
     with monkeypatch.context() as m:
-        m.setattr(c.d.state.store, "_in_writer", disk_error_async)
+        m.setattr(c.d.state.store, "write_fault", disk_full)
         await c("POST", EVENTS, 503, body={**once, "id": "evt-3"})
 
 
@@ -503,7 +505,10 @@ async def check_queue_and_stats(c: Checker, monkeypatch: pytest.MonkeyPatch) -> 
         m.setattr(c.d.state.store, "queue_counts", storage_unavailable)
         await c("GET", QUEUE, 503)
     with monkeypatch.context() as m:
-        m.setattr(c.d.state.store, "_in_reader", disk_error_async)
+        m.setattr(c.d.state.store, "read_fault", disk_full)
+        await c("GET", QUEUE, 503)
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "read_fault", a_bug)
         await c("GET", QUEUE, 500)
 
     answer = await c("DELETE", CLEAR, 200, path="/api/webhook/queue/other")
@@ -515,7 +520,7 @@ async def check_queue_and_stats(c: Checker, monkeypatch: pytest.MonkeyPatch) -> 
     await c("DELETE", CLEAR, 403, headers=c.d.headers(role="viewer"))
     await c("DELETE", CLEAR, 403, headers=c.d.headers(sessions=["other"]))
     with monkeypatch.context() as m:
-        m.setattr(c.d.state.store, "_in_writer", disk_error_async)
+        m.setattr(c.d.state.store, "write_fault", disk_full)
         await c("DELETE", CLEAR, 503)
 
     await c("DELETE", CONFIG, 400, path="/api/webhook/config/bad%20id")
@@ -528,7 +533,7 @@ async def check_queue_and_stats(c: Checker, monkeypatch: pytest.MonkeyPatch) -> 
         headers=c.d.headers(sessions=["s1"]),
     )
     with monkeypatch.context() as m:
-        m.setattr(c.d.state.store, "_in_writer", disk_error_async)
+        m.setattr(c.d.state.store, "write_fault", disk_full)
         await c("DELETE", CONFIG, 503)
     await c("DELETE", CONFIG, 200)
     await c("DELETE", CONFIG, 404)
@@ -619,7 +624,7 @@ async def check_meta(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
     await c("GET", "/healthz", 200, headers={})
     await c("GET", "/readyz", 200, headers={})
     with monkeypatch.context() as m:
-        m.setattr(c.d.state.store, "_in_reader", disk_error_async)
+        m.setattr(c.d.state.store, "read_fault", disk_full)
         await c("GET", "/readyz", 503, headers={})
     with monkeypatch.context() as m:
         m.setattr(c.d.state.scheduler, "running", False)

@@ -223,7 +223,7 @@ async def test_whole_attempt_timeout(tmp_path: Path, ca: trustme.CA, receiver: R
         got = await receiver.wait_for(2, timeout_s=5)
         await eventually(lambda: _stats(d, "successful", 1))
         assert got[1].at - got[0].at < 1.5  # the first attempt was cut at 0.5 s
-        errors = await d.state.store._in_reader(
+        errors = await d.state.store.read(
             lambda c: c.execute("SELECT error FROM attempts ORDER BY id").fetchall()
         )
     assert errors[0][0] == "timeout after 500ms"

@@ -703,7 +703,7 @@ async def wait_for_failed(d: Any, count: int) -> None:
 
 
 async def attempt_errors(d: Any) -> list[str]:
-    rows = await d.state.store._in_reader(
+    rows = await d.state.store.read(
         lambda c: c.execute("SELECT error FROM attempts ORDER BY id").fetchall()
     )
     return [row[0] for row in rows]

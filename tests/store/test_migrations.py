@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from wahookd.delivery.transition import WEBHOOK_GONE
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome
 from wahookd.store import IngestItem, SqliteStore
-from wahookd.store.sqlite.outcomes import WEBHOOK_GONE
 from wahookd.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 
 T0 = 1_700_000_000.0

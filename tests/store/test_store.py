@@ -11,7 +11,13 @@ import pytest
 
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome, State
-from wahookd.store import IDEMPOTENCY_WINDOW_S, IngestItem, SqliteStore, StorageError
+from wahookd.store import (
+    IDEMPOTENCY_WINDOW_S,
+    IngestItem,
+    SqliteStore,
+    StorageError,
+    StorageUnavailable,
+)
 from wahookd.store.sqlite import claims
 from wahookd.store.sqlite.schema import SCHEMA_VERSION
 
@@ -228,3 +234,25 @@ async def test_claimed_bodies_are_the_ingested_bytes_on_either_read_path(
     claimed = await store.claim([r.deliveries[0].id for r in results], 11.0)
     await store.close()
     assert [c.body for c in claimed] == [item.event.body for item in items]
+
+
+async def test_injected_faults_refuse_writes_and_reads_as_a_failing_disk_would(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path)
+    try:
+        store.write_fault = lambda: sqlite3.OperationalError("database or disk is full")
+        with pytest.raises(StorageUnavailable, match="disk is full"):
+            await store.set_webhook_active(1, False, 1.0)
+        store.read_fault = lambda: sqlite3.OperationalError("disk I/O error")
+        with pytest.raises(StorageUnavailable, match="I/O error"):
+            await store.queue_counts(None)
+        assert store.faults == 2
+        store.read_fault = lambda: RuntimeError("a bug")
+        with pytest.raises(RuntimeError, match="a bug"):  # not a storage fault: as it is
+            await store.ping()
+        store.write_fault = store.read_fault = None
+        await store.set_webhook_active(1, False, 1.0)
+        assert (await store.queue_counts(None))["pending"] == 0
+    finally:
+        await store.close()

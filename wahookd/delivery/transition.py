@@ -10,7 +10,7 @@ The outcomes:
 - `Recorded`: that decision meets the webhook as it is when the outcome is
   committed: deleted meanwhile fails a retry ("... then its webhook was
   deleted"), inactive parks it (pending, no due time). The recorder uses it to
-  requeue; `store.sql.record` must use it to write the row.
+  requeue; the store's `record` to write the row.
 - `Interrupted`: an attempt was in flight at a crash (startup recovery): the same
   attempt number again, pending or retrying, parked when the webhook is
   inactive, failed when it was deleted.
@@ -18,24 +18,27 @@ The outcomes:
   (`cycle_base = attempts`), due now or parked behind an inactive webhook, and
   counts as failed no longer.
 
-Which store functions must call it (the SQL only stores what it decides; wired by
-the lead once the store split lands):
+The store functions that call it (the SQL only stores what it decides;
+tests/store/test_store_transitions.py checks each against it):
 
-- `store.sql.record` (and `record_and_claim`): for each outcome whose row is still
-  `processing`, `transition(Delivery.of(o.claimed), Recorded.of(o), webhook_state,
-  now)` where webhook_state is `WebhookState(is_active)` or None for a deleted
-  webhook; store state, next_attempt_at, finished_at, error (last_error); add
-  `stats` to session_stats; `disables_webhook` turns the webhook off (then park).
-  `_track_failing` counts kinds "retry"/"failed" as failures, "delivered" as success.
-- `store.sql.recover`: for each `processing` row, `transition(Delivery(attempts,
+- `store.sqlite.outcomes.record` (and `record_and_claim`): for each outcome,
+  `transition(Delivery.of(o.claimed), Recorded.of(o), webhook_state, now)` where
+  webhook_state is `WebhookState(is_active)` or None for a deleted webhook; for a
+  row still `processing` it stores state, next_attempt_at, finished_at, error
+  (last_error) and adds `stats` to session_stats; `disables_webhook` turns the
+  webhook off (then parks its queue), also when the delivery is no longer in
+  flight (only logged). `_track_failing` counts kinds "retry"/"failed" as
+  failures, "delivered" as success.
+- `store.sqlite.outcomes.recover`: for each `processing` row, `transition(Delivery(attempts,
   cycle_base, PROCESSING, last_error, finished_at), Interrupted(), webhook_state,
   now)`; store attempts, state, next_attempt_at, finished_at, error.
-- `store.history.retry_failed`: for each failed row, `transition(Delivery(attempts,
+- `store.sqlite.history.retry_failed`: for each failed row, `transition(Delivery(attempts,
   cycle_base, FAILED, ...), ManualRetry(), webhook_state, now)`; rows whose
-  webhook was deleted raise `NotAllowed` and are skipped, as the JOIN skips them
-  today; store state, cycle_base, next_attempt_at, finished_at, error and apply
+  webhook was deleted raise `NotAllowed` and are skipped (as an inner JOIN
+  skipped them before); store state, cycle_base, next_attempt_at, finished_at, error and apply
   `stats == "unfailed"` (failed - 1).
-- `store.sql.WEBHOOK_GONE` should become an import of `WEBHOOK_GONE` from here.
+
+`WEBHOOK_GONE` is defined here only (`store.sqlite.outcomes` re-exports it).
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 The store's SQL is plain synchronous functions taking the connection; `run(fn)`
 calls one of them on the connection's own thread, so a whole operation (a batch of
 writes, a claim with its bodies) costs one thread hop however many statements it
-runs. aiosqlite has no public way to run a callable on its thread (its public API
-is one hop per statement), so the store keeps its own, built the way aiosqlite's
-is: a plain thread, a SimpleQueue of calls, results handed back with
-`call_soon_threadsafe`. (A single-worker ThreadPoolExecutor measured 12-20 us
+runs. aiosqlite (no longer a dependency) has no public way to run a callable on
+its thread (its public API is one hop per statement), so the store keeps its own,
+built the way aiosqlite's is: a plain thread, a SimpleQueue of calls, results
+handed back with `call_soon_threadsafe`. (A single-worker ThreadPoolExecutor measured 12-20 us
 slower per hop: its futures take locks and chain a second future.)
 """
 

@@ -63,6 +63,11 @@ class SqliteStore:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions committed by the writer (each one fsync)
         self.faults = 0  # refused batches and failed reads: busy, I/O error, full disk (metrics)
+        # fault injection (tests, drills): while set, each trip to that connection's
+        # thread raises what it returns instead of running, as a failing disk would
+        # (a sqlite3.Error there is a storage fault: a 503)
+        self.write_fault: Callable[[], BaseException] | None = None
+        self.read_fault: Callable[[], BaseException] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -106,12 +111,16 @@ class SqliteStore:
         finally:
             await self._reader.close()
 
-    # the two paths to the connections; tests replace them to inject storage faults
+    # the two paths to the connections; write_fault/read_fault inject storage faults
     async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self.write_fault is not None:
+            raise self.write_fault()
         return await self._writer.run(fn)
 
     async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
+            if self.read_fault is not None:
+                raise self.read_fault()
             return await self._reader.run(fn)
         except sqlite3.Error as exc:
             # a read that fails on I/O, a lock or a vanished file is a 503, not a bug

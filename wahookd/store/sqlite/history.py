@@ -2,7 +2,7 @@
 retries of failed ones, and retention (pruning what is finished and old).
 
 `retry_failed` is one of the three places a delivery changes state after its
-claim (with `outcomes.record` and `outcomes.recover`).
+claim (with `outcomes.record` and `outcomes.recover`); `transition()` decides it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from ...delivery.transition import Delivery, ManualRetry, NotAllowed, transition
 from ...models import DueItem, State
 from ..types import AttemptRow, DeliveryRow, RetryResult
-from .rows import named
+from .batching import update_rows
+from .rows import named, webhook_state
+from .stats import StatsDelta
 
 # ---------------------------------------------------------------- delivery log
 _DELIVERY_SELECT = (
@@ -112,6 +115,14 @@ def _with_attempts(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[De
     ]
 
 
+_RETRY_SQL = (
+    "UPDATE deliveries SET state = v.column1, cycle_base = v.column2,"
+    " next_attempt_at = v.column3, finished_at = v.column4, last_error = v.column5,"
+    " updated_at = v.column6 FROM (VALUES {rows}) AS v"
+    f" WHERE deliveries.id = v.column7 AND deliveries.state = '{State.FAILED}'"
+)
+
+
 def retry_failed(
     conn: sqlite3.Connection,
     session_id: str,
@@ -122,8 +133,10 @@ def retry_failed(
     """Put failed deliveries back in the queue for a new run of the retry ladder.
 
     One delivery by `uid`, or all of the session's failed ones (finished at or after
-    `finished_since` when given). They count as failed no longer in the stats until
-    they end again. A delivery whose webhook is inactive waits parked, as others do.
+    `finished_since` when given), each as `transition(..., ManualRetry(), its
+    webhook, now)` decides: due now, or parked behind an inactive webhook; counted
+    as failed no longer in the stats until it ends again. One whose webhook was
+    deleted is skipped (`NotAllowed`). One batched update, not one per delivery.
     """
     where = f"d.session_id = ? AND d.state = '{State.FAILED}'"
     params: list[Any] = [session_id]
@@ -134,26 +147,38 @@ def retry_failed(
         where += " AND d.finished_at >= ?"
         params.append(finished_since)
     rows = conn.execute(
-        f"SELECT d.id, d.webhook_id, d.event_type, w.is_active FROM deliveries d"
-        f" JOIN webhooks w ON w.id = d.webhook_id WHERE {where}",
+        "SELECT d.id, d.webhook_id, d.event_type, d.attempts, d.cycle_base, d.last_error,"
+        " d.finished_at, w.is_active FROM deliveries d"
+        f" LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE {where}",
         params,
     ).fetchall()
     due: list[DueItem] = []
-    for delivery_id, webhook_id, event_type, active in rows:
-        conn.execute(
-            f"UPDATE deliveries SET state = '{State.PENDING}', cycle_base = attempts,"
-            " next_attempt_at = ?, finished_at = NULL, last_error = NULL, updated_at = ?"
-            " WHERE id = ?",
-            (now if active else None, now, delivery_id),
+    updates = []
+    stats = StatsDelta()
+    for delivery_id, webhook_id, event_type, attempts, base, error, finished, active in rows:
+        delivery = Delivery(attempts, base, State.FAILED, error, finished)
+        try:
+            t = transition(delivery, ManualRetry(), webhook_state(active), now)
+        except NotAllowed:
+            continue  # its webhook was deleted: nothing to retry onto
+        updates.append(
+            (
+                t.state.value,
+                t.cycle_base,
+                t.next_attempt_at,
+                t.finished_at,
+                t.error,
+                now,
+                delivery_id,
+            )
         )
-        conn.execute(
-            "UPDATE session_stats SET failed = MAX(failed - 1, 0)"
-            " WHERE session_id = ? AND event_type = ?",
-            (session_id, event_type),
-        )
-        if active:
-            due.append(DueItem(now, delivery_id, webhook_id))
-    return RetryResult(due, retried=len(rows), parked=len(rows) - len(due))
+        if t.stats is not None:
+            stats.add(session_id, event_type, t.stats, now)
+        if t.next_attempt_at is not None:
+            due.append(DueItem(t.next_attempt_at, delivery_id, webhook_id))
+    update_rows(conn, _RETRY_SQL, updates)
+    stats.apply(conn)
+    return RetryResult(due, retried=len(updates), parked=len(updates) - len(due))
 
 
 # ------------------------------------------------------------------- retention

@@ -1,20 +1,33 @@
 """Outcomes: attempts recorded and their deliveries moved on; auto-disable; crash recovery.
 
-`record` and `recover` decide delivery states in SQL (with `history.retry_failed`,
-the three places a delivery changes state after its claim).
+`record` and `recover` (with `history.retry_failed`, the three places a delivery
+changes state after its claim) decide nothing themselves: they read what
+`transition()` (wahookd/delivery/transition.py) needs, call it, and store what it
+returns, a few statements per batch.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from itertools import zip_longest
 
+from ...delivery.transition import (
+    WEBHOOK_GONE,
+    Delivery,
+    Interrupted,
+    Recorded,
+    WebhookState,
+    transition,
+)
 from ...models import Outcome, State
 from .batching import IN_CHUNK, insert_rows, update_rows
+from .rows import webhook_state
+from .stats import StatsDelta
 from .webhooks import set_parked, set_webhook_active
 
-WEBHOOK_GONE = "its webhook was deleted"
+__all__ = ["FAILING_GAP_S", "WEBHOOK_GONE", "record", "recover"]
+
 # auto-disable: failures further apart than this do not make one failing period
 FAILING_GAP_S = 24 * 3600.0
 
@@ -27,8 +40,6 @@ _UPDATE_SQL = (
     f" WHERE deliveries.id = v.column7 AND deliveries.state = '{State.PROCESSING}'"
 )
 
-_ACTIVE = "(SELECT is_active FROM webhooks w WHERE w.id = deliveries.webhook_id)"
-
 
 def record(
     conn: sqlite3.Connection,
@@ -36,7 +47,13 @@ def record(
     now: float,
     disable_after_s: float | None = None,
 ) -> list[int]:
-    """Log attempts and move their deliveries on; count finished ones in the stats.
+    """Log attempts and move their deliveries on as `transition()` decides.
+
+    For each outcome whose delivery is still `processing`: `transition(Delivery.of
+    (claimed), Recorded.of(outcome), its webhook as it is now, now)` gives the row's
+    state, next_attempt_at, finished_at and last_error, and the session's stats
+    change. One not in flight any more (cleared, or recorded already) is only
+    logged; its webhook still goes off when the transition says so (a 410 Gone).
 
     Returns the webhooks this batch turned inactive because nothing was delivered
     to them for `disable_after_s` while attempts kept failing (auto-disable).
@@ -45,11 +62,11 @@ def record(
     """
     attempt_rows = []
     updates = []
-    active: dict[int, bool | None] = {}
     gone: set[int] = set()
-    processing = _processing(conn, [o.claimed.id for o in outcomes])
-    # (session, event type) -> [successful, failed, success_ms_total, last_delivery_at]
-    stats: dict[tuple[str, str], list[Any]] = {}
+    processing, webhooks = _lookup(
+        conn, [o.claimed.id for o in outcomes], list({o.claimed.webhook_id: 0 for o in outcomes})
+    )
+    stats = StatsDelta()
     for o in outcomes:
         c, r = o.claimed, o.result
         attempt_rows.append(
@@ -64,36 +81,16 @@ def record(
                 r.response_body,
             )
         )
-        if o.kind == "gone":
+        t = transition(Delivery.of(c), Recorded.of(o), webhooks.get(c.webhook_id), now)
+        if t.disables_webhook:
             gone.add(c.webhook_id)
         if c.id not in processing:
             continue  # no longer in flight (cleared, or recorded already): only logged
-        error = r.error
-        status = _webhook_status(conn, c.webhook_id, active) if o.kind == "retry" else True
-        if status is None:
-            # deleted while the attempt ran: nothing left to retry with
-            state, next_at, finished = State.FAILED, None, now
-            error = f"{r.error}; then its webhook was deleted" if r.error else WEBHOOK_GONE
-        elif not status:
-            # the webhook was turned off meanwhile (410, auto-disable, PUT): park it
-            state, next_at, finished = State.PENDING, None, None
-        elif o.kind == "retry":
-            state, next_at, finished = State.RETRYING, o.next_attempt_at, None
-        elif o.kind == "delivered":
-            state, next_at, finished = State.DELIVERED, None, now
-        else:
-            state, next_at, finished = State.FAILED, None, now
-        updates.append((state.value, next_at, finished, now, r.status_code, error, c.id))
-        if finished is not None:
-            row = stats.get((c.session_id, c.event_type))
-            if row is None:
-                row = stats[(c.session_id, c.event_type)] = [0, 0, 0, None]
-            if state == State.DELIVERED:
-                row[0] += 1
-                row[2] += r.duration_ms
-                row[3] = now
-            else:
-                row[1] += 1
+        updates.append(
+            (t.state.value, t.next_attempt_at, t.finished_at, now, r.status_code, t.error, c.id)
+        )
+        if t.stats is not None:
+            stats.add(c.session_id, c.event_type, t.stats, now, r.duration_ms)
     update_rows(conn, _UPDATE_SQL, updates)
     for webhook_id in gone:
         # after the updates, so this batch's retries to it are parked as well
@@ -108,45 +105,44 @@ def record(
         attempt_rows,
     )
     # one upsert per (session, event type) of the batch, not one per finished delivery
-    conn.executemany(
-        "INSERT INTO session_stats (session_id, event_type, successful, failed,"
-        " success_ms_total, last_delivery_at) VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT DO UPDATE SET successful = successful + excluded.successful,"
-        " failed = failed + excluded.failed,"
-        " success_ms_total = success_ms_total + excluded.success_ms_total,"
-        " last_delivery_at = MAX(COALESCE(last_delivery_at, 0),"
-        " COALESCE(excluded.last_delivery_at, 0))",
-        [(session, event, *counts) for (session, event), counts in stats.items()],
-    )
+    stats.apply(conn)
     return _track_failing(conn, outcomes, now, disable_after_s)
 
 
-def _processing(conn: sqlite3.Connection, ids: Sequence[int]) -> set[int]:
-    """Those of ids whose deliveries are `processing` (in flight).
+def _lookup(
+    conn: sqlite3.Connection, ids: Sequence[int], webhook_ids: Sequence[int]
+) -> tuple[set[int], dict[int, WebhookState | None]]:
+    """Those of ids whose deliveries are `processing` (in flight), and the webhooks' states.
 
-    One row per query (group_concat): each row fetched is a GIL round trip.
+    A deleted webhook is absent from the map (`.get` gives None). One statement and
+    one row per 500 ids (group_concat): each row fetched is a GIL round trip. The
+    webhook list is padded to a power of two, so few statements serve every batch.
     """
     found: set[int] = set()
-    for lo in range(0, len(ids), IN_CHUNK):
-        chunk = ids[lo : lo + IN_CHUNK]
-        (joined,) = conn.execute(
-            f"SELECT group_concat(id) FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})"
-            f" AND state = '{State.PROCESSING}'",
-            chunk,
+    states: dict[int, WebhookState | None] = {}
+    chunks = zip_longest(
+        [ids[lo : lo + IN_CHUNK] for lo in range(0, len(ids), IN_CHUNK)],
+        [webhook_ids[lo : lo + IN_CHUNK] for lo in range(0, len(webhook_ids), IN_CHUNK)],
+        fillvalue=(),
+    )
+    for chunk, hooks in chunks:
+        hooks = list(hooks)
+        if hooks:
+            hooks += [hooks[0]] * ((1 << (len(hooks) - 1).bit_length()) - len(hooks))
+        (joined, active) = conn.execute(
+            "SELECT (SELECT group_concat(id) FROM deliveries"
+            f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = '{State.PROCESSING}'),"
+            " (SELECT group_concat(id || ':' || is_active) FROM webhooks"
+            f" WHERE id IN ({','.join('?' * len(hooks))}))",
+            [*chunk, *hooks],
         ).fetchone()
         if joined:
             found.update(int(i) for i in joined.split(","))
-    return found
-
-
-def _webhook_status(
-    conn: sqlite3.Connection, webhook_id: int, cache: dict[int, bool | None]
-) -> bool | None:
-    """Whether the webhook is active; None when it no longer exists."""
-    if webhook_id not in cache:
-        row = conn.execute("SELECT is_active FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
-        cache[webhook_id] = None if row is None else bool(row[0])
-    return cache[webhook_id]
+        if active:
+            for pair in active.split(","):
+                webhook_id, _, is_active = pair.partition(":")
+                states[int(webhook_id)] = webhook_state(int(is_active))
+    return found, states
 
 
 def _track_failing(
@@ -188,24 +184,54 @@ def _track_failing(
     return disabled
 
 
+_RECOVER_SQL = (
+    "UPDATE deliveries SET attempts = v.column1, cycle_base = v.column2, state = v.column3,"
+    " next_attempt_at = v.column4, finished_at = v.column5, last_error = v.column6,"
+    " updated_at = v.column7 FROM (VALUES {rows}) AS v"
+    f" WHERE deliveries.id = v.column8 AND deliveries.state = '{State.PROCESSING}'"
+)
+
+
 def recover(conn: sqlite3.Connection, now: float) -> int:
     """Return deliveries left `processing` by a crash to the queue; how many.
 
-    The interrupted attempt is made again with the same number (attempts - 1): it
-    never got an answer. Webhook active: due now, `retrying` when it was not the
-    first attempt, else `pending`. Inactive: parked `pending` (next_attempt_at
-    NULL). Gone: `failed`, finished now.
+    Each one as `transition(..., Interrupted(), its webhook, now)` decides: the
+    interrupted attempt is made again with the same number (attempts - 1), due now,
+    parked behind an inactive webhook, failed when the webhook was deleted. Read and
+    written back in the caller's one transaction, with one batched update.
     """
-    cur = conn.execute(
-        "UPDATE deliveries SET attempts = attempts - 1,"
-        # parked (inactive webhook) counts as pending (SPEC §6); a deleted one fails it
-        f" state = CASE WHEN {_ACTIVE} IS NULL THEN '{State.FAILED}'"
-        f" WHEN {_ACTIVE} AND attempts > 1 THEN '{State.RETRYING}'"
-        f" ELSE '{State.PENDING}' END,"
-        f" finished_at = CASE WHEN {_ACTIVE} IS NULL THEN ? ELSE finished_at END,"
-        f" last_error = CASE WHEN {_ACTIVE} IS NULL THEN ? ELSE last_error END,"
-        f" next_attempt_at = CASE WHEN {_ACTIVE} THEN ? ELSE NULL END, updated_at = ?"
-        f" WHERE state = '{State.PROCESSING}'",
-        (now, WEBHOOK_GONE, now, now),
-    )
-    return cur.rowcount
+    updates = []
+    stats = StatsDelta()
+    for (
+        delivery_id,
+        attempts,
+        cycle_base,
+        last_error,
+        finished_at,
+        active,
+        session,
+        event,
+    ) in conn.execute(
+        "SELECT d.id, d.attempts, d.cycle_base, d.last_error, d.finished_at, w.is_active,"
+        " d.session_id, d.event_type FROM deliveries d"
+        f" LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE d.state = '{State.PROCESSING}'"
+    ).fetchall():
+        delivery = Delivery(attempts, cycle_base, State.PROCESSING, last_error, finished_at)
+        t = transition(delivery, Interrupted(), webhook_state(active), now)
+        updates.append(
+            (
+                t.attempts,
+                t.cycle_base,
+                t.state.value,
+                t.next_attempt_at,
+                t.finished_at,
+                t.error,
+                now,
+                delivery_id,
+            )
+        )
+        if t.stats is not None:
+            stats.add(session, event, t.stats, now)
+    update_rows(conn, _RECOVER_SQL, updates)
+    stats.apply(conn)
+    return len(updates)

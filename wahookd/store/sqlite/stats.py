@@ -1,10 +1,16 @@
-"""A session's all-time delivery statistics (the `session_stats` table; `record` adds to it)."""
+"""A session's all-time delivery statistics (the `session_stats` table).
+
+`StatsDelta` applies the `stats` changes that `transition()` decides (`record`,
+`recover` and `retry_failed` write them).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Sequence
+from typing import Any
 
+from ...delivery.transition import StatsChange
 from ..types import SessionStats
 from .batching import IN_CHUNK
 from .rows import named
@@ -48,3 +54,64 @@ def _stats(rows: Sequence[sqlite3.Row]) -> SessionStats:
         last_delivery_at=max(last) if last else None,
         by_event={r["event_type"]: r["successful"] for r in rows if r["successful"]},
     )
+
+
+# ------------------------------------------------------------------ changes
+_UPSERT = (
+    "INSERT INTO session_stats (session_id, event_type, successful, failed,"
+    " success_ms_total, last_delivery_at) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT DO UPDATE SET successful = successful + excluded.successful,"
+    " failed = failed + excluded.failed,"
+    " success_ms_total = success_ms_total + excluded.success_ms_total,"
+    " last_delivery_at = MAX(COALESCE(last_delivery_at, 0),"
+    " COALESCE(excluded.last_delivery_at, 0))"
+)
+# a failed delivery retried by hand counts as failed no longer (never below 0)
+_UNFAIL = (
+    "UPDATE session_stats SET failed = MAX(failed - ?, 0) WHERE session_id = ? AND event_type = ?"
+)
+
+
+class StatsDelta:
+    """The `stats` changes of a transaction's transitions, summed per (session, event type).
+
+    `apply` writes them with one statement per (session, event type), not one per
+    delivery: `record` finishes a whole batch of deliveries at once.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        # (session, event type) -> [successful, failed, success_ms_total,
+        # last_delivery_at, unfailed]
+        self._rows: dict[tuple[str, str], list[Any]] = {}
+
+    def add(
+        self,
+        session_id: str,
+        event_type: str,
+        change: StatsChange,
+        now: float,
+        duration_ms: int = 0,
+    ) -> None:
+        """Count one delivery's change; a successful one's attempt took `duration_ms`."""
+        row = self._rows.get((session_id, event_type))
+        if row is None:
+            row = self._rows[(session_id, event_type)] = [0, 0, 0, None, 0]
+        if change == "successful":
+            row[0] += 1
+            row[2] += duration_ms
+            row[3] = now
+        elif change == "failed":
+            row[1] += 1
+        else:
+            row[4] += 1
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        """Add the counts to session_stats."""
+        added = [(s, e, *row[:4]) for (s, e), row in self._rows.items() if row[0] or row[1]]
+        if added:
+            conn.executemany(_UPSERT, added)
+        unfailed = [(row[4], s, e) for (s, e), row in self._rows.items() if row[4]]
+        if unfailed:
+            conn.executemany(_UNFAIL, unfailed)
