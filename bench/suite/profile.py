@@ -29,20 +29,24 @@ FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 # order matters: an attempt's outcome is logged from inside `_record`, so logging
 # comes before it; the SQLite thread's stacks never contain the others.
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("SQLite thread (aiosqlite: group commits, claims, loads)", ("_connection_worker_thread",)),
+    (
+        "SQLite thread (group commits, claims, loads)",
+        ("_connection_worker_thread", "store/sqlite/connection.py"),
+    ),
     ("logging (one line per attempt)", ("logging/__init__",)),
     ("ingest: POST /api/events handler", ("post_events",)),
-    ("outcome: record + requeue", ("Scheduler._record", "Scheduler._finish")),
+    ("outcome: record + requeue", ("Recorder.", "delivery/recorder.py")),
     (
-        "send: attempt, aiohttp client, its callbacks",
+        "send: attempt, HTTP/1.1 client (http1, pool), its callbacks",
         (
-            "Sender.",
-            "aiohttp/client.py",
-            "client_proto.py",
-            "client_reqrep.py",
-            "aiohttp/connector.py",
-            "http_writer.py",
+            "delivery/sender.py",
+            "delivery/http1.py",
+            "delivery/pool.py",
+            "delivery/headers.py",
+            "delivery/signing.py",
             "Scheduler._attempt",
+            "Scheduler._begin",
+            "Scheduler._answered",
         ),
     ),
     ("scheduler loop: refill, claim, sleep", ("Scheduler.run", "Scheduler.step")),
