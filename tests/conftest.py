@@ -19,7 +19,9 @@ BOTH_LOOPS: Mapping[str, LoopFactory] = {
     "asyncio": asyncio.SelectorEventLoop,
     "uvloop": uvloop.new_event_loop,
 }
-ON_BOTH_LOOPS = frozenset({"delivery/test_hostile.py", "delivery/test_tls.py"})  # under tests/
+ON_BOTH_LOOPS = frozenset(  # under tests/
+    {"delivery/test_http1.py", "delivery/test_hostile.py", "delivery/test_tls.py"}
+)
 TESTS_DIR = Path(__file__).parent
 # every other async test: the loop pytest-asyncio makes without the hook; a single factory
 # leaves the test id as it was

@@ -75,6 +75,7 @@ def test_example_config_passes_and_lists_every_key(capsys: pytest.CaptureFixture
             "allow_networks",
             "ca_file",
             "max_response",
+            "idle_timeout",
             "disable_after",
         },
         "log": {"level", "format"},

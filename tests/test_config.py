@@ -284,7 +284,7 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
     assert problem == (
         "unknown key 'foo' in [delivery]; known: timeout, retry_schedule, retry_jitter, "
         "concurrency, per_webhook_concurrency, require_https, allow_networks, ca_file, "
-        "max_response, disable_after"
+        "max_response, idle_timeout, disable_after"
     )
 
 

@@ -109,6 +109,8 @@ class DeliveryConfig:
     allow_networks: tuple[Network, ...] = ()
     ca_file: Path | None = None
     max_response: int = 64 * 1024
+    # below Node's 5 s keep-alive: we close an idle connection before the receiver does
+    idle_timeout_s: float = 4.0
     disable_after_s: float = 5 * 86400.0
 
 
@@ -333,6 +335,7 @@ def _delivery(t: toml.Table, ctx: toml.Context) -> DeliveryConfig:
         allow_networks=t.get("allow_networks", toml.array(toml.network), d.allow_networks),
         ca_file=t.file("ca_file"),
         max_response=t.get("max_response", toml.size, d.max_response),
+        idle_timeout_s=t.get("idle_timeout", toml.positive(toml.duration), d.idle_timeout_s),
         disable_after_s=t.get("disable_after", toml.duration, d.disable_after_s),
     )
     t.done()

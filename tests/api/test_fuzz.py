@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import schemathesis
 from aiohttp import web
@@ -40,6 +39,7 @@ from wahookd.api.routes import ROUTES
 from wahookd.app import build_app
 from wahookd.auth import load_keys, mint_token
 from wahookd.config import Config
+from wahookd.delivery.pool import ConnectionPool, Origin
 from wahookd.rules import MAX_HEADERS, MAX_URL_CHARS
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
@@ -126,12 +126,13 @@ def fence() -> Iterator[list[str]]:
     """
     refused: list[str] = []
 
-    async def connect(connector: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
-        refused.append(str(req.url))
-        raise aiohttp.ClientConnectionError("fuzz: outgoing connections are fenced off")
+    async def connect(pool: ConnectionPool, origin: Origin) -> Any:
+        tls, host, port = origin
+        refused.append(f"{'https' if tls else 'http'}://{host}:{port}")
+        raise ConnectionRefusedError("fuzz: outgoing connections are fenced off")
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(aiohttp.TCPConnector, "connect", connect)
+        m.setattr(ConnectionPool, "_connect", connect)
         yield refused
 
 

@@ -1,7 +1,8 @@
 """Attempt error texts: ours, short and stable, whatever failed (issue 10, item 6).
 
-The table in attempt_errors.py on built exceptions, as aiohttp raises them; the same
-failures made for real on 127.0.0.1 are in test_attempt_failures.py.
+The table in attempt_errors.py on built exceptions, as the sender's HTTP/1.1 client
+(http1.py, pool.py) raises them; the same failures made for real on 127.0.0.1 are in
+test_attempt_failures.py, test_hostile.py and test_http1.py.
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ import errno
 import socket
 import ssl
 
-import aiohttp
 import pytest
-from aiohttp.client_reqrep import ConnectionKey
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from hypothesis import given
 from hypothesis import strategies as st
 
 from delivery.test_attempt_failures import assert_ours
 from wahookd.delivery.attempt_errors import MAX_CHARS, Attempt, describe, one_line
+from wahookd.delivery.headers import HeaderInjection
+from wahookd.delivery.http1 import BadResponse, ClosedDuringAnswer, ConnectionClosed, HeadTooLarge
 from wahookd.delivery.netpolicy import RefusedAddress
+from wahookd.delivery.pool import ConnectError, HandshakeError
 
 ATTEMPT = Attempt("receiver.test", 5.0)
-KEY = ConnectionKey("receiver.test", 443, True, True, None, None, None)
 
 
 @given(st.text())
@@ -40,46 +40,62 @@ def _wrapped(outer: BaseException, cause: BaseException) -> BaseException:
     return outer
 
 
-def _bad_answer(cause: HttpProcessingError) -> aiohttp.ClientResponseError:
-    # aiohttp re-raises a parser error as ClientResponseError, the receiver's bytes in it
-    exc = aiohttp.ClientResponseError(None, (), status=400, message=cause.message)  # type: ignore[arg-type]
-    return _wrapped(exc, _wrapped(HttpProcessingError(code=400, message=cause.message), cause))  # type: ignore[return-value]
+def _connect_error(os_error: BaseException, cls: type[ConnectError] = ConnectError) -> ConnectError:
+    # as pool.py raises it: the cause wrapped, and chained
+    return _wrapped(cls("receiver.test", 443, os_error), os_error)  # type: ignore[return-value]
+
+
+def _verify_error() -> ssl.SSLCertVerificationError:
+    exc = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] (_ssl.c:1006)")
+    exc.verify_code = 10
+    exc.verify_message = "certificate has expired"
+    return exc
+
+
+def _ssl_error(reason: str) -> ssl.SSLError:
+    exc = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower()} (_ssl.c:1006)")
+    exc.reason = reason
+    return exc
 
 
 TABLE = [
     pytest.param(
-        aiohttp.ClientConnectorError(
-            KEY, ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
-        ),
+        _connect_error(ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")),
         ("network", "connection refused"),
         id="refused",
     ),
     pytest.param(
-        aiohttp.ClientOSError(104, "Connection reset by peer"),
+        ConnectionResetError(104, "Connection reset by peer"),
         ("network", "connection reset"),
         id="reset-after-connect",
     ),
     pytest.param(
-        aiohttp.ClientConnectorError(KEY, OSError(errno.ENETUNREACH, "Network is unreachable")),
+        BrokenPipeError(errno.EPIPE, "Broken pipe"),
+        ("network", "connection reset"),
+        id="broken-pipe",
+    ),
+    pytest.param(
+        _connect_error(OSError(errno.ENETUNREACH, "Network is unreachable")),
         ("network", "network unreachable"),
         id="network-unreachable",
     ),
     pytest.param(
-        aiohttp.ClientConnectorError(KEY, OSError(errno.EADDRNOTAVAIL, "Cannot assign")),
+        _connect_error(OSError(errno.EADDRNOTAVAIL, "Cannot assign")),
         ("network", "connection failed (EADDRNOTAVAIL)"),
         id="other-errno",
     ),
     pytest.param(
-        aiohttp.ClientConnectorDNSError(
-            KEY, socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        ),
+        _connect_error(OSError("Multiple exceptions: a, b")),
+        ("network", "connection failed"),
+        id="connect-without-errno",
+    ),
+    pytest.param(
+        _connect_error(socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
         ("network", "host not found (DNS: receiver.test)"),
         id="dns",
     ),
     pytest.param(
-        aiohttp.ClientConnectorDNSError(
-            KEY, RefusedAddress("receiver.test resolves only to addresses that are not public")
-        ),
+        RefusedAddress("receiver.test resolves only to addresses that are not public"),
         (
             "refused",
             "refused by network policy: receiver.test resolves only to addresses that are"
@@ -88,29 +104,44 @@ TABLE = [
         id="policy",
     ),
     pytest.param(
-        aiohttp.ServerDisconnectedError(),
+        HeaderInjection("header 'X-Bad' contains CR, LF or NUL"),
+        ("refused", "header 'X-Bad' contains CR, LF or NUL"),
+        id="header-injection",
+    ),
+    pytest.param(
+        ConnectionClosed("the server closed the connection without an answer"),
         ("network", "connection closed before the answer"),
         id="closed-before-answer",
     ),
     pytest.param(
-        aiohttp.ClientPayloadError("Response payload is not completed: <ContentLengthError>"),
+        ClosedDuringAnswer("the server closed the connection mid-answer"),
         ("network", "connection closed during the answer"),
         id="closed-during-answer",
     ),
     pytest.param(
-        _bad_answer(HttpProcessingError(code=400, message="Bad status line 'b\\x16\\x03'")),
+        BadResponse("Bad status line 'b\\x16\\x03'"),
         ("network", "invalid HTTP answer from receiver"),
         id="invalid-answer",
     ),
     pytest.param(
-        _bad_answer(LineTooLong(b"X-Big: aaaa", 8190)),
+        HeadTooLarge("response head larger than 64 KiB"),
         ("network", "answer too large"),
         id="answer-too-large",
     ),
     pytest.param(
-        aiohttp.ClientConnectorSSLError(KEY, _wrapped(ssl.SSLError(1, "x"), ValueError())),
-        ("tls", "TLS: handshake failed"),
+        _connect_error(_ssl_error("WRONG_VERSION_NUMBER"), HandshakeError),
+        ("tls", "TLS: handshake failed (wrong version number)"),
         id="tls-handshake",
+    ),
+    pytest.param(
+        _connect_error(_verify_error(), HandshakeError),
+        ("tls", "TLS: certificate verify failed (certificate expired)"),
+        id="tls-verify",
+    ),
+    pytest.param(
+        _ssl_error("DECRYPTION_FAILED_OR_BAD_RECORD_MAC"),
+        ("tls", "TLS: connection failed (decryption failed or bad record mac)"),
+        id="tls-after-handshake",
     ),
     pytest.param(TimeoutError(), ("timeout", "timeout after 5s"), id="timeout"),
     pytest.param(

@@ -30,6 +30,10 @@ class ScriptedSender:
         self.open_now = 0
         self.most_open = 0
 
+    def begin(self, *args: object) -> None:
+        """No pooled connections here: every attempt takes the task path (attempt())."""
+        return None
+
     async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
         self.calls.append((webhook.id, claimed.id, claimed.attempt))
         self.open_now += 1

@@ -8,8 +8,8 @@ Python internals (the SSLContext's repr, argument tuples, "[Errno 111] Connect c
 ('127.0.0.1', 1)"), and for a garbled answer the bytes the receiver sent.
 
 `describe` walks the exception and what it wraps, and the first row of `RULES` that
-matches any of them wins. A sender made of other parts (an httptools client) adds rows
-for its own exceptions; the texts stay the same.
+matches any of them wins. The rows name the exceptions of the sender's own HTTP/1.1
+client (http1.py, pool.py) and of the ssl and socket modules under it.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-
 from ..models import ErrorClass
 from ..units import format_duration
+from .headers import HeaderInjection
+from .http1 import BadResponse, ClosedDuringAnswer, ConnectionClosed, HeadTooLarge
 from .netpolicy import RefusedTarget
+from .pool import ConnectError, HandshakeError
 
 MAX_CHARS = 300
 CONNECTION_REFUSED: Final = "connection refused"
@@ -109,6 +109,10 @@ def _refused(exc: BaseException, attempt: Attempt) -> str:
     return one_line(REFUSED_PREFIX + str(exc))
 
 
+def _header_injection(exc: BaseException, attempt: Attempt) -> str:
+    return one_line(str(exc))
+
+
 def _verify_failed(exc: BaseException, attempt: Attempt) -> str:
     assert isinstance(exc, ssl.SSLCertVerificationError)
     code = getattr(exc, "verify_code", None)
@@ -156,13 +160,16 @@ def _errno(code: int, text: str) -> Rule:
 
 
 # First match wins: for each row, the exception and everything it wraps are tried in turn,
-# innermost first (aiohttp's wrappers subclass what they wrap, without its details).
-# SSLError is an OSError whose errno is OpenSSL's, so TLS rows come before the errno rows.
+# innermost first (pool.py's ConnectError wraps what failed while connecting).
+# SSLError is an OSError whose errno is OpenSSL's, so TLS rows come before the errno rows;
+# http1.py's ConnectionClosed is an OSError without errno, named before the catch-alls.
 RULES: Final[tuple[Rule, ...]] = (
     Rule(RefusedTarget, "refused", _refused),
+    # a webhook header with CR, LF or NUL (rules.py refuses them; this is the last guard)
+    Rule(HeaderInjection, "refused", _header_injection),
     Rule(ssl.SSLCertVerificationError, "tls", _verify_failed),
-    # aiohttp's connector wraps what failed while connecting, the handshake included
-    Rule(aiohttp.ClientSSLError, "tls", _handshake_failed),
+    # the pool wraps what failed during the handshake
+    Rule(HandshakeError, "tls", _handshake_failed),
     Rule(ssl.SSLError, "tls", _tls_failed),
     _errno(errno.ECONNREFUSED, CONNECTION_REFUSED),
     _errno(errno.ECONNRESET, CONNECTION_RESET),
@@ -173,16 +180,14 @@ RULES: Final[tuple[Rule, ...]] = (
     _errno(errno.EHOSTUNREACH, HOST_UNREACHABLE),
     _errno(errno.EHOSTDOWN, HOST_UNREACHABLE),
     Rule(socket.gaierror, "network", _host_not_found),
-    Rule(aiohttp.ClientConnectorDNSError, "network", _host_not_found),
-    Rule(LineTooLong, "network", ANSWER_TOO_LARGE),
-    Rule(aiohttp.ServerDisconnectedError, "network", CLOSED_BEFORE_ANSWER),
-    Rule(aiohttp.ClientPayloadError, "network", CLOSED_DURING_ANSWER),
-    Rule(aiohttp.ClientResponseError, "network", INVALID_ANSWER),
-    Rule(HttpProcessingError, "network", INVALID_ANSWER),
+    Rule(HeadTooLarge, "network", ANSWER_TOO_LARGE),
+    Rule(ConnectionClosed, "network", CLOSED_BEFORE_ANSWER),
+    Rule(ClosedDuringAnswer, "network", CLOSED_DURING_ANSWER),
+    Rule(BadResponse, "network", INVALID_ANSWER),
     Rule(TimeoutError, "timeout", _timeout),
     # another errno names itself: "connection failed (EADDRNOTAVAIL)"
     Rule(OSError, "network", _other_errno, ANY_ERRNO),
-    Rule(aiohttp.ClientConnectorError, "network", CONNECTION_FAILED),
+    Rule(ConnectError, "network", CONNECTION_FAILED),
 )
 
 
@@ -205,7 +210,7 @@ def _errno_matches(wanted: int | None, exc: BaseException) -> bool:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, then what it wraps: aiohttp's os_error, certificate_error, causes."""
+    """The exception, then what it wraps: ConnectError's os_error, causes."""
     seen: set[int] = set()
     todo = [exc]
     while todo and len(seen) < 10:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable
@@ -22,7 +23,7 @@ from ..registry import Registry
 from ..store import StorageUnavailable, Store
 from ..webhooks import WebhookService
 from .recorder import Recorder
-from .sender import Sender
+from .sender import Sender, internal_error
 from .window import Window
 
 # the name operators filter attempt lines by; kept when the module moved to delivery/
@@ -68,6 +69,8 @@ class Scheduler:
         self.running = False
         self.backoffs = 0  # rounds that backed off because storage was unavailable (metrics)
         self._tasks: set[asyncio.Task[None]] = set()
+        # attempts on pooled connections, running on callbacks (Sender.begin): no task
+        self._answers: dict[int, asyncio.Future[AttemptResult]] = {}
         self._wake = asyncio.Event()
         self._claiming = True
         self._stopped = asyncio.Event()
@@ -161,8 +164,10 @@ class Scheduler:
                 return cancelled
 
     def attempts_in_flight(self) -> set[asyncio.Future[Any]]:
-        """The attempt tasks running now (not the recorder's)."""
-        return {task for task in self._tasks if task is not self.recorder.task}
+        """The attempts running now, tasks or callbacks (not the recorder's task)."""
+        recording = self.recorder.task
+        attempts: set[asyncio.Future[Any]] = {t for t in self._tasks if t is not recording}
+        return attempts | set(self._answers.values())
 
     # ------------------------------------------------------------------- loop
 
@@ -202,8 +207,8 @@ class Scheduler:
         """Test entry point: step and await attempts until nothing is due now."""
         for _ in range(max_rounds):
             progressed = await self.step()
-            if self._tasks:
-                await asyncio.wait(set(self._tasks))
+            if self._tasks or self._answers:
+                await asyncio.wait(set(self._tasks) | set(self._answers.values()))
                 continue
             if not progressed:
                 return
@@ -281,7 +286,9 @@ class Scheduler:
             elif self.on_claimed is not None:
                 self.on_claimed(max(0.0, now - item.due_at))
         for c in claimed:
-            self.spawn(self._attempt(c), f"wahookd-attempt-{c.id}")
+            # on an idle pooled connection the attempt runs on callbacks: no task
+            if not self._begin(c):
+                self.spawn(self._attempt(c), f"wahookd-attempt-{c.id}")
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run a task that drain() waits for."""
@@ -297,6 +304,46 @@ class Scheduler:
         self._wake.set()
 
     # ---------------------------------------------------------------- attempts
+
+    def _begin(self, claimed: Claimed) -> bool:
+        """Start the attempt on a pooled connection; False when it needs a task (attempt())."""
+        webhook = self.registry.get(claimed.webhook_id)
+        if webhook is None:
+            return False
+        started_at = self.clock.time()
+        try:
+            answer = self.sender.begin(webhook, claimed, started_at)
+        except Exception:
+            # e.g. building the request failed: a failed attempt, never a stranded claim
+            log.exception("attempt %s #%d crashed", claimed.uid, claimed.attempt)
+            self.recorder.conclude(claimed, webhook, internal_error(), started_at)
+            return True
+        if answer is None:
+            return False
+        self._answers[claimed.id] = answer
+        answer.add_done_callback(functools.partial(self._answered, claimed, webhook, started_at))
+        return True
+
+    def _answered(
+        self,
+        claimed: Claimed,
+        webhook: Webhook,
+        started_at: float,
+        answer: asyncio.Future[AttemptResult],
+    ) -> None:
+        """An attempt started by Sender.begin() ended."""
+        self._answers.pop(claimed.id, None)
+        if answer.cancelled():
+            # cancelled at shutdown: the row stays `processing`, Store.recover() requeues it
+            self.release(claimed.id, claimed.webhook_id)
+            return
+        exc = answer.exception()
+        if exc is not None:
+            log.error("attempt %s #%d crashed", claimed.uid, claimed.attempt, exc_info=exc)
+            result = internal_error()
+        else:
+            result = answer.result()
+        self.recorder.conclude(claimed, webhook, result, started_at)
 
     async def _attempt(self, claimed: Claimed) -> None:
         webhook = self.registry.get(claimed.webhook_id)
@@ -319,4 +366,4 @@ class Scheduler:
             return await self.sender.attempt(webhook, claimed, started_at)
         except Exception:
             log.exception("attempt %s #%d crashed", claimed.uid, claimed.attempt)
-            return AttemptResult(None, "internal error in wahookd", 0, "", None, "network")
+            return internal_error()
