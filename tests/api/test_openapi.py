@@ -699,7 +699,7 @@ async def check_collection(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyP
     assert (await c("GET", WEBHOOK, 200, path=one))["webhook"]["id"] == made["id"]
     await c("GET", WEBHOOK, 400, path=f"{WEBHOOKS}/nope")
     await c("GET", WEBHOOK, 404)
-    await c("GET", WEBHOOK, 404, path=one, headers=c.d.headers(role="viewer", sessions=["s1"]))
+    await c("GET", WEBHOOK, 403, path=one, headers=c.d.headers(role="viewer", sessions=["s1"]))
 
     # the masked secret written back keeps it; no secret keeps it; null removes it
     patched = await c("PATCH", WEBHOOK, 200, path=one, body={"secret": "grou****"})

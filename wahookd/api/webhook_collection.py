@@ -132,13 +132,16 @@ def _visible(request: web.Request, hook: Webhook) -> bool:
 
 
 def _lookup(request: web.Request) -> Webhook:
-    """The webhook of `{id}`: 400 for a malformed id, 404 unknown or outside the token."""
+    """The webhook of `{id}`: 400 for a malformed id, 404 unknown, 403 outside the token."""
     public_id = request.match_info["id"]
     if not WEBHOOK_ID_RE.fullmatch(public_id):
         raise ApiError(400, "id: must be wh_ followed by 16 hexadecimal digits")
     hook = request.app[REGISTRY].by_public_id(public_id)
-    if hook is None or not _visible(request, hook):
+    if hook is None:
         raise ApiError(404, f"no webhook '{public_id}'")
+    if not _visible(request, hook):
+        # as for a session in a path (SPEC §3); ids are random, so this tells nothing useful
+        raise ApiError(403, f"the token does not cover session '{hook.session}'")
     return hook
 
 

@@ -246,6 +246,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         "responses": {
             "200": _answer("The webhook.", ref("WebhookResponse")),
             "400": _error("BadRequest"),
+            "403": _error("Forbidden"),
             "404": _error("NotFound"),
             "503": _error("Unavailable"),
         },
