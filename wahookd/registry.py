@@ -16,7 +16,7 @@ class Registry:
     def __init__(self, hooks: Iterable[Webhook] = ()) -> None:
         self._by_id: dict[int, Webhook] = {}
         self._by_public: dict[str, int] = {}
-        # a session's default and extra webhooks, by id (ids grow: creation order)
+        # a session's default and extra webhooks (listed by id: ids grow, creation order)
         self._by_session: dict[str, dict[int, None]] = {}
         self._default: dict[str, int] = {}
         self.replace_all(hooks)
@@ -76,7 +76,7 @@ class Registry:
 
     def extras(self, session_id: str) -> list[Webhook]:
         """The session's extra webhooks (/api/webhooks), oldest first."""
-        ids = self._by_session.get(session_id, {})
+        ids = sorted(self._by_session.get(session_id, {}))
         return [self._by_id[i] for i in ids if self._by_id[i].kind == "extra"]
 
     def statics(self) -> list[Webhook]:
@@ -118,7 +118,7 @@ class Registry:
 
     def _own_ids(self, session_id: str) -> list[int]:
         """The session's default webhook first, then its extra ones by id."""
-        ids = self._by_session.get(session_id, {})
+        ids = sorted(self._by_session.get(session_id, {}))
         default = self._default.get(session_id)
         return ([default] if default is not None else []) + [i for i in ids if i != default]
 
