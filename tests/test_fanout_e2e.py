@@ -97,3 +97,16 @@ async def test_three_webhooks_each_get_their_events_signed_with_their_secret(
         health = one["webhook"]["health"]
         assert (health["state"], health["lastStatus"]) == ("healthy", 200)
         assert health["lastAttemptAt"] is not None
+
+        # the guide's stats keep their shape, over all of the session's webhooks
+        async def counted() -> bool:
+            _, answer = await d.call("GET", f"/api/webhook/stats/{SESSION}")
+            return bool(answer["stats"]["successful"] == 6)
+
+        await eventually(counted, what="six successful deliveries in the stats")
+        _, stats = await d.call("GET", f"/api/webhook/stats/{SESSION}")
+        assert stats["stats"]["byEvent"] == {
+            "message.received": 2,
+            "message.sent": 2,
+            "session.connected": 2,
+        }
