@@ -507,3 +507,93 @@ def test_deliveries_last_result_has_one_format() -> None:
         "-",
         "HTTP 500; static webhook removed from the config file",
     ]
+
+
+def test_webhooks_add_list_edit_toggle_and_remove(setup: Setup) -> None:
+    session = "wcli"
+    run = wahookd(
+        setup.config,
+        "webhooks",
+        "add",
+        session,
+        setup.rx.url,
+        "--chats",
+        "group",
+        "--secret",
+        "groups-secret",
+        "--description",
+        "groups only",
+        "--ordering",
+        "chat",
+        "--rate-limit",
+        "5",
+    )
+    assert run.code == 0, run.err
+    webhook_id = run.out.strip()
+    assert re.fullmatch(r"wh_[0-9a-f]{16}", webhook_id), run.out
+
+    run = wahookd(setup.config, "webhooks", "list", "--session", session)
+    assert run.code == 0, run.err
+    header, row = run.out.splitlines()
+    assert columns(header)[:8] == [
+        "ID",
+        "SESSION",
+        "KIND",
+        "HEALTH",
+        "LAST",
+        "CHATS",
+        "ORDER",
+        "RATE",
+    ]
+    assert columns(row)[:8] == [
+        webhook_id,
+        session,
+        "extra",
+        "healthy",
+        "-",
+        "group",
+        "chat",
+        "5/s",
+    ]
+    listed = wahookd(setup.config, "webhooks", "list", "--json").json()["webhooks"]
+    static = next(w for w in listed if w["static"])
+    assert any(w["id"] == webhook_id and w["secret"] == "grou****" for w in listed)
+
+    # the group filter: a direct message does not reach it, a group message does
+    for sender in ("5511999998888@c.us", "120363025246125486@g.us"):
+        data = json.dumps({"messageId": sender, "from": sender, "to": "me", "type": "text"})
+        emitted = wahookd(setup.config, "emit", session, "message.received", "--data", data)
+        assert emitted.code == 0, emitted.err
+
+    def delivered() -> list[dict[str, Any]] | None:
+        run = wahookd(setup.config, "deliveries", session, "--webhook", webhook_id, "--json")
+        assert run.code == 0, run.err
+        found = run.json()["deliveries"]
+        return found if found and found[0]["status"] == "delivered" else None
+
+    (only,) = wait_for(delivered)
+    assert only["webhookId"] == webhook_id and only["attempts"][0]["statusCode"] == 200
+
+    run = wahookd(setup.config, "webhooks", "edit", webhook_id, "--all-chats", "--no-rate-limit")
+    assert run.code == 0, run.err
+    assert columns(run.out.splitlines()[1])[5:8] == ["all", "chat", "-"]
+    run = wahookd(setup.config, "webhooks", "disable", webhook_id)
+    assert run.code == 0 and run.out.startswith(f"webhook {webhook_id} disabled at 20"), run
+    run = wahookd(setup.config, "webhooks", "enable", webhook_id)
+    assert run.code == 0 and "due again" in run.out, run
+
+    run = wahookd(setup.config, "webhooks", "disable", static["id"])
+    assert run.code == 1 and "static" in one_line(run.err)
+    run = wahookd(setup.config, "webhooks", "rm", webhook_id)
+    assert run.code == 0 and run.out.startswith(f"webhook {webhook_id} removed"), run
+    run = wahookd(setup.config, "webhooks", "rm", webhook_id)
+    assert run.code == 4 and one_line(run.err) == f"wahookd: no webhook '{webhook_id}'"
+
+
+def test_webhooks_usage_errors(setup: Setup) -> None:
+    run = wahookd(setup.config, "webhooks", "edit", "wh_0123456789abcdef")
+    assert run.code == 2 and "nothing to change" in one_line(run.err)
+    run = wahookd(setup.config, "webhooks", "rm", "hook-1")
+    assert run.code == 2 and "invalid webhook id" in run.err
+    run = wahookd(setup.config, "webhooks", "add", "wcli2", setup.rx.url, "--chats", "groups")
+    assert run.code == 1 and "unknown chat kind 'groups'" in one_line(run.err)

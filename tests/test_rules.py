@@ -105,3 +105,29 @@ def test_config_accepts_what_the_api_accepts(tmp_path: Path) -> None:
     headers = '{"X-' + "n" * 62 + '" = "' + "v" * MAX_HEADER_VALUE_CHARS + '"}'
     config = parse_config_text(WEBHOOK + f"headers = {headers}\n", source=None, base_dir=tmp_path)
     assert len(config.webhooks[0].headers) == 1
+
+
+def test_collection_fields() -> None:
+    from wahookd.rules import check_description, check_filter, check_ordering, check_rate_limit
+
+    assert check_description(None) is None and check_description("d" * 256) == "d" * 256
+    assert raises(check_description, "d" * 257).rule == "description"
+    assert raises(check_description, "two\nlines").rule == "description"
+    assert raises(check_description, 5).rule == "description"
+
+    assert check_filter(None) is None
+    assert check_filter({"chats": ["group", "direct", "group"]}) == ("group", "direct")
+    err = raises(check_filter, {"chats": ["group", "groups"]})
+    assert (err.field, err.rule) == ("filter.chats[1]", "filter")
+    assert "known: direct, group, status, channel, broadcast" in err.message
+    for bad in ({"chats": []}, {"chats": "group"}, {}, {"chats": ["group"], "x": 1}, ["group"]):
+        assert raises(check_filter, bad).rule == "filter", bad
+
+    assert [check_ordering(o) for o in ("none", "chat", "session")] == ["none", "chat", "session"]
+    err = raises(check_ordering, "fifo")
+    assert err.message == "must be one of none, chat, session, got 'fifo'"
+
+    assert check_rate_limit(None) is None
+    assert check_rate_limit(1) == 1 and check_rate_limit(10_000) == 10_000
+    for bad in (0, 10_001, 1.5, True, "5"):
+        assert raises(check_rate_limit, bad).field == "rateLimit", bad

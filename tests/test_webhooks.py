@@ -143,3 +143,48 @@ async def test_statics_are_committed_before_they_are_adopted(
         f"audit webhook.delete session=* webhook={static.id} by=config:"
         " removed from the config file",
     ]
+
+
+async def test_collection_changes_commit_mirror_notify_audit(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    from wahookd.store import WebhookFields, WebhookLimitReached
+    from wahookd.webhooks import StaticWebhook
+
+    caplog.set_level(logging.INFO, logger="wahookd.audit")
+    svc, registry, notified = service(store)
+    fields = WebhookFields("https://b.example/h", ("*",), "s3cret", True, filter_chats=("group",))
+    hook = await svc.create("s1", fields, now=T0, by="ops")
+    assert registry.by_public_id(hook.public_id) == hook
+    assert notified.calls == [(True, hook.id, True)]
+    with pytest.raises(WebhookLimitReached):
+        await svc.create("s1", fields, now=T0, by="ops", max_extra=1)
+
+    changed = await svc.update(
+        hook, replace(fields, ordering="chat", description="x"), now=T0 + 1, by="ops"
+    )
+    assert changed is not None and registry.get(hook.id) == changed
+    assert notified.calls[-1] == (True, hook.id, True)  # the lane's ordering changed
+    off = await svc.set_active(changed, False, now=T0 + 2, by="ops")
+    assert off is not None and not off.is_active and notified.calls[-1] == (False, hook.id, False)
+
+    static = await store.sync_static_webhooks(
+        [("k", "*", "https://c.example/", ["*"], None, None)], T0
+    )
+    (st,) = [h for h in static if h.kind == "static"]
+    with pytest.raises(StaticWebhook, match="config file"):
+        await svc.update(st, fields, now=T0, by="ops")
+    with pytest.raises(StaticWebhook):
+        await svc.delete(st, by="ops")
+
+    assert await svc.delete(off, by="ops") == off
+    assert registry.get(hook.id) is None and notified.calls[-1] == (None, hook.id, None)
+    assert await svc.delete(off, by="ops") is None
+    lines = audit_lines(caplog)
+    assert any("webhook.create" in line and "created" in line for line in lines)
+    assert any(
+        "webhook.patch" in line and "ordering" in line and "description" in line for line in lines
+    )
+    assert any("webhook.disable" in line for line in lines)
+    assert any("webhook.delete" in line for line in lines)
+    assert not any("s3cret" in line for line in lines)

@@ -24,6 +24,7 @@ from .invocation import invocation as invocation  # tests import it from here
 from .logquery import DELIVERY_ID_RE, MAX_LIMIT
 from .logs import setup_logging
 from .models import State
+from .rules import WEBHOOK_ID_RE
 from .units import parse_duration
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -103,6 +104,7 @@ def _ops_parsers(
     which.add_argument("--failed", action="store_true", help="only failed deliveries")
     which.add_argument("--status", choices=[s.value for s in State], help="only this state")
     dl.add_argument("--limit", type=_limit_arg, default=50, help="at most N (1-500, default 50)")
+    dl.add_argument("--webhook", type=_webhook_arg, help="only those to this webhook (wh_...)")
     retry = op("retry", "queue failed deliveries again")
     retry.add_argument("session", type=_session_arg)
     what = retry.add_mutually_exclusive_group(required=True)
@@ -116,10 +118,117 @@ def _ops_parsers(
     webhook = op("webhook", "enable or disable a session's webhook")
     webhook.add_argument("action", choices=["enable", "disable"])
     webhook.add_argument("session", type=_session_arg)
+    _webhooks_parsers(sub, with_config)
     test = op("test-webhook", "send one signed test POST from the daemon now")
     test.add_argument("url")
     test.add_argument("--secret", help="sign with this secret")
     test.add_argument("--payload", type=_object_arg, help="send this JSON object")
+
+
+def _webhooks_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    """`wahookd webhooks list|add|edit|rm|enable|disable`: the collection of SPEC §8."""
+    summary = "list, add, edit, remove, enable or disable webhooks (several per session)"
+    group = sub.add_parser(
+        "webhooks", help=summary, description=summary[:1].upper() + summary[1:] + "."
+    )
+    actions = group.add_subparsers(dest="webhooks_action", metavar="ACTION", required=True)
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        p = with_config(actions.add_parser(name, help=text, description=text + "."))
+        p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+        return p
+
+    ls = action("list", "every webhook with its health: default, extra and static ones")
+    ls.add_argument("--session", type=_session_arg, help="only this session's")
+    ls.add_argument("--failing", action="store_true", help="only the failing ones")
+    add = action("add", "add a webhook to a session; prints its id")
+    add.add_argument("session", type=_session_arg)
+    add.add_argument("url")
+    _webhook_field_args(add, adding=True)
+    edit = action("edit", "change some fields of a webhook; the others keep their value")
+    edit.add_argument("id", type=_webhook_arg)
+    edit.add_argument("--url")
+    _webhook_field_args(edit, adding=False)
+    for name, text in (
+        ("rm", "remove a webhook and drop its queued deliveries"),
+        ("enable", "enable a webhook; its queued deliveries are due again"),
+        ("disable", "disable a webhook; its queued deliveries wait"),
+    ):
+        action(name, text).add_argument("id", type=_webhook_arg)
+
+
+def _webhook_field_args(p: argparse.ArgumentParser, *, adding: bool) -> None:
+    p.add_argument("--events", help="EVENT,EVENT,... or * (default when adding: *)")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--secret", help="sign with this secret")
+    if not adding:
+        secret.add_argument("--no-secret", action="store_true", help="stop signing")
+    p.add_argument("--description", help="a note for people (at most 256 characters)")
+    chats = p.add_mutually_exclusive_group()
+    chats.add_argument(
+        "--chats", help="only these chat kinds: direct,group,status,channel,broadcast"
+    )
+    if not adding:
+        chats.add_argument("--all-chats", action="store_true", help="drop the chat filter")
+    p.add_argument("--ordering", choices=["none", "chat", "session"])
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--rate-limit", type=int, metavar="N", help="at most N attempts a second")
+    if not adding:
+        rate.add_argument("--no-rate-limit", action="store_true", help="drop the rate limit")
+    p.add_argument(
+        "--header", action="append", metavar="NAME=VALUE", help="an extra request header"
+    )
+    if adding:
+        p.add_argument("--disabled", action="store_true", help="add it inactive")
+
+
+def _webhook_body(args: argparse.Namespace, *, adding: bool) -> dict[str, Any]:
+    """The request body of `webhooks add|edit` from its options (only those given)."""
+    body: dict[str, Any] = {}
+    if adding:
+        body.update(sessionId=args.session, url=args.url, events=["*"])
+    elif args.url is not None:
+        body["url"] = args.url
+    if args.events is not None:
+        body["events"] = [e.strip() for e in args.events.split(",") if e.strip()]
+    if args.secret is not None:
+        body["secret"] = args.secret
+    elif getattr(args, "no_secret", False):
+        body["secret"] = None
+    if args.description is not None:
+        body["description"] = args.description
+    if args.chats is not None:
+        body["filter"] = {"chats": [k.strip() for k in args.chats.split(",") if k.strip()]}
+    elif getattr(args, "all_chats", False):
+        body["filter"] = None
+    if args.ordering is not None:
+        body["ordering"] = args.ordering
+    if args.rate_limit is not None:
+        body["rateLimit"] = args.rate_limit
+    elif getattr(args, "no_rate_limit", False):
+        body["rateLimit"] = None
+    if args.header:
+        headers = {}
+        for item in args.header:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise UsageError(f"--header: {item!r} is not NAME=VALUE")
+            headers[name] = value
+        body["headers"] = headers
+    if adding and args.disabled:
+        body["isActive"] = False
+    if not adding and not body:
+        raise UsageError("webhooks edit: nothing to change; give at least one option")
+    return body
+
+
+def _webhook_arg(value: str) -> str:
+    if not WEBHOOK_ID_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"invalid webhook id {value!r}: wh_ then 16 hex digits")
+    return value
 
 
 def _session_arg(value: str) -> str:
@@ -232,7 +341,11 @@ def _ops(config: Config, args: argparse.Namespace) -> int:
     elif args.command == "deliveries":
         status = "failed" if args.failed else args.status
         command = functools.partial(
-            ops.deliveries, session=args.session, status=status, limit=args.limit
+            ops.deliveries,
+            session=args.session,
+            status=status,
+            limit=args.limit,
+            webhook=args.webhook,
         )
     elif args.command == "retry":
         if args.since and not args.all_failed:
@@ -247,6 +360,8 @@ def _ops(config: Config, args: argparse.Namespace) -> int:
         command = functools.partial(
             ops.emit, session=args.session, event=args.event, data=args.data
         )
+    elif args.command == "webhooks":
+        command = _webhooks_command(args)
     elif args.command == "webhook":
         command = functools.partial(
             ops.webhook_active, session=args.session, active=args.action == "enable"
@@ -269,6 +384,23 @@ def _ops(config: Config, args: argparse.Namespace) -> int:
     if report.note:
         print(f"wahookd: {report.note}", file=sys.stderr)
     return report.exit_code
+
+
+def _webhooks_command(args: argparse.Namespace) -> Any:
+    """The ops call of `wahookd webhooks ACTION`."""
+    from . import ops
+
+    action = args.webhooks_action
+    if action == "list":
+        return functools.partial(ops.webhooks_list, session=args.session, failing=args.failing)
+    if action == "add":
+        return functools.partial(ops.webhooks_add, body=_webhook_body(args, adding=True))
+    if action == "edit":
+        body = _webhook_body(args, adding=False)
+        return functools.partial(ops.webhooks_edit, webhook_id=args.id, body=body)
+    if action == "rm":
+        return functools.partial(ops.webhooks_rm, webhook_id=args.id)
+    return functools.partial(ops.webhooks_active, webhook_id=args.id, active=action == "enable")
 
 
 def _serve(config: Config) -> int:

@@ -28,12 +28,17 @@ QUEUE_STATES: tuple[State, ...] = (
 CLEARABLE_STATES: tuple[State, ...] = (State.PENDING, State.RETRYING, State.FAILED)
 
 
+WebhookKind = Literal["session", "extra", "static"]
+
+
 @dataclass(frozen=True, slots=True)
 class Webhook:
-    """A delivery target: a session's own webhook or a static one from the config file."""
+    """A delivery target: a session's default webhook (kind "session", the guide's
+    /api/webhook/config route), one of its extra webhooks ("extra", /api/webhooks), or a
+    static one from the config file ("static")."""
 
     id: int
-    kind: Literal["session", "static"]
+    kind: WebhookKind
     session: str  # the session id, or "*" for a static webhook serving every session
     url: str
     events: tuple[str, ...]
@@ -45,6 +50,16 @@ class Webhook:
     static_key: str | None = None
     previous_secret: str | None = None
     previous_secret_until: float | None = None
+    public_id: str = ""  # "wh_...": the id the API and the CLI show
+    description: str | None = None
+    filter_chats: tuple[str, ...] | None = None  # chat kinds it wants; None: every chat
+    ordering: str = "none"  # "none" | "chat" | "session" (delivery/ordering.py)
+    rate_limit: int | None = None  # attempts per second; None: no limit
+
+    @property
+    def is_default(self) -> bool:
+        """True for the session's default webhook (the guide's /api/webhook/config)."""
+        return self.kind == "session"
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from yarl import URL
 
 from .auth import KeyError_, load_keys, mint_token
 from .config import REQUIRE_HTTPS_HINT, Config
-from .tables import deliveries_text, queue_line, status_text, test_webhook_text
+from .tables import deliveries_text, queue_line, status_text, test_webhook_text, webhooks_text
 
 EXIT_OK: Final = 0
 EXIT_API: Final = 1  # the daemon answered an error; not ready; a test webhook got no 2xx
@@ -222,9 +222,13 @@ async def queue(c: Client, session: str | None) -> Report:
     return Report(queue_line(answer["queue"]), answer)
 
 
-async def deliveries(c: Client, session: str, status: str | None, limit: int) -> Report:
-    """A session's deliveries, newest first."""
+async def deliveries(
+    c: Client, session: str, status: str | None, limit: int, webhook: str | None = None
+) -> Report:
+    """A session's deliveries (to one of its webhooks: `webhook`), newest first."""
     params = {"limit": str(limit), **({"status": status} if status else {})}
+    if webhook:
+        params["webhookId"] = webhook
     _, answer = await c.call("GET", f"/api/webhook/deliveries/{session}", params=params)
     more = answer["nextCursor"] is not None
     return Report(deliveries_text(answer["deliveries"], more), answer)
@@ -291,6 +295,43 @@ async def test_webhook(c: Client, url: str, secret: str | None, payload: Any) ->
     ok = bool(answer["success"])
     note = None if ok else "the receiver did not answer 2xx"
     return Report(test_webhook_text(answer), answer, EXIT_OK if ok else EXIT_API, note)
+
+
+async def webhooks_list(c: Client, session: str | None, failing: bool) -> Report:
+    """Every webhook (one session's: `session`; only failing ones: `failing`) with its health."""
+    params = {"sessionId": session} if session else {}
+    if failing:
+        params["failing"] = "true"
+    _, answer = await c.call("GET", "/api/webhooks", params=params or None)
+    return Report(webhooks_text(answer["webhooks"]), answer)
+
+
+async def webhooks_add(c: Client, body: dict[str, Any]) -> Report:
+    """Add a webhook to a session; the report's text is its id."""
+    _, answer = await c.call("POST", "/api/webhooks", body=body)
+    return Report(answer["webhook"]["id"], answer)
+
+
+async def webhooks_edit(c: Client, webhook_id: str, body: dict[str, Any]) -> Report:
+    """Change some fields of a webhook; omitted ones keep their value."""
+    _, answer = await c.call("PATCH", f"/api/webhooks/{webhook_id}", body=body)
+    return Report(webhooks_text([answer["webhook"]]), answer)
+
+
+async def webhooks_rm(c: Client, webhook_id: str) -> Report:
+    """Remove a webhook and drop its queued deliveries."""
+    _, answer = await c.call("DELETE", f"/api/webhooks/{webhook_id}")
+    return Report(f"webhook {webhook_id} removed with its queued deliveries", answer)
+
+
+async def webhooks_active(c: Client, webhook_id: str, active: bool) -> Report:
+    """Enable or disable one webhook (any of a session's, by id)."""
+    _, answer = await c.call("PATCH", f"/api/webhooks/{webhook_id}", body={"isActive": active})
+    word = "enabled" if active else "disabled"
+    text = f"webhook {webhook_id} {word} at {answer['webhook']['updatedAt']}"
+    if active:
+        text += "; its queued deliveries are due again"
+    return Report(text, answer)
 
 
 def _message(answer: Any) -> str:

@@ -2,63 +2,105 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from .chats import ChatKind, kind_of, passes_kind
 from .events import webhook_matches
 from .models import Webhook
 
 
 class Registry:
-    """Webhooks by id and by session; the store is the source of truth, this mirrors it."""
+    """Webhooks by id, by public id and by session; the store is the source of truth,
+    this mirrors it."""
 
     def __init__(self, hooks: Iterable[Webhook] = ()) -> None:
         self._by_id: dict[int, Webhook] = {}
-        self._by_session: dict[str, int] = {}
+        self._by_public: dict[str, int] = {}
+        # a session's default and extra webhooks (listed by id: ids grow, creation order)
+        self._by_session: dict[str, dict[int, None]] = {}
+        self._default: dict[str, int] = {}
         self.replace_all(hooks)
 
     def replace_all(self, hooks: Iterable[Webhook]) -> None:
         """Forget everything and mirror these webhooks."""
         self._by_id.clear()
+        self._by_public.clear()
         self._by_session.clear()
+        self._default.clear()
         for hook in hooks:
             self.put(hook)
 
     def put(self, hook: Webhook) -> None:
         """Add or replace one webhook."""
-        old = self._by_id.get(hook.id)
-        if old is not None and old.kind == "session":
-            self._by_session.pop(old.session, None)
+        self.remove(hook.id)
         self._by_id[hook.id] = hook
+        if hook.public_id:
+            self._by_public[hook.public_id] = hook.id
+        if hook.kind != "static":
+            self._by_session.setdefault(hook.session, {})[hook.id] = None
         if hook.kind == "session":
-            self._by_session[hook.session] = hook.id
+            self._default[hook.session] = hook.id
 
     def remove(self, webhook_id: int) -> None:
         """Forget one webhook."""
         hook = self._by_id.pop(webhook_id, None)
-        if hook is not None and hook.kind == "session":
-            self._by_session.pop(hook.session, None)
+        if hook is None:
+            return
+        self._by_public.pop(hook.public_id, None)
+        own = self._by_session.get(hook.session)
+        if own is not None:
+            own.pop(hook.id, None)
+            if not own:
+                del self._by_session[hook.session]
+        if self._default.get(hook.session) == hook.id:
+            del self._default[hook.session]
 
     def get(self, webhook_id: int) -> Webhook | None:
         """The webhook with this id, if it still exists."""
         return self._by_id.get(webhook_id)
 
-    def session_webhook(self, session_id: str) -> Webhook | None:
-        """The session's own webhook (configured through the API)."""
-        webhook_id = self._by_session.get(session_id)
+    def by_public_id(self, public_id: str) -> Webhook | None:
+        """The webhook with this `wh_...` id, if it exists."""
+        webhook_id = self._by_public.get(public_id)
         return None if webhook_id is None else self._by_id[webhook_id]
+
+    def all(self) -> list[Webhook]:
+        """Every webhook: by session, each session's default first, then the static ones."""
+        own = [self._by_id[i] for s in sorted(self._by_session) for i in self._own_ids(s)]
+        return own + self.statics()
+
+    def session_webhook(self, session_id: str) -> Webhook | None:
+        """The session's default webhook (the guide's /api/webhook/config)."""
+        webhook_id = self._default.get(session_id)
+        return None if webhook_id is None else self._by_id[webhook_id]
+
+    def extras(self, session_id: str) -> list[Webhook]:
+        """The session's extra webhooks (/api/webhooks), oldest first."""
+        ids = sorted(self._by_session.get(session_id, {}))
+        return [self._by_id[i] for i in ids if self._by_id[i].kind == "extra"]
 
     def statics(self) -> list[Webhook]:
         """The static webhooks of the config file."""
         return [h for h in self._by_id.values() if h.kind == "static"]
 
-    def match(self, session_id: str, event_type: str) -> tuple[int, ...]:
-        """Ids of the active webhooks an event of this session and type goes to."""
-        ids = [
-            hook.id
+    def match(self, event: Mapping[str, object]) -> tuple[Webhook, ...]:
+        """The active webhooks an event object goes to: session, event type and chat filter."""
+        session_id, event_type = event.get("sessionId"), event.get("event")
+        if not isinstance(session_id, str) or not isinstance(event_type, str):
+            return ()
+        return self.match_kind(session_id, event_type, kind_of(event))
+
+    def match_kind(
+        self, session_id: str, event_type: str, chat: ChatKind | None
+    ) -> tuple[Webhook, ...]:
+        """`match` for an event already reduced to its session, type and kind of chat."""
+        return tuple(
+            hook
             for hook in self._candidates(session_id)
-            if hook.is_active and webhook_matches(hook.events, event_type)
-        ]
-        return tuple(ids)
+            if hook.is_active
+            and webhook_matches(hook.events, event_type)
+            and passes_kind(hook.filter_chats, chat)
+        )
 
     def session_ids(self) -> set[str]:
         """Sessions a webhook names: their own, or a static one's (not "*")."""
@@ -74,10 +116,15 @@ class Registry:
         """True when some webhook, active or not, covers this session."""
         return any(True for _ in self._candidates(session_id))
 
+    def _own_ids(self, session_id: str) -> list[int]:
+        """The session's default webhook first, then its extra ones by id."""
+        ids = sorted(self._by_session.get(session_id, {}))
+        default = self._default.get(session_id)
+        return ([default] if default is not None else []) + [i for i in ids if i != default]
+
     def _candidates(self, session_id: str) -> Iterable[Webhook]:
-        own = self.session_webhook(session_id)
-        if own is not None:
-            yield own
+        for webhook_id in self._own_ids(session_id):
+            yield self._by_id[webhook_id]
         for hook in self._by_id.values():
             if hook.kind == "static" and hook.session in ("*", session_id):
                 yield hook

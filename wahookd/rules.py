@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from .chats import CHAT_KINDS
 from .delivery.netpolicy import Network, RefusedTarget
 from .delivery.netpolicy import check_url as check_target
+from .delivery.ordering import ORDERINGS
 from .events import EVENT_TYPES, SESSION_ID_RULE, is_session_id
 
 Rule = Literal[
@@ -31,6 +33,10 @@ Rule = Literal[
     "header_twice",
     "header_value",
     "session",
+    "description",
+    "filter",
+    "ordering",
+    "rate_limit",
 ]
 
 MAX_URL_CHARS: Final = 2048
@@ -38,6 +44,10 @@ MAX_SECRET_CHARS: Final = 256
 MAX_HEADERS: Final = 16
 MAX_HEADER_NAME_CHARS: Final = 64
 MAX_HEADER_VALUE_CHARS: Final = 1024
+MAX_DESCRIPTION_CHARS: Final = 256
+# a webhook's public id (store/sqlite/webhooks.new_public_id)
+WEBHOOK_ID_RE: Final = re.compile(r"wh_[0-9a-f]{16}")
+MAX_RATE_LIMIT: Final = 10_000
 # an HTTP token (RFC 9110 5.6.2), at most 64 characters
 HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 # tab, printable ASCII and Latin-1 (what an HTTP/1.1 field value may carry); no CR, LF, NUL
@@ -197,6 +207,59 @@ def check_session_id(value: object, field: str = "sessionId") -> str:
     """A session id: 1-128 characters of A-Z a-z 0-9 . _ : @ -."""
     if not is_session_id(value):
         raise RuleError(field, f"must be {SESSION_ID_RULE}", "session")
+    return value
+
+
+def check_description(value: object, field: str = "description") -> str | None:
+    """An optional note for people: at most 256 characters, no control characters but tab."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_DESCRIPTION_CHARS
+        or _CONTROL_RE.search(value)
+    ):
+        message = f"must be a string of at most {MAX_DESCRIPTION_CHARS} characters, no CR/LF"
+        if isinstance(value, str) and len(value) > MAX_DESCRIPTION_CHARS:
+            message += f", got {len(value)}"
+        raise RuleError(field, message, "description")
+    return value
+
+
+def check_filter(value: object, field: str = "filter") -> tuple[str, ...] | None:
+    """A chat filter `{"chats": [kind, ...]}`: the chat kinds wanted; None: every chat."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"chats"}:
+        raise RuleError(field, 'must be an object {"chats": [chat kinds]} or null', "filter")
+    chats = value["chats"]
+    known = ", ".join(CHAT_KINDS)
+    if not isinstance(chats, list) or not chats:
+        raise RuleError(f"{field}.chats", f"must be a non-empty list of: {known}", "filter")
+    for i, kind in enumerate(chats):
+        if kind not in CHAT_KINDS:
+            shown = repr(kind) if isinstance(kind, str) else type(kind).__name__
+            message = f"unknown chat kind {shown}; known: {known}"
+            raise RuleError(f"{field}.chats[{i}]", message, "filter")
+    return tuple(dict.fromkeys(chats))
+
+
+def check_ordering(value: object, field: str = "ordering") -> str:
+    """How a webhook's deliveries are ordered: none, chat or session."""
+    if value not in ORDERINGS:
+        shown = repr(value) if isinstance(value, str) else "a " + type(value).__name__
+        raise RuleError(field, f"must be one of {', '.join(ORDERINGS)}, got {shown}", "ordering")
+    assert isinstance(value, str)
+    return value
+
+
+def check_rate_limit(value: object, field: str = "rateLimit") -> int | None:
+    """Attempts per second to the webhook: an integer 1-10000, or null for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT:
+        message = f"must be null or an integer from 1 to {MAX_RATE_LIMIT}"
+        raise RuleError(field, message, "rate_limit")
     return value
 
 

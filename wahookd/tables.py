@@ -154,3 +154,36 @@ def test_webhook_text(answer: dict[str, Any]) -> str:
     if answer.get("responseBody"):
         lines.append(answer["responseBody"])
     return "\n".join(lines)
+
+
+def webhooks_text(webhooks: list[dict[str, Any]]) -> str:
+    """One row per webhook: id, session, kind, state, filter, ordering, rate, URL."""
+    if not webhooks:
+        return "no webhooks"
+    rows = []
+    for w in webhooks:
+        kind = "default" if w["default"] else "static" if w["static"] else "extra"
+        health = w["health"]
+        state = health["state"]
+        if state == "failing":
+            state += f" since {when(health['failingSince'])}"
+        chats = ",".join(w["filter"]["chats"]) if "filter" in w else "all"
+        rate = f"{w['rateLimit']}/s" if w["rateLimit"] is not None else NONE
+        rows.append(
+            [
+                w["id"],
+                w["sessionId"],
+                kind,
+                state,
+                last_result(health["lastStatus"], None if health["lastStatus"] else "no answer")
+                if health["lastAttemptAt"]
+                else NONE,
+                chats,
+                w["ordering"],
+                rate,
+                clip(w["url"]),
+                clip(w.get("description", ""), 40) or NONE,
+            ]
+        )
+    headers = ["ID", "SESSION", "KIND", "HEALTH", "LAST", "CHATS", "ORDER", "RATE", "URL", "NOTE"]
+    return table(headers, rows)

@@ -23,7 +23,7 @@ from .audit import SYSTEM as BY_SYSTEM
 from .audit import audit
 from .models import Webhook
 from .registry import Registry
-from .store import Store
+from .store import MAX_EXTRA_WEBHOOKS, Store, WebhookFields
 
 # the scheduler's hook: (the webhook as it is now, or None when gone/inactive; its id)
 Notify = Callable[[Webhook | None, int], None]
@@ -44,6 +44,31 @@ class SessionWebhookFields:
     def of(cls, hook: Webhook) -> SessionWebhookFields:
         """The fields of a stored webhook (the base a partial update starts from)."""
         return cls(hook.url, hook.events, hook.secret, hook.is_active, hook.headers)
+
+
+class StaticWebhook(Exception):
+    """A static webhook belongs to the config file: the API cannot change it (409)."""
+
+    def __init__(self, hook: Webhook) -> None:
+        super().__init__(
+            f"webhook '{hook.public_id}' is static (from the config file): change it there"
+        )
+        self.hook = hook
+
+
+def fields_of(hook: Webhook) -> WebhookFields:
+    """Every settable field of a stored webhook (the base a partial update starts from)."""
+    return WebhookFields(
+        url=hook.url,
+        events=hook.events,
+        secret=hook.secret,
+        is_active=hook.is_active,
+        headers=hook.headers,
+        description=hook.description,
+        filter_chats=hook.filter_chats,
+        ordering=hook.ordering,
+        rate_limit=hook.rate_limit,
+    )
 
 
 class WebhookService:
@@ -96,6 +121,79 @@ class WebhookService:
             details="deleted with its queued deliveries",
         )
         return hook
+
+    async def create(
+        self,
+        session_id: str,
+        fields: WebhookFields,
+        *,
+        now: float,
+        by: str | None,
+        max_extra: int = MAX_EXTRA_WEBHOOKS,
+    ) -> Webhook:
+        """Add an extra webhook to a session (WebhookLimitReached past `max_extra`)."""
+        hook = await self.store.create_webhook(session_id, fields, now, max_extra)
+        self.registry.put(hook)
+        self.notify(hook, hook.id)
+        audit("webhook.create", by=by, session=session_id, webhook=hook.id, details="created")
+        return hook
+
+    async def update(
+        self,
+        hook: Webhook,
+        fields: WebhookFields,
+        *,
+        now: float,
+        by: str | None,
+        action: str = "webhook.patch",
+    ) -> Webhook | None:
+        """Write a default or extra webhook's fields; None when it is gone meanwhile.
+
+        StaticWebhook for a static one: the config file owns it.
+        """
+        if hook.kind == "static":
+            raise StaticWebhook(hook)
+        done = await self.store.update_webhook(hook.id, fields, now)
+        if done is None:
+            self.registry.remove(hook.id)
+            return None
+        new, _ = done
+        old = self.registry.get(hook.id)
+        self.registry.put(new)
+        if old is None or _lane_fields(old) != _lane_fields(new):
+            self.notify(new, new.id)
+        audit(action, by=by, session=new.session, webhook=new.id, details=_changes(old, new))
+        return new
+
+    async def delete(self, hook: Webhook, *, by: str | None) -> Webhook | None:
+        """Delete a default or extra webhook and its queued deliveries; None when gone already.
+
+        StaticWebhook for a static one.
+        """
+        if hook.kind == "static":
+            raise StaticWebhook(hook)
+        gone = await self.store.delete_webhook(hook.id)
+        self.registry.remove(hook.id)
+        if gone is None:
+            return None
+        self.notify(None, gone.id)
+        audit(
+            "webhook.delete",
+            by=by,
+            session=gone.session,
+            webhook=gone.id,
+            details="deleted with its queued deliveries",
+        )
+        return gone
+
+    async def set_active(
+        self, hook: Webhook, active: bool, *, now: float, by: str | None
+    ) -> Webhook | None:
+        """Enable or disable a default or extra webhook (`wahookd webhooks enable|disable`)."""
+        action = "webhook.enable" if active else "webhook.disable"
+        return await self.update(
+            hook, replace(fields_of(hook), is_active=active), now=now, by=by, action=action
+        )
 
     def turned_off(self, webhook_id: int, *, now: float, reason: str) -> Webhook | None:
         """Mirror a webhook the store turned inactive in an outcome's commit (410, auto-disable).
@@ -153,6 +251,10 @@ def _changes(old: Webhook | None, new: Webhook) -> str:
             ("secret", old.secret, new.secret),
             ("headers", old.headers, new.headers),
             ("isActive", old.is_active, new.is_active),
+            ("description", old.description, new.description),
+            ("filter", old.filter_chats, new.filter_chats),
+            ("ordering", old.ordering, new.ordering),
+            ("rateLimit", old.rate_limit, new.rate_limit),
         )
         if before != after
     ]
@@ -160,6 +262,11 @@ def _changes(old: Webhook | None, new: Webhook) -> str:
     if old.is_active != new.is_active:
         details += "; enabled" if new.is_active else "; disabled by the operator"
     return details
+
+
+def _lane_fields(hook: Webhook) -> tuple[object, ...]:
+    """What the scheduler's lane of a webhook depends on."""
+    return (hook.is_active, hook.ordering, hook.rate_limit)
 
 
 def _audit_statics(before: list[Webhook], after: list[Webhook]) -> None:

@@ -36,8 +36,25 @@ class Sample:
     names_session: bool = True
 
 
-def sample(method: str, path: str, session: str, receiver_url: str) -> Sample:
-    """A well-formed request for each route of the table."""
+NO_WEBHOOK = "wh_0123456789abcdef"
+
+
+def sample(
+    method: str,
+    path: str,
+    session: str,
+    receiver_url: str,
+    extras: dict[str, str] | None = None,
+    statics: dict[str, str] | None = None,
+) -> Sample:
+    """A well-formed request for each route of the table.
+
+    `extras` and `statics`: the ids of an extra and of a static webhook of each session.
+    """
+    extra = (extras or {}).get(session, NO_WEBHOOK)
+    # DELETE a static webhook (409 when allowed): deleting a real one would turn the later
+    # calls of the matrix into 404s, whatever the token
+    static = (statics or {}).get(session, NO_WEBHOOK)
     event = {"event": "session.disconnected", "sessionId": session, "reason": "x"}
     config = {"url": receiver_url, "events": ["*"], "secret": "k" * 16}
     samples = {
@@ -70,6 +87,14 @@ def sample(method: str, path: str, session: str, receiver_url: str) -> Sample:
             f"/api/webhook/queue/{session}/retry-failed?since=1h"
         ),
         ("POST", "/api/events"): Sample("/api/events", event),
+        # a scoped token is not refused here: it sees only its own sessions' webhooks
+        ("GET", "/api/webhooks"): Sample("/api/webhooks", names_session=False),
+        ("POST", "/api/webhooks"): Sample(
+            "/api/webhooks", {"sessionId": session, "url": receiver_url, "events": ["*"]}
+        ),
+        ("GET", "/api/webhooks/{id}"): Sample(f"/api/webhooks/{extra}"),
+        ("PATCH", "/api/webhooks/{id}"): Sample(f"/api/webhooks/{extra}", {"isActive": True}),
+        ("DELETE", "/api/webhooks/{id}"): Sample(f"/api/webhooks/{static}"),
         ("GET", "/api/openapi.json"): Sample("/api/openapi.json", names_session=False),
         ("GET", "/healthz"): Sample("/healthz", names_session=False),
         ("GET", "/readyz"): Sample("/readyz", names_session=False),
@@ -91,12 +116,22 @@ def test_every_route_has_a_sample_and_only_probes_are_public() -> None:
 async def test_role_and_scope_matrix_over_every_route(
     tmp_path: Path, ca: trustme.CA, receiver: Receiver
 ) -> None:
-    config = make_config(tmp_path, ca_file=str(ca_file(ca, tmp_path)))
+    statics = "".join(
+        f'[[webhook]]\nsession = "{s}"\nurl = "https://static.example/{s}"\nevents = ["*"]\n'
+        for s in ("a", "b")
+    )
+    config = make_config(tmp_path, statics, ca_file=str(ca_file(ca, tmp_path)))
     checked = 0
     async with running_daemon(config) as d:
+        extras = {}
+        for target in ("a", "b"):
+            body = {"sessionId": target, "url": receiver.url, "events": ["*"]}
+            resp = await d.client.post("/api/webhooks", json=body, headers=d.headers())
+            extras[target] = (await resp.json())["webhook"]["id"]
+        static_ids = {hook.session: hook.public_id for hook in d.state.registry.statics()}
         for route in ROUTES:
             for target in ("a", "b"):
-                s = sample(route.method, route.path, target, receiver.url)
+                s = sample(route.method, route.path, target, receiver.url, extras, static_ids)
 
                 async def call(headers: dict[str, str], s: Sample = s, r: Any = route) -> int:
                     resp = await d.client.request(r.method, s.path, json=s.body, headers=headers)

@@ -191,7 +191,17 @@ CONFIG = schemathesis.Config.from_dict(
                         "expected-statuses": ["2xx", "400", "401", "403", "404"]
                     }
                 },
-            }
+            },
+            {
+                # the same for the collection; and a session has at most 16 extra webhooks
+                # (409), a static one cannot change (409)
+                "include-operation-id": ["createWebhook", "patchWebhook", "deleteWebhook"],
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": ["2xx", "400", "401", "403", "404", "409"]
+                    }
+                },
+            },
         ],
     }
 )
@@ -229,6 +239,7 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
     is_put = op is not None and op.definition.raw.get("operationId") in (
         "putWebhookConfig",
         "patchWebhookConfig",
+        "createWebhook",
     )
     if is_put and body.get("headers") is None:
         bodies = st.builds(lambda b, h: {**b, "headers": h}, bodies, _HEADERS)
@@ -273,6 +284,8 @@ SUCCEEDS = {
     "DELETE /api/webhook/queue/{sessionId}",
     "GET /api/webhook/stats/{sessionId}",
     "POST /api/events",
+    "GET /api/webhooks",
+    "POST /api/webhooks",
     "GET /api/openapi.json",
     "GET /healthz",
     "GET /readyz",

@@ -243,7 +243,7 @@ class Checker:
         content_type: str = "application/json",
         valid_request: bool | None = None,
     ) -> Any:
-        url = path or template.replace("{sessionId}", "s1").replace("{deliveryId}", NO_SUCH)
+        url = path or fill(template)
         sent = dict(self.d.headers() if headers is None else headers)
         kwargs: dict[str, Any] = {"headers": sent}
         if body is not NO_BODY:
@@ -272,6 +272,15 @@ class Checker:
                 assert (not problems) == wanted, (method, url, body, problems)
         self.seen.add((method, template, status))
         return answer
+
+
+def fill(template: str) -> str:
+    """A route's path with placeholder values for its parameters."""
+    return (
+        template.replace("{sessionId}", "s1")
+        .replace("{deliveryId}", NO_SUCH)
+        .replace("{id}", NO_WEBHOOK)
+    )
 
 
 def follow_header(header: dict[str, Any]) -> dict[str, Any]:
@@ -314,6 +323,15 @@ RETRY = "/api/webhook/deliveries/{sessionId}/{deliveryId}/retry"
 RETRY_FAILED = "/api/webhook/queue/{sessionId}/retry-failed"
 SESSIONS = "/api/webhook/sessions"
 NO_SUCH = "dlv_0123456789abcdef"
+NO_WEBHOOK = "wh_0123456789abcdef"
+WEBHOOKS = "/api/webhooks"
+WEBHOOK = "/api/webhooks/{id}"
+STATIC = """
+[[webhook]]
+session = "st"
+url = "https://static.example/hook?key=k"
+events = ["*"]
+"""
 EVENT = {
     "event": "message.received",
     "sessionId": "s1",
@@ -618,6 +636,114 @@ async def check_sessions(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
         await c("GET", SESSIONS, 503)
 
 
+async def check_collection(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §8: the webhook collection, its limits, secrets, static webhooks and scopes."""
+    put = {"url": rx.url, "events": ["*"], "secret": SECRET}
+    await c("PUT", CONFIG, 200, path="/api/webhook/config/col", body=put)
+    extra = {
+        "sessionId": "col",
+        "url": rx.url,
+        "events": ["message.received"],
+        "secret": "groups-secret",
+        "description": "groups only",
+        "filter": {"chats": ["group"]},
+        "ordering": "chat",
+        "rateLimit": 5,
+        "headers": {"X-Api-Key": "k"},
+    }
+    made = (await c("POST", WEBHOOKS, 201, body=extra))["webhook"]
+    assert made["id"].startswith("wh_") and made["secret"] == "grou****"
+    assert (made["default"], made["static"], made["health"]["state"]) == (False, False, "healthy")
+    assert made["filter"] == {"chats": ["group"]} and made["rateLimit"] == 5
+    one = f"{WEBHOOKS}/{made['id']}"
+    minimal = {"sessionId": "col", "url": "https://b.example/h", "events": ["*"]}
+    await c("POST", WEBHOOKS, 201, body=minimal)
+    for bad in (
+        {"url": rx.url, "events": ["*"]},
+        {**minimal, "sessionId": "bad id"},
+        {**minimal, "filter": {"chats": ["groups"]}},
+        {**minimal, "filter": {"chats": []}},
+        {**minimal, "ordering": "fifo"},
+        {**minimal, "rateLimit": 0},
+        {**minimal, "rateLimit": 10001},
+        {**minimal, "description": "d" * 257},
+        {**minimal, "id": NO_WEBHOOK},
+        {**minimal, "health": {}},
+    ):
+        await c("POST", WEBHOOKS, 400, body=bad, valid_request=False)
+    await c("POST", WEBHOOKS, 400, data=b"[1]")
+    await c("POST", WEBHOOKS, 403, body=minimal, headers=c.d.headers(role="viewer"))
+    await c("POST", WEBHOOKS, 403, body=minimal, headers=c.d.headers(sessions=["other"]))
+    await c("POST", WEBHOOKS, 413, data=BIG)
+    await c("POST", WEBHOOKS, 415, data=b"{}", content_type="text/plain")
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "write_fault", disk_full)
+        await c("POST", WEBHOOKS, 503, body=minimal)
+    for _ in range(14):
+        await c("POST", WEBHOOKS, 201, body=minimal)
+    answer = await c("POST", WEBHOOKS, 409, body=minimal)  # 16 besides the default
+    assert "16" in answer["error"]["message"]
+
+    listed = (await c("GET", WEBHOOKS, 200, path=f"{WEBHOOKS}?sessionId=col"))["webhooks"]
+    assert len(listed) == 17 and listed[0]["default"] and listed[0]["secret"] == "your****"
+    everything = (await c("GET", WEBHOOKS, 200))["webhooks"]
+    static = next(w for w in everything if w["static"])
+    assert static["url"] == "https://static.example/hook?…" and static["sessionId"] == "st"
+    await c("GET", WEBHOOKS, 200, path=f"{WEBHOOKS}?active=true&failing=false")
+    scoped = await c("GET", WEBHOOKS, 200, headers=c.d.headers(role="viewer", sessions=["col"]))
+    assert {w["sessionId"] for w in scoped["webhooks"]} == {"col"}
+    await c("GET", WEBHOOKS, 400, path=f"{WEBHOOKS}?active=maybe")
+    await c("GET", WEBHOOKS, 400, path=f"{WEBHOOKS}?sessionId=bad%20id")
+    viewer = c.d.headers(role="viewer", sessions=["col"])
+    await c("GET", WEBHOOKS, 403, path=f"{WEBHOOKS}?sessionId=s1", headers=viewer)
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "webhook_health", storage_unavailable)
+        await c("GET", WEBHOOKS, 503)
+        await c("GET", WEBHOOK, 503, path=one)
+
+    assert (await c("GET", WEBHOOK, 200, path=one))["webhook"]["id"] == made["id"]
+    await c("GET", WEBHOOK, 400, path=f"{WEBHOOKS}/nope")
+    await c("GET", WEBHOOK, 404)
+    await c("GET", WEBHOOK, 403, path=one, headers=c.d.headers(role="viewer", sessions=["s1"]))
+
+    # the masked secret written back keeps it; no secret keeps it; null removes it
+    patched = await c("PATCH", WEBHOOK, 200, path=one, body={"secret": "grou****"})
+    assert patched["webhook"]["secret"] == "grou****"
+    hook = c.d.state.registry.by_public_id(made["id"])
+    assert hook is not None and hook.secret == "groups-secret"
+    patched = await c("PATCH", WEBHOOK, 200, path=one, body={"isActive": False})
+    assert patched["webhook"]["health"]["state"] == "disabled"
+    patched = await c("PATCH", WEBHOOK, 200, path=one, body={"secret": None, "filter": None})
+    assert patched["webhook"]["secret"] is None and "filter" not in patched["webhook"]
+    default = await c("PATCH", WEBHOOK, 200, path=f"{WEBHOOKS}/{listed[0]['id']}", body={})
+    assert default["webhook"]["default"] is True
+    await c("PATCH", WEBHOOK, 400, path=one, body={"ordering": "fifo"}, valid_request=False)
+    await c("PATCH", WEBHOOK, 400, path=one, body={"sessionId": "s1"}, valid_request=True)
+    await c("PATCH", WEBHOOK, 400, path=f"{WEBHOOKS}/nope", body={})
+    await c("PATCH", WEBHOOK, 403, path=one, body={}, headers=c.d.headers(role="viewer"))
+    await c("PATCH", WEBHOOK, 404, body={})
+    await c("PATCH", WEBHOOK, 409, path=f"{WEBHOOKS}/{static['id']}", body={"isActive": False})
+    await c("PATCH", WEBHOOK, 413, path=one, data=BIG)
+    await c("PATCH", WEBHOOK, 415, path=one, data=b"{}", content_type="text/plain")
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "write_fault", disk_full)
+        await c("PATCH", WEBHOOK, 503, path=one, body={"isActive": True})
+
+    # the delivery log of one webhook
+    page = f"/api/webhook/deliveries/col?webhookId={made['id']}"
+    assert (await c("GET", DELIVERIES, 200, path=page))["deliveries"] == []
+    await c("GET", DELIVERIES, 404, path=f"/api/webhook/deliveries/s1?webhookId={made['id']}")
+
+    await c("DELETE", WEBHOOK, 400, path=f"{WEBHOOKS}/nope")
+    await c("DELETE", WEBHOOK, 403, path=one, headers=c.d.headers(role="viewer"))
+    await c("DELETE", WEBHOOK, 409, path=f"{WEBHOOKS}/{static['id']}")
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "write_fault", disk_full)
+        await c("DELETE", WEBHOOK, 503, path=one)
+    await c("DELETE", WEBHOOK, 200, path=one)
+    await c("DELETE", WEBHOOK, 404, path=one)
+
+
 async def check_meta(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
     served = await c("GET", "/api/openapi.json", 200, headers=c.d.headers(role="viewer"))
     assert served == DOC
@@ -647,7 +773,7 @@ async def check_metrics(c: Checker) -> None:
 async def test_live_answers_match_the_document(
     tmp_path: Path, ca: trustme.CA, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(tmp_path, ca_file=str(ca_file(ca, tmp_path)))
+    config = make_config(tmp_path, STATIC, ca_file=str(ca_file(ca, tmp_path)))
     async with running_daemon(config) as d:
         c = Checker(d)
         await check_auth(c)
@@ -657,6 +783,7 @@ async def test_live_answers_match_the_document(
         await check_queue_and_stats(c, monkeypatch)
         await check_deliveries(c, receiver, monkeypatch)
         await check_sessions(c, monkeypatch)
+        await check_collection(c, receiver, monkeypatch)
         await check_meta(c, monkeypatch)
     # every documented answer was seen, except 500 (an unexpected error) on most routes
     missing = {key for key in documented() if key not in c.seen and key[2] != 500}
@@ -670,7 +797,7 @@ async def test_undocumented_methods_and_paths_use_the_envelope(
     error = "/components/schemas/Error"
     async with running_daemon(make_config(tmp_path, ca_file=str(ca_file(ca, tmp_path)))) as d:
         for route in ROUTES:
-            path = route.path.replace("{sessionId}", "s1").replace("{deliveryId}", NO_SUCH)
+            path = fill(route.path)
             offered = {r.method for r in ROUTES if r.path == route.path}
             for method in {"GET", "PUT", "POST", "DELETE", "PATCH"} - offered:
                 resp = await d.client.request(method, path, headers=d.headers())

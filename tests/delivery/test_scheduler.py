@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from support import make_config
+from support import eventually, make_config
 
 from wahookd.clock import FakeClock
 from wahookd.delivery.scheduler import Scheduler
@@ -372,6 +372,48 @@ async def test_processing_never_exceeds_concurrency_while_outcomes_commit(
     await sched.run_until_idle()
     assert len(sender.calls) == 60
     assert peaks and max(peaks) <= 4, peaks
+
+
+async def test_a_commit_that_claims_more_than_it_frees_reserves_nothing_extra(
+    tmp_path: Path, store: Store
+) -> None:
+    # A batch of 1 outcome whose commit also claims 4 deliveries (3 slots were free
+    # besides its own) must leave no slot free while it commits: the loop claiming the
+    # "free" 3 meanwhile would put 7 deliveries `processing` with concurrency 4.
+    clock, registry = FakeClock(), Registry()
+    first_done, gate = asyncio.Event(), asyncio.Event()
+
+    class HoldFirst(ScriptedSender):
+        async def attempt(self, webhook: Webhook, claimed: Claimed, now: float) -> AttemptResult:
+            self.calls.append((webhook.id, claimed.id, claimed.attempt))
+            if len(self.calls) == 1:
+                await first_done.wait()
+            return OK
+
+    sender = HoldFirst()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 1, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 4})
+    await sched.step()
+    await asyncio.sleep(0)
+    assert sched.inflight == 1
+    # more arrive; the recorder's commit will pick them before the loop runs again
+    ids = await ingest(store, hook, 8, clock.time(), start=1)
+    sched.push([DueItem(clock.time(), i, hook.id) for i in ids])
+    original = store.record_and_claim
+
+    async def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        await gate.wait()
+        return await original(*args, **kwargs)
+
+    store.record_and_claim = held  # type: ignore[method-assign]
+    first_done.set()
+    await eventually(lambda: sched.inflight == 4)  # the commit picked 4 for the freed slots
+    assert sched.free_slots == 0
+    assert not await sched.step()  # nothing more may be claimed while it commits
+    gate.set()
+    await eventually(lambda: sched.recorder.task is None)
+    assert (await store.queue_counts(None))["processing"] <= 4
 
 
 async def test_drain_waits_for_the_outcomes_of_attempts_that_end_during_it(

@@ -13,17 +13,20 @@ from ..audit import audit
 from ..events import EVENT_TYPES, format_timestamp, is_timestamp
 from ..logquery import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT, MAX_SINCE_CHARS
 from ..models import State
+from ..registry import Registry
+from ..rules import WEBHOOK_ID_RE
 from ..store import DeliveryRow
 from ..units import parse_duration
 from .common import ApiError, ok, principal, requires, session_param
-from .keys import CLOCK, SCHEDULER, STORE
+from .keys import CLOCK, REGISTRY, SCHEDULER, STORE
 
-_LIST_QUERY: Final = ("status", "event", "limit", "cursor")
+_LIST_QUERY: Final = ("status", "event", "limit", "cursor", "webhookId")
 _PARKED: Final = ", parked behind an inactive webhook"
 
 
-def delivery_json(row: DeliveryRow) -> dict[str, Any]:
+def delivery_json(row: DeliveryRow, registry: Registry) -> dict[str, Any]:
     """A delivery and its attempts as the API shows them."""
+    hook = registry.get(row.webhook_id)
 
     def ts(value: float | None) -> str | None:
         return None if value is None else format_timestamp(value)
@@ -32,6 +35,7 @@ def delivery_json(row: DeliveryRow) -> dict[str, Any]:
         "id": row.uid,
         "eventId": row.event_uid,
         "sessionId": row.session_id,
+        "webhookId": None if hook is None else hook.public_id,
         "event": row.event_type,
         "status": row.state,
         "attemptCount": row.attempts,
@@ -69,6 +73,19 @@ def _delivery_id(request: web.Request) -> str:
     return value
 
 
+def _webhook_query(request: web.Request, session_id: str) -> int | None:
+    """`?webhookId=`: a webhook serving the session (its own or a static one), else 404."""
+    public_id = request.query.get("webhookId")
+    if public_id is None:
+        return None
+    if not WEBHOOK_ID_RE.fullmatch(public_id):
+        raise ApiError(400, "webhookId: must be wh_ followed by 16 hexadecimal digits")
+    hook = request.app[REGISTRY].by_public_id(public_id)
+    if hook is None or hook.session not in (session_id, "*"):
+        raise ApiError(404, f"no webhook '{public_id}' serving session '{session_id}'")
+    return hook.id
+
+
 @requires("viewer")
 async def list_deliveries(request: web.Request) -> web.Response:
     """GET /api/webhook/deliveries/{sessionId}: newest first, with attempts, paged."""
@@ -97,13 +114,16 @@ async def list_deliveries(request: web.Request) -> web.Response:
         if not CURSOR_RE.fullmatch(q["cursor"]):
             raise ApiError(400, "cursor: must be a nextCursor value from a previous page")
         before = int(q["cursor"])
-    rows = await request.app[STORE].list_deliveries(session_id, status, event, before, limit + 1)
+    webhook_id = _webhook_query(request, session_id)
+    rows = await request.app[STORE].list_deliveries(
+        session_id, status, event, before, limit + 1, webhook_id
+    )
     page = rows[:limit]
     more = len(rows) > limit
     return ok(
         {
             "success": True,
-            "deliveries": [delivery_json(r) for r in page],
+            "deliveries": [delivery_json(r, request.app[REGISTRY]) for r in page],
             "nextCursor": str(page[-1].row_id) if more else None,
         }
     )
@@ -118,7 +138,7 @@ async def get_delivery(request: web.Request) -> web.Response:
     if found is None:
         raise ApiError(404, f"no delivery {request.match_info['deliveryId']} in this session")
     row, body = found
-    data = delivery_json(row)
+    data = delivery_json(row, request.app[REGISTRY])
     data["payload"] = json.loads(body)
     return ok({"success": True, "delivery": data})
 
@@ -149,7 +169,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
         webhook=again[0].webhook_id,
         details=f"{uid} queued again" + (_PARKED if result.parked else ""),
     )
-    return ok({"success": True, "delivery": delivery_json(again[0])})
+    return ok({"success": True, "delivery": delivery_json(again[0], request.app[REGISTRY])})
 
 
 @requires("admin")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..chats import ChatKind, chat_kind, chat_of
+from ..delivery.ordering import ordering_key
 from ..events import EventError, parse_ingest_body
+from ..models import Webhook
 from ..store import IngestItem
 from .common import ApiError, check_session, ok, read_json_object, requires
 from .keys import CLOCK, METRICS, REGISTRY, SCHEDULER, STORE
@@ -21,20 +24,30 @@ async def post_events(request: web.Request) -> web.Response:
     except EventError as exc:
         raise ApiError(400, str(exc)) from None
     batch = set(body) == {"events"}
+    objects = body["events"] if batch else [body]
+    registry = app[REGISTRY]
     items = []
-    # a batch mostly repeats one session and a few types: check and match each once
+    # a batch mostly repeats one session, a few types and kinds of chat: check and match
+    # each combination once
     checked: set[str] = set()
-    fan_out: dict[tuple[str, str], tuple[int, ...]] = {}
-    for i, event in enumerate(events):
+    fan_out: dict[tuple[str, str, ChatKind | None], tuple[Webhook, ...]] = {}
+    for i, (event, obj) in enumerate(zip(events, objects, strict=True)):
         session_id = event.session_id
         if session_id not in checked:
             check_session(request, session_id, f"events[{i}].sessionId" if batch else "sessionId")
             checked.add(session_id)
-        key = (session_id, event.type)
-        webhook_ids = fan_out.get(key)
-        if webhook_ids is None:
-            webhook_ids = fan_out[key] = app[REGISTRY].match(session_id, event.type)
-        items.append(IngestItem(event, webhook_ids))
+        chat = chat_of(obj)
+        kind = None if chat is None else chat_kind(chat)
+        key = (session_id, event.type, kind)
+        hooks = fan_out.get(key)
+        if hooks is None:
+            hooks = fan_out[key] = registry.match_kind(session_id, event.type, kind)
+        ids = tuple(hook.id for hook in hooks)
+        if any(hook.ordering != "none" for hook in hooks):
+            keys = tuple(ordering_key(hook.ordering, obj) for hook in hooks)
+            items.append(IngestItem(event, ids, keys))
+        else:
+            items.append(IngestItem(event, ids))
     results = await app[STORE].ingest(items, now)
     app[METRICS].observe_ingest(items, results)
     queued = [due for r in results for due in r.deliveries]

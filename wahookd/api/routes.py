@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth import Role
-from . import deliveries, health, ingest, meta, metrics, queue, webhooks
+from . import deliveries, health, ingest, meta, metrics, queue, webhook_collection, webhooks
 from .common import Handler
 
 
@@ -33,6 +33,11 @@ ROUTES: tuple[Route, ...] = (
     Route("PATCH", "/api/webhook/config/{sessionId}", webhooks.patch_config),
     Route("DELETE", "/api/webhook/config/{sessionId}", webhooks.delete_config),
     Route("POST", "/api/webhook/test", webhooks.test_webhook),
+    Route("GET", "/api/webhooks", webhook_collection.list_webhooks),
+    Route("POST", "/api/webhooks", webhook_collection.create_webhook),
+    Route("GET", "/api/webhooks/{id}", webhook_collection.get_webhook),
+    Route("PATCH", "/api/webhooks/{id}", webhook_collection.patch_webhook),
+    Route("DELETE", "/api/webhooks/{id}", webhook_collection.delete_webhook),
     Route("GET", "/api/webhook/queue", queue.get_queue),
     Route("DELETE", "/api/webhook/queue/{sessionId}", queue.delete_queue),
     Route("GET", "/api/webhook/stats/{sessionId}", queue.get_stats),

@@ -37,7 +37,8 @@ def check_target(request: web.Request, url: object, field: str = "url") -> str:
     )
 
 
-def _check_headers(value: object) -> list[tuple[str, str]]:
+def check_header_map(value: object) -> list[tuple[str, str]]:
+    """Extra request headers (rules.check_headers); null: none."""
     if value is None:
         return []
     if not isinstance(value, dict):
@@ -60,7 +61,8 @@ def _config_json(hook: Webhook, *, masked: bool, times: bool) -> dict[str, Any]:
     return data
 
 
-def _check_active(value: object) -> bool:
+def check_active(value: object) -> bool:
+    """isActive: a boolean."""
     if not isinstance(value, bool):
         raise ApiError(400, "isActive: must be true or false")
     return value
@@ -96,8 +98,8 @@ async def put_config(request: web.Request) -> web.Response:
     events = check_events(body["events"])
     old = request.app[REGISTRY].session_webhook(session_id)
     secret = keep_masked(check_secret(body.get("secret")), old.secret if old else None)
-    is_active = _check_active(body.get("isActive", True))
-    headers = _check_headers(body.get("headers"))
+    is_active = check_active(body.get("isActive", True))
+    headers = check_header_map(body.get("headers"))
     hook = await request.app[WEBHOOKS].put_session(
         session_id,
         _fields(url, events, secret, is_active, headers),
@@ -130,8 +132,8 @@ async def patch_config(request: web.Request) -> web.Response:
     secret = old.secret
     if "secret" in body:
         secret = keep_masked(check_secret(body["secret"]), old.secret)
-    is_active = _check_active(body["isActive"]) if "isActive" in body else old.is_active
-    headers = _check_headers(body["headers"]) if "headers" in body else list(old.headers)
+    is_active = check_active(body["isActive"]) if "isActive" in body else old.is_active
+    headers = check_header_map(body["headers"]) if "headers" in body else list(old.headers)
     hook = await request.app[WEBHOOKS].put_session(
         session_id,
         _fields(url, events, secret, is_active, headers),

@@ -140,7 +140,10 @@ class Recorder:
             host.release(outcome.claimed.id, outcome.claimed.webhook_id)
         now = host.clock.time()
         picked = host.pick_due(now) if host.claiming else []
-        handover = len(batch) - len(picked)
+        # slots of the batch no pick took over stay reserved until the commit; a pick
+        # larger than the batch took genuinely free slots, which reserve nothing more
+        # (a negative count here would free phantom slots while the commit runs)
+        handover = max(0, len(batch) - len(picked))
         self._handover += handover
         try:
             disabled, claimed = await self._commit(batch, [item.id for item in picked], now)

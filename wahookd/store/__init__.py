@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .protocol import Store
-from .sqlite import SqliteStore
+from .sqlite import MAX_EXTRA_WEBHOOKS, SqliteStore
 from .types import (
     IDEMPOTENCY_WINDOW_S,
     AttemptRow,
@@ -21,6 +21,9 @@ from .types import (
     SessionStats,
     StorageError,
     StorageUnavailable,
+    WebhookFields,
+    WebhookHealth,
+    WebhookLimitReached,
     new_uid,
 )
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDEMPOTENCY_WINDOW_S",
+    "MAX_EXTRA_WEBHOOKS",
     "AttemptRow",
     "DeliveryRow",
     "IngestItem",
@@ -40,5 +44,8 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "Store",
+    "WebhookFields",
+    "WebhookHealth",
+    "WebhookLimitReached",
     "new_uid",
 ]

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..models import Claimed, DueItem, Outcome, State, Webhook
-from .types import DeliveryRow, IngestItem, IngestResult, RetryResult, SessionStats
+from .types import (
+    DeliveryRow,
+    IngestItem,
+    IngestResult,
+    RetryResult,
+    SessionStats,
+    WebhookFields,
+    WebhookHealth,
+)
 
 
 class Store(Protocol):
@@ -60,6 +68,9 @@ class Store(Protocol):
 
     async def ingest(self, items: Sequence[IngestItem], now: float) -> list[IngestResult]:
         """Commit events and one `pending`, due-now delivery per webhook each; one result per item.
+
+        Each delivery keeps its ordering key (`IngestItem.order_keys`), for the
+        scheduler to hold one delivery per (webhook, key) in flight.
 
         An event with a client id already ingested for its session within
         IDEMPOTENCY_WINDOW_S (or earlier in the same call) is a duplicate: nothing is
@@ -156,6 +167,34 @@ class Store(Protocol):
         reused, so no delivery can reach a later webhook.
         """
 
+    async def create_webhook(
+        self, session_id: str, fields: WebhookFields, now: float, max_extra: int = 16
+    ) -> Webhook:
+        """Add an extra webhook (kind "extra", a new `wh_` id) to a session; return it.
+
+        Counting the session's extra webhooks and adding one is one transaction:
+        WebhookLimitReached (nothing written) when it has `max_extra` already.
+        """
+
+    async def update_webhook(
+        self, webhook_id: int, fields: WebhookFields, now: float
+    ) -> tuple[Webhook, bool] | None:
+        """Write every field of a session's default or extra webhook; (it, whether activated).
+
+        None when no such webhook (static ones are never changed here). The secret
+        rotates and the queue parks or wakes as for `put_session_webhook`.
+        """
+
+    async def delete_webhook(self, webhook_id: int) -> Webhook | None:
+        """Delete a session's default or extra webhook and its queued deliveries; it, or None.
+
+        As `delete_session_webhook`: deliveries in flight fail when recorded. Static
+        webhooks are never deleted here.
+        """
+
+    async def webhook_health(self, webhook_ids: Sequence[int]) -> dict[int, WebhookHealth]:
+        """Each webhook's failing clock (`failing_since`) and newest attempt; unknown ids absent."""
+
     async def set_webhook_active(self, webhook_id: int, active: bool, now: float) -> None:
         """Activate or deactivate a webhook; its queued deliveries wake (due now) or park."""
 
@@ -180,8 +219,12 @@ class Store(Protocol):
         event_type: str | None,
         before_id: int | None,
         limit: int,
+        webhook_id: int | None = None,
     ) -> list[DeliveryRow]:
-        """A session's deliveries, highest id first, with attempts; page with `before_id`."""
+        """A session's deliveries, highest id first, with attempts; page with `before_id`.
+
+        With `webhook_id`, only those to that webhook.
+        """
 
     async def get_delivery(self, session_id: str, uid: str) -> tuple[DeliveryRow, bytes] | None:
         """One delivery of the session with its attempts and the event body; None when unknown."""

@@ -39,10 +39,15 @@ def new_uids(prefix: str, count: int) -> list[str]:
 # Structs rather than frozen dataclasses: made for every ingested event, and a frozen
 # dataclass's __init__ costs six times as much. gc=False: they hold no cycles.
 class IngestItem(msgspec.Struct, frozen=True, gc=False):
-    """One validated event and the webhooks it fans out to."""
+    """One validated event and the webhooks it fans out to.
+
+    `order_keys`, when given, is parallel to `webhook_ids`: each delivery's ordering key
+    (delivery/ordering.py), None for a webhook without ordering.
+    """
 
     event: Event
     webhook_ids: tuple[int, ...]
+    order_keys: tuple[str | None, ...] = ()
 
 
 class IngestResult(msgspec.Struct, frozen=True, gc=False):
@@ -51,6 +56,39 @@ class IngestResult(msgspec.Struct, frozen=True, gc=False):
     event_uid: str
     duplicate: bool
     deliveries: tuple[DueItem, ...]
+
+
+class WebhookLimitReached(Exception):
+    """A session has as many extra webhooks as it may (SPEC §8: 16)."""
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        super().__init__(f"session '{session_id}' has {limit} extra webhooks already, the most")
+        self.session_id = session_id
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookFields:
+    """Every settable field of a session's default or extra webhook, validated."""
+
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    is_active: bool
+    headers: tuple[tuple[str, str], ...] = ()
+    description: str | None = None
+    filter_chats: tuple[str, ...] | None = None  # chat kinds; None: every chat
+    ordering: str = "none"
+    rate_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookHealth:
+    """What the store knows of a webhook's recent attempts (SPEC §8 `health`)."""
+
+    failing_since: float | None
+    last_status: int | None
+    last_attempt_at: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any, Final
 from ... import __version__
 from ...jsontext import dumps_compact
 from ..routes import ROUTES
-from . import deliveries, sessions
+from . import deliveries, sessions, webhooks
 from .components import _COMPONENTS_EXTRA, _responses, _schemas
 from .operations import OPERATIONS as _BASE_OPERATIONS
 from .schema import URL_PATTERN, Operation, _error
@@ -33,6 +33,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     **_BASE_OPERATIONS,
     **deliveries.OPERATIONS,
     **sessions.OPERATIONS,
+    **webhooks.OPERATIONS,
 }
 
 
@@ -86,7 +87,10 @@ def _built() -> dict[str, Any]:
             ),
         },
         "tags": [
-            {"name": "webhook", "description": "A session's webhook."},
+            {
+                "name": "webhook",
+                "description": "A session's default webhook and its extra ones; static ones.",
+            },
             {"name": "queue", "description": "Queued deliveries and statistics."},
             {"name": "deliveries", "description": "The delivery log; retrying failed ones."},
             {"name": "events", "description": "Event ingest."},

@@ -16,7 +16,7 @@ from ...rules import (
     RESERVED_HEADERS_TEXT,
 )
 from ..common import ERROR_CODES
-from . import deliveries, sessions
+from . import deliveries, sessions, webhooks
 from .events import event_schemas
 from .schema import (
     HEADER_NAME_PATTERN,
@@ -316,6 +316,7 @@ def _schemas() -> dict[str, Schema]:
     schemas.update(event_schemas())
     schemas.update(deliveries.schemas())
     schemas.update(sessions.schemas())
+    schemas.update(webhooks.schemas())
     return dict(sorted(schemas.items()))
 
 
@@ -354,6 +355,7 @@ _COMPONENTS_EXTRA: Final[dict[str, Any]] = {
             "description": "Remove only deliveries in this state (default: all three).",
             "schema": {"type": "string", "enum": [s.value for s in CLEARABLE_STATES]},
         },
+        **webhooks.PARAMETERS,
     },
     "headers": {
         "Bearer": {

@@ -60,6 +60,12 @@ def schemas() -> dict[str, Schema]:
                 "id": ref("DeliveryId"),
                 "eventId": ref("EventId"),
                 "sessionId": ref("SessionId"),
+                "webhookId": _nullable(
+                    {
+                        **ref("WebhookId"),
+                        "description": "The webhook it goes to; null once that was deleted.",
+                    }
+                ),
                 "event": ref("EventType"),
                 "status": ref("DeliveryStatus"),
                 "attemptCount": _count("Attempts made (X-Webhook-Attempt of the last one)."),
@@ -139,9 +145,16 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
                 "in": "query",
                 "schema": {"type": "string", "pattern": f"^{CURSOR_RE.pattern}$"},
             },
+            {
+                "name": "webhookId",
+                "in": "query",
+                "description": "Only the deliveries to this webhook (one serving the session).",
+                "schema": ref("WebhookId"),
+            },
         ],
         "responses": {
             "200": _answer("A page of deliveries.", ref("DeliveryListResponse")),
+            "404": _error("NotFound"),
             **_READ_ERRORS,
         },
     },

@@ -17,8 +17,11 @@ def schemas() -> dict[str, Schema]:
             {
                 "kind": {
                     "type": "string",
-                    "enum": ["session", "static"],
-                    "description": "The session's own (API) webhook, or a `[[webhook]]` entry.",
+                    "enum": ["session", "extra", "static"],
+                    "description": (
+                        "The session's default webhook, one of its extra ones "
+                        "(/api/webhooks), or a `[[webhook]]` entry."
+                    ),
                 },
                 "url": {"type": "string"},
                 "isActive": {"type": "boolean"},

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .facade import SqliteStore
+from .collection import MAX_EXTRA_WEBHOOKS, SqliteStore
 
-__all__ = ["SqliteStore"]
+__all__ = ["MAX_EXTRA_WEBHOOKS", "SqliteStore"]

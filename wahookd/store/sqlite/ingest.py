@@ -13,6 +13,8 @@ from .batching import insert_rows
 
 # event ids looked up per query; far below SQLite's limit on bound parameters
 _LOOKUP_CHUNK = 500
+# the ordering keys of deliveries whose webhooks do not order (delivery/ordering.py)
+_NO_KEYS: tuple[str | None, ...] = (None,)
 
 
 @dataclass(slots=True)
@@ -72,7 +74,8 @@ def ingest(
             (event_id, uid, client_id is not None, ev.session_id, ev.type, ev.body, now)
         )
         due: list[DueItem] = []
-        for webhook_id in item.webhook_ids:
+        keys = item.order_keys or _NO_KEYS * len(item.webhook_ids)
+        for webhook_id, order_key in zip(item.webhook_ids, keys, strict=True):
             delivery_id = ids.take_delivery()
             delivery_rows.append(
                 (
@@ -86,6 +89,7 @@ def ingest(
                     now,
                     now,
                     now,
+                    order_key,
                 )
             )
             due.append(DueItem(now, delivery_id, webhook_id))
@@ -98,7 +102,7 @@ def ingest(
     insert_rows(
         conn,
         "INSERT INTO deliveries (id, uid, event_id, webhook_id, session_id, event_type,"
-        " state, next_attempt_at, created_at, updated_at)",
+        " state, next_attempt_at, created_at, updated_at, order_key)",
         delivery_rows,
     )
     return results

@@ -143,6 +143,54 @@ MIGRATIONS: tuple[str, ...] = (
         (SELECT COALESCE(MAX(id), 0) FROM webhooks),
         (SELECT COALESCE(MAX(webhook_id), 0) FROM deliveries)) WHERE name = 'webhooks';
     """,
+    # 6: several webhooks per session (SPEC §8): a public id, extra webhooks beside the
+    # session's default one, chat filter, ordering, rate limit; each delivery keeps the
+    # ordering key it got at ingest, indexed for "the earliest unfinished delivery of
+    # (webhook, key)"; the delivery log lists one webhook's deliveries
+    """
+    CREATE TABLE webhooks_v6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        public_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('session', 'extra', 'static')),
+        session_id TEXT NOT NULL,
+        static_key TEXT UNIQUE,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT,
+        previous_secret TEXT,
+        previous_secret_until REAL,
+        headers TEXT,
+        is_active INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        failing_since REAL,
+        last_failure_at REAL,
+        description TEXT,
+        filter_chats TEXT,
+        ordering TEXT NOT NULL DEFAULT 'none' CHECK (ordering IN ('none', 'chat', 'session')),
+        rate_limit INTEGER CHECK (rate_limit IS NULL OR rate_limit >= 1)
+    );
+    INSERT INTO webhooks_v6 (id, public_id, kind, session_id, static_key, url, events,
+        secret, previous_secret, previous_secret_until, headers, is_active, created_at,
+        updated_at, failing_since, last_failure_at)
+        SELECT id, 'wh_' || lower(hex(randomblob(8))), kind, session_id, static_key, url,
+        events, secret, previous_secret, previous_secret_until, headers, is_active,
+        created_at, updated_at, failing_since, last_failure_at FROM webhooks;
+    -- ids are never reused: carry the old table's sequence over (the rename keeps it)
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'webhooks_v6', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'webhooks_v6');
+    UPDATE sqlite_sequence SET seq = MAX(seq,
+        COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'webhooks'), 0))
+        WHERE name = 'webhooks_v6';
+    DROP TABLE webhooks;
+    ALTER TABLE webhooks_v6 RENAME TO webhooks;
+    CREATE UNIQUE INDEX webhooks_session ON webhooks(session_id) WHERE kind = 'session';
+    CREATE INDEX webhooks_extra ON webhooks(session_id) WHERE kind = 'extra';
+    ALTER TABLE deliveries ADD COLUMN order_key TEXT;
+    CREATE INDEX deliveries_order ON deliveries(webhook_id, order_key, id)
+        WHERE order_key IS NOT NULL AND finished_at IS NULL;
+    CREATE INDEX deliveries_webhook ON deliveries(webhook_id, id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

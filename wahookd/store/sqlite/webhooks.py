@@ -1,13 +1,15 @@
-"""Webhooks: session and static webhooks, and parking their queued deliveries."""
+"""Webhooks: a session's default and extra webhooks, static ones, parking their queues."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from ...models import CLEARABLE_STATES, State, Webhook
+from ..types import WebhookFields, WebhookHealth, WebhookLimitReached
 from .rows import named
 
 # after a secret changes, deliveries are signed with the previous one too for this long
@@ -17,8 +19,14 @@ _QUEUED = f"('{State.PENDING}', '{State.RETRYING}')"
 _CLEARABLE = "(" + ", ".join(f"'{s}'" for s in CLEARABLE_STATES) + ")"
 _WEBHOOK_SELECT = (
     "SELECT id, kind, session_id, url, events, secret, headers, is_active, created_at,"
-    " updated_at, static_key, previous_secret, previous_secret_until FROM webhooks"
+    " updated_at, static_key, previous_secret, previous_secret_until, public_id,"
+    " description, filter_chats, ordering, rate_limit FROM webhooks"
 )
+
+
+def new_public_id() -> str:
+    """A webhook's public id: `wh_` and 16 random hex digits."""
+    return "wh_" + secrets.token_hex(8)
 
 
 def webhooks(conn: sqlite3.Connection) -> list[Webhook]:
@@ -43,32 +51,153 @@ def put_session_webhook(
     enc = (url, json.dumps(list(events)), secret, _enc_headers(headers), is_active)
     if row is None:
         conn.execute(
-            "INSERT INTO webhooks (kind, session_id, url, events, secret, headers,"
-            " is_active, created_at, updated_at) VALUES ('session', ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, *enc, now, now),
+            "INSERT INTO webhooks (public_id, kind, session_id, url, events, secret, headers,"
+            " is_active, created_at, updated_at) VALUES (?, 'session', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (new_public_id(), session_id, *enc, now, now),
         )
         (webhook_id,) = conn.execute("SELECT last_insert_rowid()").fetchone()
         was_active = True
     else:
         old = _webhook(row)
         webhook_id, was_active = old.id, old.is_active
-        previous, until = old.previous_secret, old.previous_secret_until
-        if secret is None:
-            previous = until = None  # unsigned from now on: nothing to overlap with
-        elif old.secret is not None and secret != old.secret:
-            # rotation: receivers still holding the old secret verify for 24 h more
-            previous, until = old.secret, now + SECRET_OVERLAP_S
-        conn.execute(
-            "UPDATE webhooks SET url = ?, events = ?, secret = ?, headers = ?,"
-            " is_active = ?, previous_secret = ?, previous_secret_until = ?,"
-            # re-enabling (after a 410 or auto-disable) restarts the failing clock
-            " failing_since = CASE WHEN is_active THEN failing_since ELSE NULL END,"
-            " updated_at = ? WHERE id = ?",
-            (*enc, previous, until, now, webhook_id),
-        )
+        _update(conn, old, enc, now)
     set_parked(conn, webhook_id, parked=not is_active, now=now)
     new = named(conn, _WEBHOOK_SELECT + " WHERE id = ?", (webhook_id,)).fetchone()
     return _webhook(new), is_active and not was_active
+
+
+def _update(conn: sqlite3.Connection, old: Webhook, enc: tuple[Any, ...], now: float) -> None:
+    """Write (url, events, secret, headers, is_active) over a webhook; rotate the secret."""
+    secret = enc[2]
+    previous, until = old.previous_secret, old.previous_secret_until
+    if secret is None:
+        previous = until = None  # unsigned from now on: nothing to overlap with
+    elif old.secret is not None and secret != old.secret:
+        # rotation: receivers still holding the old secret verify for 24 h more
+        previous, until = old.secret, now + SECRET_OVERLAP_S
+    conn.execute(
+        "UPDATE webhooks SET url = ?, events = ?, secret = ?, headers = ?,"
+        " is_active = ?, previous_secret = ?, previous_secret_until = ?,"
+        # re-enabling (after a 410 or auto-disable) restarts the failing clock
+        " failing_since = CASE WHEN is_active THEN failing_since ELSE NULL END,"
+        " updated_at = ? WHERE id = ?",
+        (*enc, previous, until, now, old.id),
+    )
+
+
+# ------------------------------------------------------------ the collection
+def _enc_fields(fields: WebhookFields) -> tuple[Any, ...]:
+    """(url, events, secret, headers, is_active) as stored."""
+    return (
+        fields.url,
+        json.dumps(list(fields.events)),
+        fields.secret,
+        _enc_headers(fields.headers),
+        fields.is_active,
+    )
+
+
+def _enc_extras(fields: WebhookFields) -> tuple[Any, ...]:
+    """(description, filter_chats, ordering, rate_limit) as stored."""
+    chats = None if fields.filter_chats is None else json.dumps(list(fields.filter_chats))
+    return (fields.description, chats, fields.ordering, fields.rate_limit)
+
+
+def webhook_by_public_id(conn: sqlite3.Connection, public_id: str) -> Webhook | None:
+    """The webhook with this `wh_...` id, if any."""
+    row = named(conn, _WEBHOOK_SELECT + " WHERE public_id = ?", (public_id,)).fetchone()
+    return None if row is None else _webhook(row)
+
+
+def create_webhook(
+    conn: sqlite3.Connection,
+    session_id: str,
+    fields: WebhookFields,
+    now: float,
+    max_extra: int,
+) -> Webhook:
+    """Add an extra webhook to a session; WebhookLimitReached when it has `max_extra` already."""
+    (count,) = conn.execute(
+        "SELECT COUNT(*) FROM webhooks WHERE kind = 'extra' AND session_id = ?", (session_id,)
+    ).fetchone()
+    if count >= max_extra:
+        raise WebhookLimitReached(session_id, max_extra)
+    public_id = new_public_id()
+    conn.execute(
+        "INSERT INTO webhooks (public_id, kind, session_id, url, events, secret, headers,"
+        " is_active, description, filter_chats, ordering, rate_limit, created_at, updated_at)"
+        " VALUES (?, 'extra', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (public_id, session_id, *_enc_fields(fields), *_enc_extras(fields), now, now),
+    )
+    hook = webhook_by_public_id(conn, public_id)
+    assert hook is not None
+    return hook
+
+
+def update_webhook(
+    conn: sqlite3.Connection, webhook_id: int, fields: WebhookFields, now: float
+) -> tuple[Webhook, bool] | None:
+    """Write every field of a session's default or extra webhook; (it, whether activated).
+
+    None when it is gone. Static webhooks belong to the config file: refused by the caller.
+    """
+    row = named(
+        conn, _WEBHOOK_SELECT + " WHERE id = ? AND kind != 'static'", (webhook_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    old = _webhook(row)
+    _update(conn, old, _enc_fields(fields), now)
+    conn.execute(
+        "UPDATE webhooks SET description = ?, filter_chats = ?, ordering = ?, rate_limit = ?"
+        " WHERE id = ?",
+        (*_enc_extras(fields), webhook_id),
+    )
+    set_parked(conn, webhook_id, parked=not fields.is_active, now=now)
+    new = named(conn, _WEBHOOK_SELECT + " WHERE id = ?", (webhook_id,)).fetchone()
+    return _webhook(new), fields.is_active and not old.is_active
+
+
+def delete_webhook(conn: sqlite3.Connection, webhook_id: int) -> Webhook | None:
+    """Delete a session's default or extra webhook and drop its queued deliveries."""
+    row = named(
+        conn, _WEBHOOK_SELECT + " WHERE id = ? AND kind != 'static'", (webhook_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    hook = _webhook(row)
+    _delete(conn, hook.id)
+    return hook
+
+
+def webhook_health(
+    conn: sqlite3.Connection, webhook_ids: Sequence[int]
+) -> dict[int, WebhookHealth]:
+    """Each webhook's failing clock and newest attempt (status, start time).
+
+    The newest attempt is looked up through the deliveries of the webhook (index
+    deliveries_webhook); once outcomes.record keeps webhooks.last_status and
+    last_attempt_at, this becomes a plain read of the row.
+    """
+    found: dict[int, WebhookHealth] = {}
+    for webhook_id in webhook_ids:
+        row = conn.execute(
+            "SELECT failing_since FROM webhooks WHERE id = ?", (webhook_id,)
+        ).fetchone()
+        if row is None:
+            continue
+        last = conn.execute(
+            "SELECT a.status_code, a.started_at FROM deliveries d"
+            " JOIN attempts a ON a.delivery_id = d.id WHERE d.webhook_id = ?"
+            " ORDER BY a.started_at DESC, a.id DESC LIMIT 1",
+            (webhook_id,),
+        ).fetchone()
+        found[webhook_id] = WebhookHealth(
+            failing_since=row[0],
+            last_status=None if last is None else last[0],
+            last_attempt_at=None if last is None else last[1],
+        )
+    return found
 
 
 def delete_session_webhook(conn: sqlite3.Connection, session_id: str) -> Webhook | None:
@@ -79,17 +208,22 @@ def delete_session_webhook(conn: sqlite3.Connection, session_id: str) -> Webhook
     if row is None:
         return None
     hook = _webhook(row)
-    conn.execute("DELETE FROM webhooks WHERE id = ?", (hook.id,))
+    _delete(conn, hook.id)
+    return hook
+
+
+def _delete(conn: sqlite3.Connection, webhook_id: int) -> None:
+    """Delete a webhook and its queued deliveries (those in flight fail when recorded)."""
+    conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
     conn.execute(
         "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
         f" WHERE webhook_id = ? AND state IN {_CLEARABLE})",
-        (hook.id,),
+        (webhook_id,),
     )
     conn.execute(
         f"DELETE FROM deliveries WHERE webhook_id = ? AND state IN {_CLEARABLE}",
-        (hook.id,),
+        (webhook_id,),
     )
-    return hook
 
 
 def set_webhook_active(conn: sqlite3.Connection, webhook_id: int, active: bool, now: float) -> None:
@@ -111,9 +245,9 @@ def sync_static_webhooks(
     keys = [s[0] for s in statics]
     for key, session, url, events, secret, headers in statics:
         conn.execute(
-            "INSERT INTO webhooks (kind, session_id, static_key, url, events, secret,"
-            " headers, is_active, created_at, updated_at)"
-            " VALUES ('static', ?, ?, ?, ?, ?, ?, 1, ?, ?)"
+            "INSERT INTO webhooks (public_id, kind, session_id, static_key, url, events,"
+            " secret, headers, is_active, created_at, updated_at)"
+            " VALUES (?, 'static', ?, ?, ?, ?, ?, ?, 1, ?, ?)"
             " ON CONFLICT (static_key) DO UPDATE SET url = excluded.url,"
             " events = excluded.events, secret = excluded.secret,"
             # a changed secret keeps the old one valid for the overlap, as for the API
@@ -126,6 +260,7 @@ def sync_static_webhooks(
             " failing_since = CASE WHEN webhooks.is_active THEN webhooks.failing_since END,"
             " headers = excluded.headers, is_active = 1, updated_at = excluded.updated_at",
             (
+                new_public_id(),
                 session,
                 key,
                 url,
@@ -181,6 +316,7 @@ def _enc_headers(headers: Sequence[tuple[str, str]] | None) -> str | None:
 def _webhook(row: sqlite3.Row) -> Webhook:
     """A webhook from a row of `_WEBHOOK_SELECT`, by column name."""
     headers = tuple(json.loads(row["headers"]).items()) if row["headers"] else ()
+    chats = row["filter_chats"]
     return Webhook(
         id=row["id"],
         kind=row["kind"],
@@ -195,4 +331,9 @@ def _webhook(row: sqlite3.Row) -> Webhook:
         static_key=row["static_key"],
         previous_secret=row["previous_secret"],
         previous_secret_until=row["previous_secret_until"],
+        public_id=row["public_id"],
+        description=row["description"],
+        filter_chats=None if chats is None else tuple(json.loads(chats)),
+        ordering=row["ordering"],
+        rate_limit=row["rate_limit"],
     )
