@@ -17,11 +17,16 @@ run: $(STAMP)  ## start the daemon on the embedded defaults (or $$WAHOOKD_CONFIG
 	$(BIN)/wahookd serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check wahookd tests
-	$(BIN)/ruff format --check wahookd tests
+	$(BIN)/ruff check wahookd tests examples
+	$(BIN)/ruff format --check wahookd tests examples
 	$(BIN)/mypy
+	$(BIN)/mypy --strict examples/receivers/python/receiver.py
 
+# test-deps: node, npm, php-cli and chromium through apt when root and missing, then
+# `npm ci` for examples/receivers/node; otherwise it says what is missing and the tests
+# that need it skip with that reason
 test: lint  ## lint, type-check, then the whole suite
+	sh scripts/test-deps.sh
 	$(BIN)/python -m pytest
 
 $(BENCH_STAMP): $(STAMP)

@@ -151,6 +151,10 @@ HANDLERS: dict[str, Callable[[Event], Awaitable[None]]] = {
 }
 
 
+SEEN = web.AppKey("seen", SeenIds)
+TASKS = web.AppKey("tasks", set[asyncio.Task[None]])
+
+
 async def process(delivery_id: str, event: Event, standard: bool | None) -> None:
     """The work, after the 200 has gone out."""
     handler = HANDLERS.get(event.get("event", ""))
@@ -202,14 +206,11 @@ async def webhook(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
-SEEN = web.AppKey("seen", SeenIds)
-TASKS = web.AppKey("tasks", set)
-
-
 async def drain(app: web.Application) -> None:
     """On shutdown, let the work already acknowledged finish."""
-    if app[TASKS]:
-        await asyncio.wait(app[TASKS], timeout=10)
+    pending = app[TASKS]
+    if pending:
+        await asyncio.wait(pending, timeout=10)
 
 
 def make_app() -> web.Application:
