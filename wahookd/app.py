@@ -25,6 +25,7 @@ from .api.keys import (
     Settings,
 )
 from .api.meta import OPENAPI_JSON
+from .api.console import add_console_routes
 from .api.routes import add_routes
 from .auth import KeyError_, Verifier, load_keys
 from .clock import Clock, SystemClock
@@ -60,6 +61,7 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     app[REFUSALS] = RateLimitedLog(auth_log, app[CLOCK], interval_s=REFUSAL_LOG_INTERVAL_S)
     app[OPENAPI_JSON] = openapi.document_bytes()
     add_routes(app)
+    add_console_routes(app)
     app.cleanup_ctx.append(_daemon)
     return app
 
