@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .api import openapi
 from .api.common import auth_log, auth_middleware, error_middleware
+from .api.console import add_console_routes
 from .api.keys import (
     CLOCK,
     METRICS,
@@ -25,7 +26,6 @@ from .api.keys import (
     Settings,
 )
 from .api.meta import OPENAPI_JSON
-from .api.console import add_console_routes
 from .api.routes import add_routes
 from .auth import KeyError_, Verifier, load_keys
 from .clock import Clock, SystemClock

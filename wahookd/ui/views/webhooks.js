@@ -90,7 +90,7 @@ function actions(w, ctx) {
     out.push(h("button", {
       type: "button",
       "data-key": `toggle-${w.id}`,
-      "aria-label": `${pause ? "Pause" : "Resume"} ${w.url}`,
+      "aria-label": `${pause ? "Pause" : "Resume"} ${w.description || w.url} (${w.sessionId})`,
       onclick: () => ctx.act(pause ? "Pause" : "Resume",
         () => api("PATCH", `/api/webhooks/${w.id}`, { isActive: !pause })),
     }, pause ? "Pause" : "Resume"));
@@ -98,7 +98,7 @@ function actions(w, ctx) {
   out.push(h("button", {
     type: "button",
     "data-key": `test-${w.id}`,
-    "aria-label": `Test ${w.url}`,
+    "aria-label": `Test ${w.description || w.url} (${w.sessionId})`,
     onclick: () => {
       const input = document.getElementById("test-url");
       input.value = w.url.replace(/\?…$/, "");
