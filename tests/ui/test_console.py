@@ -10,9 +10,7 @@ screenshots of docs/ that the README shows.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -233,9 +231,10 @@ async def browse(
             await page.screenshot(path=str(DOCS / "console-overview.png"))
 
             # it refreshes by itself: a new event shows up without a reload
-            delivered_before = int(
-                re.search(r"(\d+) delivered", await caption.inner_text()).group(1)  # type: ignore[union-attr]
-            )
+            found = re.search(r"(\d+) delivered", await caption.inner_text())
+            assert found is not None
+            delivered_before = int(found.group(1))
+            box = await page.locator("figure.chart").bounding_box()
             await api(
                 "POST",
                 "/api/events",
@@ -244,6 +243,7 @@ async def browse(
             await expect(caption).to_contain_text(
                 f"{delivered_before + 1} delivered", timeout=15000
             )
+            assert await page.locator("figure.chart").bounding_box() == box  # no layout jump
 
             # --- the delivery log, filtered to failed, then one delivery
             await page.get_by_role("link", name="Deliveries").click()
@@ -296,6 +296,12 @@ async def browse(
             await page.get_by_role("button", name="Clear the queue of sales").click()
             await eventually(lambda: bool(dialogs), what="a confirmation")
             assert "Drop the" in dialogs[0]
+            assert (await api("GET", "/api/webhook/queue?sessionId=sales"))["queue"]["failed"] == 1
+
+            # admin: retry the session's failed deliveries of the last 2 hours
+            await page.get_by_label("Retry failed since").fill("2h")
+            await page.get_by_role("button", name="Retry failed deliveries of sales").click()
+            await expect(page.locator("#status")).to_contain_text("Queued 1 failed deliveries")
 
             # the keyboard reaches the views: Tab from the top to a nav link, Enter
             await page.focus("header h1 a")
@@ -316,6 +322,14 @@ async def browse(
             viewer = await context.new_page()
             viewer.on("request", lambda r: requests.append(r.url))
             viewer.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+            viewer.on(
+                "console",
+                lambda m: (
+                    errors.append(f"viewer console {m.type}: {m.text}")
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
             await viewer.goto(f"{daemon.base}/ui/")
             await viewer.get_by_label("JWT").fill(viewer_token)
             await viewer.get_by_role("button", name="Use this token").click()
@@ -344,5 +358,3 @@ async def browse(
             await expect(failed).to_be_visible()
         finally:
             await browser.close()
-    shutil.rmtree(DOCS / ".tmp", ignore_errors=True)
-    json.dumps(requests)
