@@ -49,7 +49,7 @@ function chart(activity) {
   const H = 120;
   const step = W / minutes.length;
   const peak = Math.max(1, ...minutes.map((m) => m.delivered + m.failed));
-  const scale = (H - 14) / peak;
+  const scale = (H - 4) / peak;
   const bars = minutes.map((m, i) => {
     const dh = m.delivered * scale;
     const fh = m.failed * scale;
@@ -66,12 +66,12 @@ function chart(activity) {
   const summary = `${activity.delivered} delivered and ${activity.failed} failed in the last `
     + `${minutes.length} minutes; at most ${peak} in a minute.`;
   return h("figure.chart", {},
+    h("div.chart-peak", { "aria-hidden": "true" }, `${peak} per minute`),
     h("svg", {
       viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": summary,
       preserveAspectRatio: "none", class: "chart-svg",
     },
     h("line.axis", { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }),
-    h("text.peak", { x: 2, y: 10 }, String(peak)),
     bars),
     h("div.chart-axis", {},
       h("span", {}, "60 min ago"),
