@@ -4,12 +4,14 @@ Playwright drives Debian's /usr/bin/chromium (never a downloaded browser). The p
 talk to nothing but the daemon, log no error, and keep the token out of the daemon's log;
 a viewer sees no action; an admin's retry and pause show in the JSON API; the page
 refreshes by itself and says when the daemon is unreachable. It also takes the
-screenshots of docs/ that the README shows.
+screenshots the README shows: into docs/ with WAHOOKD_UPDATE_SCREENSHOTS=1, else into the
+test's temporary directory (so a test run leaves the checkout clean).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from support import Received, Receiver, Reply, ca_file, eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+UPDATE_SCREENSHOTS = os.environ.get("WAHOOKD_UPDATE_SCREENSHOTS") == "1"
 ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -119,8 +122,11 @@ async def test_console_in_a_real_browser(
             await eventually(
                 lambda: failed_count(api, 2), timeout_s=20, what="two failed deliveries"
             )
-            await browse(daemon, api, admin_url, viewer_token, receiver, crm_down)
+            shots = DOCS if UPDATE_SCREENSHOTS else tmp_path
+            await browse(daemon, api, admin_url, viewer_token, receiver, crm_down, shots)
             await eventually(lambda: retried_one_delivered(api), timeout_s=20, what="retry")
+        for name in ("console-overview.png", "console-delivery.png"):
+            assert (shots / name).read_bytes().startswith(b"\x89PNG"), name
         log = daemon.log()
         for token in (admin_token, viewer_token):
             assert token not in log
@@ -182,6 +188,7 @@ async def browse(
     viewer_token: str,
     receiver: Receiver,
     crm_down: dict[str, bool],
+    shots: Path,
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
@@ -227,8 +234,7 @@ async def browse(
             # times: local on the page, UTC on hover
             stamp = first_row.locator("time").first
             assert (await stamp.get_attribute("title") or "").endswith("Z (UTC)")
-            DOCS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(DOCS / "console-overview.png"))
+            await page.screenshot(path=str(shots / "console-overview.png"))
 
             # it refreshes by itself: a new event shows up without a reload
             found = re.search(r"(\d+) delivered", await caption.inner_text())
@@ -260,7 +266,7 @@ async def browse(
             await expect(page.locator("tr.signature")).to_have_count(2)
             await expect(page.locator("pre.body")).to_contain_text('"messageId": "msg_')
             await expect(page.locator("pre.excerpt").first).to_contain_text("maintenance")
-            await page.screenshot(path=str(DOCS / "console-delivery.png"), full_page=True)
+            await page.screenshot(path=str(shots / "console-delivery.png"), full_page=True)
 
             # admin: retry it; the JSON API sees it leave `failed`
             RETRIED.append(uid)
