@@ -216,3 +216,29 @@ def test_every_command_help_has_a_description(
     description = help_text.split("\n\n")[1]
     assert not description.startswith("options:"), help_text
     assert len(description.split()) >= 8 and description.rstrip().endswith("."), description
+
+
+def test_console_prints_the_url_with_a_fresh_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write(tmp_path, f'[server]\nlisten = "0.0.0.0:9876"\n[auth]\njwt_secret = "{SECRET}"\n')
+    assert main(["console", "-c", str(cfg), "--role", "viewer"]) == 0
+    captured = capsys.readouterr()
+    url, token = captured.out.strip().split("#token=")
+    assert url == "http://127.0.0.1:9876/ui/"  # every interface: reached on loopback
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["role"] == "viewer" and claims["sub"] == "wahookd-console"
+    assert 890 <= claims["exp"] - time.time() <= 900  # 15 minutes by default
+    assert "valid for 15m" in captured.err
+    assert main(["console", "-c", str(cfg), "--ttl", "1h"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.split("#token=")[1].strip(), SECRET, ["HS256"])
+    assert claims["role"] == "admin" and 3590 <= claims["exp"] - time.time() <= 3600
+    with pytest.raises(SystemExit):
+        main(["console", "-c", str(cfg), "--role", "ingest"])
+    assert main(["console", "-c", str(cfg), "--ttl", "soon"]) == 2
+    unix = write(
+        tmp_path, f'[server]\nlisten = "unix:{tmp_path}/w.sock"\n[auth]\njwt_secret = "{SECRET}"\n'
+    )
+    capsys.readouterr()
+    assert main(["console", "-c", str(unix)]) == 2
+    assert "browser needs a TCP address" in capsys.readouterr().err

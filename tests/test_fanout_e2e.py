@@ -93,6 +93,13 @@ async def test_three_webhooks_each_get_their_events_signed_with_their_secret(
         assert status == 200
         assert {r["webhookId"] for r in page["deliveries"]} == {ids["/groups"]}
         assert len(page["deliveries"]) == 2
+
+        # the receiver has answered; the outcome is recorded a moment later (recorder batch)
+        async def answered() -> bool:
+            _, one = await d.call("GET", f"/api/webhooks/{ids['/groups']}")
+            return bool(one["webhook"]["health"]["lastStatus"] == 200)
+
+        await eventually(answered, what="the 200 in the webhook's health")
         status, one = await d.call("GET", f"/api/webhooks/{ids['/groups']}")
         health = one["webhook"]["health"]
         assert (health["state"], health["lastStatus"]) == ("healthy", 200)

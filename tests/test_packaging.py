@@ -13,6 +13,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import aiohttp
 import pytest
 from daemon_proc import DaemonProcess, free_port
 from packaging.requirements import Requirement
@@ -90,12 +91,43 @@ async def test_pyz_serves_from_outside_the_repo(pyz: Path, tmp_path: Path) -> No
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0 and out.count(b".") == 2
+        await check_console_served(daemon.base)
+        proc = await asyncio.create_subprocess_exec(
+            *command[:2],
+            "console",
+            "-c",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0 and out.startswith(f"{daemon.base}/ui/#token=".encode())
         await daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
     finally:
         await daemon.stop()
     assert "listening on" in daemon.log()
     assert (tmp_path / "state" / "w.db").exists()
+
+
+async def check_console_served(base: str) -> None:
+    """The console's files come out of the zipapp, typed, with the CSP (SPEC §9)."""
+    wanted = {
+        "/ui/": "text/html",
+        "/ui/app.js": "text/javascript",
+        "/ui/views/delivery.js": "text/javascript",
+        "/ui/style.css": "text/css",
+    }
+    async with aiohttp.ClientSession() as http:
+        for path, kind in wanted.items():
+            async with http.get(base + path) as resp:
+                assert resp.status == 200, path
+                assert resp.content_type == kind, path
+                assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+                assert len(await resp.read()) > 100
+        async with http.get(base + "/ui/nope.js") as resp:
+            assert resp.status == 404
 
 
 def unit() -> dict[str, dict[str, str]]:
@@ -221,3 +253,8 @@ def test_wheel_builds_without_deprecation_warnings(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         metadata = zf.read(f"wahookd-{__version__}.dist-info/METADATA").decode()
     assert "License-Expression: MIT" in metadata.splitlines()
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    console = {p.relative_to(ROOT).as_posix() for p in (ROOT / "wahookd" / "ui").rglob("*.*")}
+    console = {p for p in console if not p.endswith((".py", ".pyc"))}
+    assert console and console <= names, console - names

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .api import openapi
 from .api.common import auth_log, auth_middleware, error_middleware
+from .api.console import add_console_routes
 from .api.keys import (
     CLOCK,
     METRICS,
@@ -60,6 +61,7 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     app[REFUSALS] = RateLimitedLog(auth_log, app[CLOCK], interval_s=REFUSAL_LOG_INTERVAL_S)
     app[OPENAPI_JSON] = openapi.document_bytes()
     add_routes(app)
+    add_console_routes(app)
     app.cleanup_ctx.append(_daemon)
     return app
 

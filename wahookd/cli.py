@@ -69,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--role", default="admin", choices=ROLES, help="role claim")
     token.add_argument("--sessions", default="*", help="ID,ID,... or * (default: all)")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default: 1h)")
+    console = with_config(
+        sub.add_parser(
+            "console",
+            help="print the web console's URL with a fresh token",
+            description="Print the URL of the web console of the daemon that runs with this"
+            " config, with a fresh short-lived token in its fragment (the part after #, which"
+            " the browser never sends). The page keeps it in the tab's sessionStorage.",
+        )
+    )
+    console.add_argument(
+        "--role", default="admin", choices=("viewer", "admin"), help="role claim (default: admin)"
+    )
+    console.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 1h (default: 15m)")
     with_config(
         sub.add_parser(
             "check-config",
@@ -275,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             print(_token(config, args))
             return EXIT_OK
+        if args.command == "console":
+            return _console(config, args)
         if args.command != "serve":
             return _ops(config, args)
         return _serve(config)
@@ -311,6 +326,23 @@ def _token(config: Config, args: argparse.Namespace) -> str:
         ttl_s=ttl_s,
         now=time.time(),
     )
+
+
+def _console(config: Config, args: argparse.Namespace) -> int:
+    from . import ops
+
+    args.sub, args.sessions = "wahookd-console", "*"
+    try:
+        url = ops.console_url(config, _token(config, args))
+    except ops.OpsError as exc:
+        print(f"wahookd: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    print(url)
+    print(
+        f"Open it in a browser; the {args.role} token in it is valid for {args.ttl}.",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 def _token_keys(config: Config) -> Keys:

@@ -37,6 +37,23 @@ TIMEOUT_S: Final = 30.0
 _LOOPBACK: Final = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
+def console_url(config: Config, token: str) -> str:
+    """The console's URL on this daemon, the token in the fragment (never sent, never logged).
+
+    Raises OpsError when the daemon listens on a Unix socket: a browser cannot open that.
+    """
+    listen = config.server.listen
+    if listen.unix_path is not None or listen.host is None or listen.port is None:
+        raise OpsError(
+            f"the daemon listens on unix:{listen.unix_path}; a browser needs a TCP address"
+            " (server.listen), or a reverse proxy in front of the socket",
+            EXIT_USAGE,
+        )
+    host = _LOOPBACK.get(listen.host, listen.host)
+    base = URL.build(scheme="http", host=host, port=listen.port, path="/ui/")
+    return f"{base}#token={token}"
+
+
 class OpsError(Exception):
     """A command failed: the message for stderr, the exit status, the API's answer if any."""
 

@@ -74,6 +74,7 @@ def sample(
         ("GET", "/api/webhook/stats/{sessionId}"): Sample(f"/api/webhook/stats/{session}"),
         # a scoped token is not refused here: it sees only its own sessions
         ("GET", "/api/webhook/sessions"): Sample("/api/webhook/sessions", names_session=False),
+        ("GET", "/api/webhook/activity"): Sample(f"/api/webhook/activity?sessionId={session}"),
         ("GET", "/api/webhook/deliveries/{sessionId}"): Sample(
             f"/api/webhook/deliveries/{session}?limit=5"
         ),

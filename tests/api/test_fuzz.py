@@ -283,6 +283,7 @@ SUCCEEDS = {
     "GET /api/webhook/queue",
     "DELETE /api/webhook/queue/{sessionId}",
     "GET /api/webhook/stats/{sessionId}",
+    "GET /api/webhook/activity",
     "POST /api/events",
     "GET /api/webhooks",
     "POST /api/webhooks",

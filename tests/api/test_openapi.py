@@ -322,6 +322,7 @@ DELIVERY = "/api/webhook/deliveries/{sessionId}/{deliveryId}"
 RETRY = "/api/webhook/deliveries/{sessionId}/{deliveryId}/retry"
 RETRY_FAILED = "/api/webhook/queue/{sessionId}/retry-failed"
 SESSIONS = "/api/webhook/sessions"
+ACTIVITY = "/api/webhook/activity"
 NO_SUCH = "dlv_0123456789abcdef"
 NO_WEBHOOK = "wh_0123456789abcdef"
 WEBHOOKS = "/api/webhooks"
@@ -575,6 +576,13 @@ async def check_deliveries(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyP
     one = f"/api/webhook/deliveries/dl/{failed['id']}"
     detail = await c("GET", DELIVERY, 200, path=one)
     assert detail["delivery"]["payload"]["reason"] == "x"
+    sent = detail["delivery"]["sentHeaders"]
+    assert sent["attempt"] == 1 and sent["headers"]["X-Webhook-Id"] == failed["id"]
+    assert sent["signatures"] == ["X-Webhook-Signature", "webhook-signature"]
+    # rebuilt, yet exactly what the receiver got (the secret did not change since)
+    got = rx.requests[-1].headers
+    for name in ("X-Webhook-Signature", "webhook-signature", "X-Webhook-Timestamp"):
+        assert sent["headers"][name] == got[name], name
     await c("GET", DELIVERIES, 200, path="/api/webhook/deliveries/dl?limit=1&event=message.sent")
     await c("GET", DELIVERIES, 400, path="/api/webhook/deliveries/dl?status=nope")
     await c("GET", DELIVERIES, 400, path="/api/webhook/deliveries/dl?limit=0")
@@ -634,6 +642,25 @@ async def check_sessions(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:
         m.setattr(c.d.state.store, "queue_counts_by_session", storage_unavailable)
         await c("GET", SESSIONS, 503)
+
+
+async def check_activity(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries finished per minute: the ones check_deliveries finished are counted."""
+    answer = await c("GET", ACTIVITY, 200)
+    assert len(answer["minutes"]) == 60 and answer["since"] == answer["minutes"][0]["at"]
+    assert answer["delivered"] >= 1
+    assert answer["delivered"] == sum(m["delivered"] for m in answer["minutes"])
+    scoped = await c("GET", ACTIVITY, 200, path=f"{ACTIVITY}?minutes=5&sessionId=dl")
+    assert len(scoped["minutes"]) == 5 and scoped["delivered"] >= 1
+    none = await c("GET", ACTIVITY, 200, headers=c.d.headers(role="viewer", sessions=["x"]))
+    assert (none["delivered"], none["failed"]) == (0, 0)
+    for bad in ("minutes=0", "minutes=1441", "minutes=x", "sessionId=bad%20id", "what=1"):
+        await c("GET", ACTIVITY, 400, path=f"{ACTIVITY}?{bad}")
+    scoped_token = c.d.headers(role="viewer", sessions=["s1"])
+    await c("GET", ACTIVITY, 403, path=f"{ACTIVITY}?sessionId=dl", headers=scoped_token)
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "activity", storage_unavailable)
+        await c("GET", ACTIVITY, 503)
 
 
 async def check_collection(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -783,6 +810,7 @@ async def test_live_answers_match_the_document(
         await check_queue_and_stats(c, monkeypatch)
         await check_deliveries(c, receiver, monkeypatch)
         await check_sessions(c, monkeypatch)
+        await check_activity(c, monkeypatch)
         await check_collection(c, receiver, monkeypatch)
         await check_meta(c, monkeypatch)
     # every documented answer was seen, except 500 (an unexpected error) on most routes

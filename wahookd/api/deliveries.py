@@ -10,9 +10,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..audit import audit
+from ..delivery.headers import delivery_headers
 from ..events import EVENT_TYPES, format_timestamp, is_timestamp
 from ..logquery import CURSOR_RE, DEFAULT_LIMIT, DELIVERY_ID_RE, MAX_LIMIT, MAX_SINCE_CHARS
-from ..models import State
+from ..models import State, Webhook
 from ..registry import Registry
 from ..rules import WEBHOOK_ID_RE
 from ..store import DeliveryRow
@@ -57,6 +58,42 @@ def delivery_json(row: DeliveryRow, registry: Registry) -> dict[str, Any]:
             }
             for a in row.attempt_log
         ],
+    }
+
+
+SIGNATURE_HEADERS: Final = ("X-Webhook-Signature", "webhook-signature")
+
+
+def sent_headers(row: DeliveryRow, body: bytes, hook: Webhook | None) -> dict[str, Any] | None:
+    """The headers of the delivery's latest attempt, rebuilt from what is stored.
+
+    The signatures are recomputed with the webhook's secret as it is now (and its previous
+    one while that still signed at the attempt's time), so they are marked as such. None
+    before the first attempt and once the webhook is deleted. A static webhook's own header
+    values are hidden, as in its W.
+    """
+    if hook is None or not row.attempt_log:
+        return None
+    last = row.attempt_log[-1]
+    previous: tuple[str, ...] = ()
+    if hook.previous_secret and last.started_at < (hook.previous_secret_until or 0.0):
+        previous = (hook.previous_secret,)
+    static = hook.kind == "static"
+    headers = delivery_headers(
+        event_type=row.event_type,
+        msg_id=row.uid,
+        attempt=last.attempt,
+        timestamp=int(last.started_at),
+        body=body,
+        secret=hook.secret,
+        previous_secrets=previous,
+        custom=((k, "****" if static else v) for k, v in hook.headers),
+    )
+    headers["Content-Length"] = str(len(body))
+    return {
+        "attempt": last.attempt,
+        "headers": headers,
+        "signatures": [name for name in SIGNATURE_HEADERS if name in headers],
     }
 
 
@@ -138,8 +175,10 @@ async def get_delivery(request: web.Request) -> web.Response:
     if found is None:
         raise ApiError(404, f"no delivery {request.match_info['deliveryId']} in this session")
     row, body = found
-    data = delivery_json(row, request.app[REGISTRY])
+    registry = request.app[REGISTRY]
+    data = delivery_json(row, registry)
     data["payload"] = json.loads(body)
+    data["sentHeaders"] = sent_headers(row, body, registry.get(row.webhook_id))
     return ok({"success": True, "delivery": data})
 
 

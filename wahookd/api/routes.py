@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth import Role
-from . import deliveries, health, ingest, meta, metrics, queue, webhook_collection, webhooks
+from . import (
+    activity,
+    deliveries,
+    health,
+    ingest,
+    meta,
+    metrics,
+    queue,
+    webhook_collection,
+    webhooks,
+)
 from .common import Handler
 
 
@@ -42,6 +52,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/webhook/queue/{sessionId}", queue.delete_queue),
     Route("GET", "/api/webhook/stats/{sessionId}", queue.get_stats),
     Route("GET", "/api/webhook/sessions", queue.list_sessions),
+    Route("GET", "/api/webhook/activity", activity.get_activity),
     Route("GET", "/api/webhook/deliveries/{sessionId}", deliveries.list_deliveries),
     Route("GET", "/api/webhook/deliveries/{sessionId}/{deliveryId}", deliveries.get_delivery),
     Route(

@@ -25,6 +25,7 @@ from .types import (
     DeliveryRow,
     IngestItem,
     IngestResult,
+    MinuteActivity,
     RetryResult,
     SessionStats,
     WebhookFields,
@@ -282,3 +283,13 @@ class Store(Protocol):
 
     async def sessions_stats(self, sessions: Collection[str]) -> dict[str, SessionStats]:
         """All-time stats of these sessions; those that never finished a delivery are absent."""
+
+    async def activity(
+        self, since: float, sessions: Collection[str] | None
+    ) -> list[MinuteActivity]:
+        """Delivered and failed deliveries per minute finished since `since`, oldest first.
+
+        Minutes start at multiples of 60 s; a minute with none is absent. `sessions`: only
+        those sessions' deliveries (None: every session). Cheap: an index range scan of the
+        window, whatever the size of the log.
+        """

@@ -146,3 +146,12 @@ class DeliveryRow:
     last_error: str | None
     webhook_id: int
     attempt_log: tuple[AttemptRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteActivity:
+    """Deliveries that finished in one minute (`minute`: Unix seconds at its start)."""
+
+    minute: int
+    delivered: int
+    failed: int

@@ -77,8 +77,37 @@ def schemas() -> dict[str, Schema]:
                 "lastError": _nullable({"type": "string"}),
                 "attempts": {"type": "array", "items": ref("Attempt")},
                 "payload": {"type": "object", "description": "The event as delivered."},
+                "sentHeaders": _nullable(ref("SentHeaders")),
             },
             "payload",
+            "sentHeaders",
+        ),
+        "SentHeaders": _object(
+            {
+                "attempt": {"type": "integer", "minimum": 1},
+                "headers": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": (
+                        "Every header of that attempt's POST. A static webhook's own header "
+                        "values read `****`."
+                    ),
+                },
+                "signatures": {
+                    "type": "array",
+                    "items": {"enum": ["X-Webhook-Signature", "webhook-signature"]},
+                    "description": (
+                        "The headers that carry a signature. They are recomputed from the "
+                        "stored body with the webhook's current secret: after a secret "
+                        "change they differ from what was sent."
+                    ),
+                },
+            },
+            description=(
+                "The headers of the latest attempt, rebuilt from the stored delivery (only "
+                "on the one-delivery read; null before the first attempt or once the "
+                "webhook is deleted)."
+            ),
         ),
         "DeliveryListResponse": _object(
             {

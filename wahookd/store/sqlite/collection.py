@@ -3,18 +3,20 @@
 `SqliteStore` here is the facade's store plus the collection's methods: create, update
 and delete a webhook by id, each one's health, and the delivery log of one webhook.
 They route to `webhooks.py` and `webhook_log.py` like the facade's methods do to their
-modules. (Kept beside facade.py while that file changes on another branch; the methods
-move into it when the branches meet.)
+modules; so does `activity` (the console's per-minute counts, `activity.py`). (Kept beside
+facade.py while that file changes on another branch; the methods move into it when the
+branches meet.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
 from ...models import State, Webhook
-from ..types import DeliveryRow, WebhookFields, WebhookHealth
+from ..types import DeliveryRow, MinuteActivity, WebhookFields, WebhookHealth
+from . import activity as activity_sql
 from . import webhook_log, webhooks
 from .facade import SqliteStore as SqliteFacade
 
@@ -75,3 +77,9 @@ class SqliteStore(SqliteFacade):
                 c, session_id, webhook_id, state, event_type, before_id, limit
             )
         )
+
+    async def activity(
+        self, since: float, sessions: Collection[str] | None
+    ) -> list[MinuteActivity]:
+        """Deliveries finished per minute since `since` (all sessions, or these)."""
+        return await self._in_reader(lambda c: activity_sql.activity(c, since, sessions))
