@@ -156,11 +156,16 @@ def _track_failing(
             succeeded.add(o.claimed.webhook_id)
         elif o.kind in ("retry", "failed"):
             failing.add(o.claimed.webhook_id)
-    for webhook_id in succeeded:
+    # one statement for every webhook the batch delivered to (padded to a power of two,
+    # so few statements serve every batch), not one per webhook
+    hooks = sorted(succeeded)
+    for lo in range(0, len(hooks), IN_CHUNK):
+        chunk = hooks[lo : lo + IN_CHUNK]
+        chunk += [chunk[0]] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
         conn.execute(
             "UPDATE webhooks SET failing_since = NULL, last_failure_at = NULL"
-            " WHERE id = ? AND failing_since IS NOT NULL",
-            (webhook_id,),
+            f" WHERE id IN ({','.join('?' * len(chunk))}) AND failing_since IS NOT NULL",
+            chunk,
         )
     disabled = []
     for webhook_id in failing - succeeded:
