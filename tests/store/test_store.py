@@ -18,7 +18,7 @@ from wahookd.store import (
     StorageError,
     StorageUnavailable,
 )
-from wahookd.store.sqlite import claims
+from wahookd.store.sqlite import claims, facade
 from wahookd.store.sqlite.schema import SCHEMA_VERSION
 
 
@@ -226,6 +226,31 @@ async def test_a_batch_to_many_webhooks_keeps_each_sessions_stats_and_failing_st
             assert got is not None and (got.successful, got.failed) == (sent, 0)
             assert got.success_ms_total == 3 * sent and got.last_delivery_at == 13.0
             assert failing[hook.id] is None
+
+
+async def test_the_wal_is_checkpointed_beside_the_writer(tmp_path: Path) -> None:
+    # the checkpointer thread copies committed pages into the database file long before
+    # the writer's own (backstop) checkpoint would
+    store = await open_store(tmp_path)
+    db = tmp_path / "data" / "w.db"
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    empty = db.stat().st_size
+    for batch in range(20):
+        items = [IngestItem(event(n=batch * 100 + i), (hook.id,)) for i in range(100)]
+        await store.ingest(items, 10.0)
+        await asyncio.sleep(0.01)
+    for _ in range(100):  # the last checkpoint may still run
+        if store.checkpoints and db.stat().st_size > empty:
+            break
+        await asyncio.sleep(0.01)
+    wal_pages = (tmp_path / "data" / "w.db-wal").stat().st_size // 4096
+    await store.close()
+    assert store.checkpoints >= 1
+    assert db.stat().st_size > empty
+    assert wal_pages < facade.WRITER_AUTOCHECKPOINT_PAGES
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (2000,)
+    conn.close()
 
 
 async def test_claim_record_recover(tmp_path: Path) -> None:
