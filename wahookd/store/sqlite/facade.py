@@ -8,10 +8,11 @@ one thread hop whatever its size. Reads use a second connection, which WAL lets
 run beside the writer.
 
 A third connection checkpoints the WAL (copies its pages into the database file and
-syncs it) on its own thread, beside the writer: left to the writer, every 1,000 WAL
-pages one commit also did that copy and a second fsync, and a batch's outcomes waited
-for it. The writer keeps a far larger automatic checkpoint only as a backstop, so
-the WAL stays bounded even when the checkpointer falls behind or cannot run.
+syncs it) on its own thread, beside the writer, once the WAL has grown to SQLite's
+usual checkpoint size: left to the writer, every 1,000 WAL pages one commit also did
+that copy and a second fsync, and a batch's outcomes waited for it. The writer keeps
+a far larger automatic checkpoint only as a backstop, so the WAL stays bounded even
+when the checkpointer falls behind or cannot run.
 
 The SQL lives in plain synchronous functions, one module per concern (`ingest`,
 `claims`, `outcomes`, `webhooks`, `queue`, `stats`, `history`, `schema`); this
@@ -53,6 +54,10 @@ WRITER_AUTOCHECKPOINT_PAGES = 4000
 # the checkpointer runs at most this often, after a commit (SQLite's PASSIVE mode: it
 # never waits for, nor blocks, the writer or the readers)
 CHECKPOINT_INTERVAL_S = 0.05
+# ... and only once the WAL file has grown to SQLite's own checkpoint size (1,000 pages):
+# a light load keeps SQLite's usual WAL (it grows, then the writer checkpoints it), so
+# a write that needs new blocks on a full disk is refused as before
+CHECKPOINT_FROM_PAGES = 1000
 
 
 @dataclass(slots=True)
@@ -77,6 +82,8 @@ class SqliteStore:
         self._checkpointer = checkpointer
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpoint_at = 0.0  # loop time the last checkpoint started
+        self._checkpoint_from_bytes = CHECKPOINT_FROM_PAGES * 4096  # set from page_size
+        self._wal_grown = False  # the WAL file reached _checkpoint_from_bytes
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -114,7 +121,8 @@ class SqliteStore:
         try:
             await store._in_writer(lambda c: schema.prepare(c, synchronous))
             await store._in_reader(schema.prepare_reader)
-            await store._in_writer(_writer_autocheckpoint)
+            page_size = await store._in_writer(_writer_autocheckpoint)
+            store._checkpoint_from_bytes = CHECKPOINT_FROM_PAGES * page_size
             await checkpointer.run(lambda c: _checkpointer_pragmas(c, synchronous))
             store._ids = await store._in_writer(ingest.next_ids)
         except sqlite3.DatabaseError as exc:
@@ -234,6 +242,15 @@ class SqliteStore:
         if loop.time() - self._checkpoint_at < CHECKPOINT_INTERVAL_S:
             return
         self._checkpoint_at = loop.time()
+        if not self._wal_grown:
+            # the WAL file never shrinks while the store is open: once grown, checkpoint
+            try:
+                size = os.stat(f"{self.path}-wal").st_size
+            except OSError:
+                return
+            if size < self._checkpoint_from_bytes:
+                return
+            self._wal_grown = True
         self._checkpointing = loop.create_task(self._checkpoint(self._checkpointer))
 
     async def _checkpoint(self, checkpointer: Connection) -> None:
@@ -400,8 +417,11 @@ class SqliteStore:
 _record = outcomes.record
 
 
-def _writer_autocheckpoint(conn: sqlite3.Connection) -> None:
+def _writer_autocheckpoint(conn: sqlite3.Connection) -> int:
+    """Raise the writer's automatic checkpoint to the backstop; the page size."""
     conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    return int(page_size)
 
 
 def _checkpointer_pragmas(conn: sqlite3.Connection, synchronous: str) -> None:
