@@ -18,7 +18,7 @@ from wahookd.store import (
     StorageError,
     StorageUnavailable,
 )
-from wahookd.store.sqlite import claims
+from wahookd.store.sqlite import claims, facade
 from wahookd.store.sqlite.schema import SCHEMA_VERSION
 
 
@@ -174,6 +174,92 @@ async def test_every_outcome_and_claim_of_a_batch_lands(tmp_path: Path, count: i
         (c.id, "delivered", None) if i % 2 else (c.id, "retrying", 50.0 + i)
         for i, c in enumerate(claimed)
     ]
+
+
+@pytest.mark.parametrize("sessions", [1, 3, 64, 65, 130])
+async def test_a_batch_to_many_webhooks_keeps_each_sessions_stats_and_failing_state(
+    tmp_path: Path, sessions: int
+) -> None:
+    # stats go in by multi-row upserts and the failing state is cleared by one
+    # statement per batch: every session and webhook exactly once at the seams
+    store = await open_store(tmp_path)
+    hooks = [
+        (await store.put_session_webhook(f"s{i}", "https://a.example/", ["*"], None, True, [], 0))[
+            0
+        ]
+        for i in range(sessions)
+    ]
+    items = [
+        IngestItem(event(session=f"s{i % sessions}", n=i), (hooks[i % sessions].id,))
+        for i in range(2 * sessions + 1)
+    ]
+    results = await store.ingest(items, 10.0)
+    claimed = await store.claim([r.deliveries[0].id for r in results], 11.0)
+    fail = AttemptResult(500, "HTTP 500", 4, "no", None, "5xx")
+    # the first attempt of each fails: every webhook starts failing
+    first = {c.webhook_id: c for c in reversed(claimed)}
+    await store.record([Outcome(c, 11.0, fail, "retry", 50.0) for c in first.values()], 12.0)
+    ok = AttemptResult(200, None, 3, "OK", None, "2xx")
+    rest = [c for c in claimed if first[c.webhook_id] is not c]
+    # the others succeed, except for the last webhook, whose attempts all failed
+    last = hooks[-1].id if sessions > 1 else None
+    await store.record(
+        [
+            Outcome(c, 11.0, fail, "retry", 50.0)
+            if c.webhook_id == last
+            else Outcome(c, 11.0, ok, "delivered", None)
+            for c in rest
+        ],
+        13.0,
+    )
+    stats = await store.sessions_stats([f"s{i}" for i in range(sessions)])
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "data" / "w.db")
+    failing = dict(conn.execute("SELECT id, failing_since FROM webhooks").fetchall())
+    conn.close()
+    for i, hook in enumerate(hooks):
+        sent = sum(1 for c in rest if c.webhook_id == hook.id)
+        got = stats.get(f"s{i}")
+        if hook.id == last:
+            assert got is None and failing[hook.id] == 12.0
+        else:
+            assert got is not None and (got.successful, got.failed) == (sent, 0)
+            assert got.success_ms_total == 3 * sent and got.last_delivery_at == 13.0
+            assert failing[hook.id] is None
+
+
+@pytest.mark.parametrize("from_pages", [1, 1000])
+async def test_the_wal_is_checkpointed_beside_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, from_pages: int
+) -> None:
+    # once the WAL file has grown to from_pages, the checkpointer thread copies committed
+    # pages into the database file long before the writer's own (backstop) checkpoint
+    # would; below that (a light load: 1,000 pages) it leaves the WAL to SQLite as before
+    monkeypatch.setattr(facade, "CHECKPOINT_FROM_PAGES", from_pages)
+    store = await open_store(tmp_path)
+    db = tmp_path / "data" / "w.db"
+    hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
+    empty = db.stat().st_size
+    for batch in range(20):
+        items = [IngestItem(event(n=batch * 100 + i), (hook.id,)) for i in range(100)]
+        await store.ingest(items, 10.0)
+        await asyncio.sleep(0.01)
+    for _ in range(100 if from_pages == 1 else 10):  # the last checkpoint may still run
+        if store.checkpoints and db.stat().st_size > empty:
+            break
+        await asyncio.sleep(0.01)
+    wal_pages = (tmp_path / "data" / "w.db-wal").stat().st_size // 4096
+    grown = db.stat().st_size > empty
+    await store.close()
+    assert wal_pages < facade.WRITER_AUTOCHECKPOINT_PAGES
+    if from_pages == 1:
+        assert store.checkpoints >= 1 and grown
+    else:
+        assert wal_pages < from_pages
+        assert store.checkpoints == 0 and not grown
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (2000,)
+    conn.close()
 
 
 async def test_claim_record_recover(tmp_path: Path) -> None:

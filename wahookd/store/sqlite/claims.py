@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from ...models import Claimed, DueItem, State
-from .batching import IN_CHUNK
+from .batching import IN_CHUNK, padded_in
 
 # bodies read as one joined row at most this large together; larger ones row by row
 JOINED_BODIES_MAX = 4 * 1024 * 1024
@@ -53,7 +53,7 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
     """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
     if not ids:
         return []
-    marks = ",".join("?" * len(ids))
+    marks, params = padded_in(ids)
     # next_attempt_at IS NOT NULL: still queued and not parked, so a row deleted,
     # parked or already claimed since the scheduler saw it is skipped. Read as one
     # JSON row, then moved by one UPDATE (the writer holds the lock throughout):
@@ -62,16 +62,16 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
         "SELECT json_group_array(json_array(id, uid, webhook_id, session_id, event_type,"
         " attempts + 1, event_id, attempts + 1 - cycle_base)) FROM deliveries"
         f" WHERE id IN ({marks}) AND next_attempt_at IS NOT NULL",
-        ids,
+        params,
     ).fetchone()
     claimed: list[list[Any]] = msgspec.json.decode(found)
     if not claimed:
         return []
+    marks, params = padded_in([row[0] for row in claimed])
     conn.execute(
         f"UPDATE deliveries SET state = '{State.PROCESSING}', attempts = attempts + 1,"
-        f" next_attempt_at = NULL, updated_at = ?"
-        f" WHERE id IN ({','.join('?' * len(claimed))})",
-        (now, *(row[0] for row in claimed)),
+        f" next_attempt_at = NULL, updated_at = ? WHERE id IN ({marks})",
+        (now, *params),
     )
     bodies = bodies_of(conn, sorted({row[6] for row in claimed}))
     return [
@@ -89,8 +89,7 @@ def bodies_of(conn: sqlite3.Connection, event_ids: Sequence[int]) -> dict[int, b
     """
     bodies: dict[int, bytes] = {}
     for lo in range(0, len(event_ids), IN_CHUNK):
-        chunk = event_ids[lo : lo + IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
+        marks, chunk = padded_in(event_ids[lo : lo + IN_CHUNK])
         (total,) = conn.execute(
             f"SELECT sum(length(body)) FROM events WHERE id IN ({marks})", chunk
         ).fetchone()

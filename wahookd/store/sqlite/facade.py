@@ -7,6 +7,13 @@ fsync). Each batch runs as a single call on the writer's thread, so a batch cost
 one thread hop whatever its size. Reads use a second connection, which WAL lets
 run beside the writer.
 
+A third connection checkpoints the WAL (copies its pages into the database file and
+syncs it) on its own thread, beside the writer, once the WAL has grown to SQLite's
+usual checkpoint size: left to the writer, every 1,000 WAL pages one commit also did
+that copy and a second fsync, and a batch's outcomes waited for it. The writer keeps
+a far larger automatic checkpoint only as a backstop, so the WAL stays bounded even
+when the checkpointer falls behind or cannot run.
+
 The SQL lives in plain synchronous functions, one module per concern (`ingest`,
 `claims`, `outcomes`, `webhooks`, `queue`, `stats`, `history`, `schema`); this
 class only routes each call to the right connection.
@@ -41,6 +48,17 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# the writer checkpoints by itself only once the WAL holds this many pages (a backstop:
+# the checkpointer thread copies them meanwhile, so the writer's turn finds little left)
+WRITER_AUTOCHECKPOINT_PAGES = 4000
+# the checkpointer runs at most this often, after a commit (SQLite's PASSIVE mode: it
+# never waits for, nor blocks, the writer or the readers)
+CHECKPOINT_INTERVAL_S = 0.05
+# ... and only once the WAL file has grown to SQLite's own checkpoint size (1,000 pages):
+# a light load keeps SQLite's usual WAL (it grows, then the writer checkpoints it), so
+# a write that needs new blocks on a full disk is refused as before
+CHECKPOINT_FROM_PAGES = 1000
+
 
 @dataclass(slots=True)
 class _Op:
@@ -51,10 +69,21 @@ class _Op:
 class SqliteStore:
     """The delivery log in SQLite. Create with `await SqliteStore.open(path, synchronous)`."""
 
-    def __init__(self, path: Path, writer: Connection, reader: Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: Connection,
+        reader: Connection,
+        checkpointer: Connection | None = None,
+    ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
+        self._checkpointer = checkpointer
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._checkpoint_at = 0.0  # loop time the last checkpoint started
+        self._checkpoint_from_bytes = CHECKPOINT_FROM_PAGES * 4096  # set from page_size
+        self._wal_grown = False  # the WAL file reached _checkpoint_from_bytes
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -62,6 +91,7 @@ class SqliteStore:
         self._ids = ingest.Ids(next_event=0, next_delivery=0)
         self._task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions committed by the writer (each one fsync)
+        self.checkpoints = 0  # WAL checkpoints the checkpointer thread ran
         self.faults = 0  # refused batches and failed reads: busy, I/O error, full disk (metrics)
         # fault injection (tests, drills): while set, each trip to that connection's
         # thread raises what it returns instead of running, as a failing disk would
@@ -78,15 +108,22 @@ class SqliteStore:
         # create the file ourselves so it never exists with a looser mode
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         writer = await Connection.open(path, "wahookd-store-writer")
+        reader = checkpointer = None
         try:
             reader = await Connection.open(path, "wahookd-store-reader")
+            checkpointer = await Connection.open(path, "wahookd-store-checkpointer")
         except BaseException:
             await writer.close()
+            if reader is not None:
+                await reader.close()
             raise
-        store = cls(path, writer, reader)
+        store = cls(path, writer, reader, checkpointer)
         try:
             await store._in_writer(lambda c: schema.prepare(c, synchronous))
             await store._in_reader(schema.prepare_reader)
+            page_size = await store._in_writer(_writer_autocheckpoint)
+            store._checkpoint_from_bytes = CHECKPOINT_FROM_PAGES * page_size
+            await checkpointer.run(lambda c: _checkpointer_pragmas(c, synchronous))
             store._ids = await store._in_writer(ingest.next_ids)
         except sqlite3.DatabaseError as exc:
             await store._close_connections()
@@ -103,13 +140,19 @@ class SqliteStore:
         self._wake.set()
         if self._task is not None:
             await self._task
+        if self._checkpointing is not None:
+            await self._checkpointing
         await self._close_connections()
 
     async def _close_connections(self) -> None:
         try:
-            await self._writer.close()
+            if self._checkpointer is not None:
+                await self._checkpointer.close()
         finally:
-            await self._reader.close()
+            try:
+                await self._writer.close()
+            finally:
+                await self._reader.close()
 
     # the two paths to the connections; write_fault/read_fault inject storage faults
     async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -178,6 +221,7 @@ class SqliteStore:
                     op.future.set_exception(StorageUnavailable(str(exc)))
             return
         self.commits += 1
+        self._checkpoint_soon()
         for op, (ok, value) in zip(ops, results, strict=True):
             if op.future.done():
                 continue
@@ -185,6 +229,38 @@ class SqliteStore:
                 op.future.set_result(value)
             else:
                 op.future.set_exception(value)
+
+    def _checkpoint_soon(self) -> None:
+        """After a commit: copy the WAL into the database on the checkpointer's thread.
+
+        One checkpoint at a time, at most one per CHECKPOINT_INTERVAL_S; a failed one
+        is only logged (the writer's backstop checkpoints the WAL in the end).
+        """
+        if self._checkpointer is None or self._checkpointing is not None or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._checkpoint_at < CHECKPOINT_INTERVAL_S:
+            return
+        self._checkpoint_at = loop.time()
+        if not self._wal_grown:
+            # the WAL file never shrinks while the store is open: once grown, checkpoint
+            try:
+                size = os.stat(f"{self.path}-wal").st_size
+            except OSError:
+                return
+            if size < self._checkpoint_from_bytes:
+                return
+            self._wal_grown = True
+        self._checkpointing = loop.create_task(self._checkpoint(self._checkpointer))
+
+    async def _checkpoint(self, checkpointer: Connection) -> None:
+        try:
+            await checkpointer.run(_checkpoint_wal)
+            self.checkpoints += 1
+        except sqlite3.Error as exc:
+            log.debug("WAL checkpoint failed (the writer's backstop will do it): %s", exc)
+        finally:
+            self._checkpointing = None
 
     # ---------------------------------------------------- the Store protocol
     # (docstrings with the invariants: wahookd/store/protocol.py)
@@ -339,6 +415,24 @@ class SqliteStore:
 
 # module-level aliases: the methods' parameters shadow these modules' names
 _record = outcomes.record
+
+
+def _writer_autocheckpoint(conn: sqlite3.Connection) -> int:
+    """Raise the writer's automatic checkpoint to the backstop; the page size."""
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    return int(page_size)
+
+
+def _checkpointer_pragmas(conn: sqlite3.Connection, synchronous: str) -> None:
+    # a checkpoint syncs the database file as `synchronous` says; it never checkpoints
+    # on its own (it writes nothing), and waits for no lock
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+
+def _checkpoint_wal(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
 def _ping(conn: sqlite3.Connection) -> None:

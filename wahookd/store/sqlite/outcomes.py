@@ -21,7 +21,7 @@ from ...delivery.transition import (
     transition,
 )
 from ...models import Outcome, State
-from .batching import IN_CHUNK, insert_rows, update_rows
+from .batching import IN_CHUNK, insert_rows, padded_in, update_rows
 from .rows import webhook_state
 from .stats import StatsDelta
 from .webhooks import set_parked, set_webhook_active
@@ -115,8 +115,8 @@ def _lookup(
     """Those of ids whose deliveries are `processing` (in flight), and the webhooks' states.
 
     A deleted webhook is absent from the map (`.get` gives None). One statement and
-    one row per 500 ids (group_concat): each row fetched is a GIL round trip. The
-    webhook list is padded to a power of two, so few statements serve every batch.
+    one row per 500 ids (group_concat): each row fetched is a GIL round trip. Both
+    lists are padded to a power of two, so few statements serve every batch.
     """
     found: set[int] = set()
     states: dict[int, WebhookState | None] = {}
@@ -126,15 +126,14 @@ def _lookup(
         fillvalue=(),
     )
     for chunk, hooks in chunks:
-        hooks = list(hooks)
-        if hooks:
-            hooks += [hooks[0]] * ((1 << (len(hooks) - 1).bit_length()) - len(hooks))
+        id_marks, id_params = padded_in(chunk) if chunk else ("", [])
+        hook_marks, hook_params = padded_in(hooks) if hooks else ("", [])
         (joined, active) = conn.execute(
             "SELECT (SELECT group_concat(id) FROM deliveries"
-            f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = '{State.PROCESSING}'),"
+            f" WHERE id IN ({id_marks}) AND state = '{State.PROCESSING}'),"
             " (SELECT group_concat(id || ':' || is_active) FROM webhooks"
-            f" WHERE id IN ({','.join('?' * len(hooks))}))",
-            [*chunk, *hooks],
+            f" WHERE id IN ({hook_marks}))",
+            [*id_params, *hook_params],
         ).fetchone()
         if joined:
             found.update(int(i) for i in joined.split(","))
@@ -156,11 +155,15 @@ def _track_failing(
             succeeded.add(o.claimed.webhook_id)
         elif o.kind in ("retry", "failed"):
             failing.add(o.claimed.webhook_id)
-    for webhook_id in succeeded:
+    # one statement for every webhook the batch delivered to (padded to a power of two,
+    # so few statements serve every batch), not one per webhook
+    hooks = sorted(succeeded)
+    for lo in range(0, len(hooks), IN_CHUNK):
+        marks, params = padded_in(hooks[lo : lo + IN_CHUNK])
         conn.execute(
             "UPDATE webhooks SET failing_since = NULL, last_failure_at = NULL"
-            " WHERE id = ? AND failing_since IS NOT NULL",
-            (webhook_id,),
+            f" WHERE id IN ({marks}) AND failing_since IS NOT NULL",
+            params,
         )
     disabled = []
     for webhook_id in failing - succeeded:

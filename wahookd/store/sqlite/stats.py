@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from ...delivery.transition import StatsChange
 from ..types import SessionStats
-from .batching import IN_CHUNK
+from .batching import IN_CHUNK, padded_statements
 from .rows import named
 
 _COLUMNS = "event_type, successful, failed, success_ms_total, last_delivery_at"
@@ -57,9 +58,12 @@ def _stats(rows: Sequence[sqlite3.Row]) -> SessionStats:
 
 
 # ------------------------------------------------------------------ changes
+# one statement for many (session, event type) rows: the padding rows (session NULL)
+# are skipped by the WHERE, which also keeps SQLite from reading ON as a join
 _UPSERT = (
     "INSERT INTO session_stats (session_id, event_type, successful, failed,"
-    " success_ms_total, last_delivery_at) VALUES (?, ?, ?, ?, ?, ?)"
+    " success_ms_total, last_delivery_at) SELECT * FROM (VALUES {rows})"
+    " WHERE column1 IS NOT NULL"
     " ON CONFLICT DO UPDATE SET successful = successful + excluded.successful,"
     " failed = failed + excluded.failed,"
     " success_ms_total = success_ms_total + excluded.success_ms_total,"
@@ -75,8 +79,9 @@ _UNFAIL = (
 class StatsDelta:
     """The `stats` changes of a transaction's transitions, summed per (session, event type).
 
-    `apply` writes them with one statement per (session, event type), not one per
-    delivery: `record` finishes a whole batch of deliveries at once.
+    `apply` writes them with one multi-row statement per 64 (session, event type),
+    not one per delivery nor one per session: `record` finishes a whole batch of
+    deliveries at once, to as many sessions as it has webhooks.
     """
 
     __slots__ = ("_rows",)
@@ -111,7 +116,12 @@ class StatsDelta:
         """Add the counts to session_stats."""
         added = [(s, e, *row[:4]) for (s, e), row in self._rows.items() if row[0] or row[1]]
         if added:
-            conn.executemany(_UPSERT, added)
+            padded_statements(conn, added, _upsert_sql)
         unfailed = [(row[4], s, e) for (s, e), row in self._rows.items() if row[4]]
         if unfailed:
             conn.executemany(_UNFAIL, unfailed)
+
+
+@functools.cache
+def _upsert_sql(count: int) -> str:
+    return _UPSERT.format(rows=",".join(["(?, ?, ?, ?, ?, ?)"] * count))
