@@ -19,6 +19,9 @@ class Registry:
         # a session's default and extra webhooks (listed by id: ids grow, creation order)
         self._by_session: dict[str, dict[int, None]] = {}
         self._default: dict[str, int] = {}
+        # static webhooks apart, so matching an event costs its session's own webhooks
+        # and the statics, not every webhook of every session
+        self._statics: dict[int, None] = {}
         self.replace_all(hooks)
 
     def replace_all(self, hooks: Iterable[Webhook]) -> None:
@@ -27,6 +30,7 @@ class Registry:
         self._by_public.clear()
         self._by_session.clear()
         self._default.clear()
+        self._statics.clear()
         for hook in hooks:
             self.put(hook)
 
@@ -36,7 +40,9 @@ class Registry:
         self._by_id[hook.id] = hook
         if hook.public_id:
             self._by_public[hook.public_id] = hook.id
-        if hook.kind != "static":
+        if hook.kind == "static":
+            self._statics[hook.id] = None
+        else:
             self._by_session.setdefault(hook.session, {})[hook.id] = None
         if hook.kind == "session":
             self._default[hook.session] = hook.id
@@ -47,6 +53,7 @@ class Registry:
         if hook is None:
             return
         self._by_public.pop(hook.public_id, None)
+        self._statics.pop(hook.id, None)
         own = self._by_session.get(hook.session)
         if own is not None:
             own.pop(hook.id, None)
@@ -81,7 +88,7 @@ class Registry:
 
     def statics(self) -> list[Webhook]:
         """The static webhooks of the config file."""
-        return [h for h in self._by_id.values() if h.kind == "static"]
+        return [self._by_id[i] for i in self._statics]
 
     def match(self, event: Mapping[str, object]) -> tuple[Webhook, ...]:
         """The active webhooks an event object goes to: session, event type and chat filter."""
@@ -125,6 +132,7 @@ class Registry:
     def _candidates(self, session_id: str) -> Iterable[Webhook]:
         for webhook_id in self._own_ids(session_id):
             yield self._by_id[webhook_id]
-        for hook in self._by_id.values():
-            if hook.kind == "static" and hook.session in ("*", session_id):
+        for webhook_id in self._statics:
+            hook = self._by_id[webhook_id]
+            if hook.session in ("*", session_id):
                 yield hook
