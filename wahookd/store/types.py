@@ -12,6 +12,8 @@ from ..events import Event
 from ..models import DueItem
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600
+# SPEC §8: a session may have up to 16 webhooks besides its default one
+MAX_EXTRA_WEBHOOKS = 16
 
 
 class StorageUnavailable(Exception):

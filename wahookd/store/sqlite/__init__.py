@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .collection import MAX_EXTRA_WEBHOOKS, SqliteStore
+from ..types import MAX_EXTRA_WEBHOOKS
+from .facade import SqliteStore
 
 __all__ = ["MAX_EXTRA_WEBHOOKS", "SqliteStore"]

@@ -32,15 +32,20 @@ from typing import Any, Literal, TypeVar
 
 from ...models import Claimed, DueItem, Outcome, State, Webhook
 from ..types import (
+    MAX_EXTRA_WEBHOOKS,
     DeliveryRow,
     IngestItem,
     IngestResult,
+    MinuteActivity,
     RetryResult,
     SessionStats,
     StorageError,
     StorageUnavailable,
+    WebhookFields,
+    WebhookHealth,
 )
-from . import claims, history, ingest, outcomes, queue, schema, stats, webhooks
+from . import activity as activity_sql
+from . import claims, history, ingest, outcomes, queue, schema, stats, webhook_log, webhooks
 from .batching import apply_batch
 from .connection import Connection
 
@@ -350,10 +355,20 @@ class SqliteStore:
         event_type: str | None,
         before_id: int | None,
         limit: int,
+        webhook_id: int | None = None,
     ) -> list[DeliveryRow]:
-        """A session's deliveries newest first, with attempts; page with `before_id`."""
+        """A session's deliveries newest first (only one webhook's: `webhook_id`), with
+        attempts; page with `before_id`."""
+        if webhook_id is None:
+            return await self._in_reader(
+                lambda c: history.list_deliveries(
+                    c, session_id, state, event_type, before_id, limit
+                )
+            )
         return await self._in_reader(
-            lambda c: history.list_deliveries(c, session_id, state, event_type, before_id, limit)
+            lambda c: webhook_log.list_webhook_deliveries(
+                c, session_id, webhook_id, state, event_type, before_id, limit
+            )
         )
 
     async def get_delivery(self, session_id: str, uid: str) -> tuple[DeliveryRow, bytes] | None:
@@ -411,6 +426,40 @@ class SqliteStore:
     async def ping(self) -> None:
         """Raise unless the database answers a read."""
         await self._in_reader(_ping)
+
+    # ------------------------------------------------- the webhook collection (§8)
+
+    async def create_webhook(
+        self,
+        session_id: str,
+        fields: WebhookFields,
+        now: float,
+        max_extra: int = MAX_EXTRA_WEBHOOKS,
+    ) -> Webhook:
+        """Add an extra webhook to a session (WebhookLimitReached past `max_extra`)."""
+        return await self.write(
+            lambda c: webhooks.create_webhook(c, session_id, fields, now, max_extra)
+        )
+
+    async def update_webhook(
+        self, webhook_id: int, fields: WebhookFields, now: float
+    ) -> tuple[Webhook, bool] | None:
+        """Write every field of a default or extra webhook; (it, whether activated), or None."""
+        return await self.write(lambda c: webhooks.update_webhook(c, webhook_id, fields, now))
+
+    async def delete_webhook(self, webhook_id: int) -> Webhook | None:
+        """Delete a default or extra webhook and its queued deliveries; it, or None."""
+        return await self.write(lambda c: webhooks.delete_webhook(c, webhook_id))
+
+    async def webhook_health(self, webhook_ids: Sequence[int]) -> dict[int, WebhookHealth]:
+        """Each webhook's failing clock and newest attempt."""
+        return await self._in_reader(lambda c: webhooks.webhook_health(c, webhook_ids))
+
+    async def activity(
+        self, since: float, sessions: Collection[str] | None
+    ) -> list[MinuteActivity]:
+        """Deliveries finished per minute since `since` (all sessions, or these)."""
+        return await self._in_reader(lambda c: activity_sql.activity(c, since, sessions))
 
 
 # module-level aliases: the methods' parameters shadow these modules' names
