@@ -45,7 +45,7 @@ from ..types import (
     WebhookHealth,
 )
 from . import activity as activity_sql
-from . import claims, history, ingest, outcomes, queue, schema, stats, webhook_log, webhooks
+from . import claims, history, ingest, outcomes, queue, schema, stats, webhooks
 from .batching import apply_batch
 from .connection import Connection
 
@@ -359,15 +359,9 @@ class SqliteStore:
     ) -> list[DeliveryRow]:
         """A session's deliveries newest first (only one webhook's: `webhook_id`), with
         attempts; page with `before_id`."""
-        if webhook_id is None:
-            return await self._in_reader(
-                lambda c: history.list_deliveries(
-                    c, session_id, state, event_type, before_id, limit
-                )
-            )
         return await self._in_reader(
-            lambda c: webhook_log.list_webhook_deliveries(
-                c, session_id, webhook_id, state, event_type, before_id, limit
+            lambda c: history.list_deliveries(
+                c, session_id, state, event_type, before_id, limit, webhook_id
             )
         )
 

@@ -33,10 +33,18 @@ def list_deliveries(
     event_type: str | None,
     before_id: int | None,
     limit: int,
+    webhook_id: int | None = None,
 ) -> list[DeliveryRow]:
-    """A session's deliveries newest first, with their attempts; `before_id` pages on."""
+    """A session's deliveries newest first, with their attempts; `before_id` pages on.
+
+    With `webhook_id`, only those to that webhook (`?webhookId=`, SPEC §8), found
+    through the index deliveries_webhook.
+    """
     where = ["d.session_id = ?"]
     params: list[Any] = [session_id]
+    if webhook_id is not None:
+        where.insert(0, "d.webhook_id = ?")
+        params.insert(0, webhook_id)
     if state is not None:
         where.append("d.state = ?")
         params.append(state.value)
