@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,83 @@ async def ingest_all(http: aiohttp.ClientSession, base: str, bodies: list[bytes]
     await asyncio.gather(*(worker() for _ in range(parallel)))
 
 
+@dataclass
+class TimedIngest:
+    """What one timed phase measured: its clock, CPU readings, peak memory, the queue after."""
+
+    t0: float
+    complete: bool
+    polled_at: float
+    ingested_at: list[float]
+    cpu0: float
+    cpu1: float
+    rx_cpu0: float
+    rx_cpu1: float
+    self0: float
+    self1: float
+    hwm_kb: int
+    queue: dict[str, int]
+
+
+async def timed_ingest(
+    pid: int,
+    rx: Receiver,
+    http: aiohttp.ClientSession,
+    base: str,
+    bodies: list[bytes],
+    parallel: int,
+    arrived: Callable[[], bool],
+    timeout_s: float,
+    profile_dir: Path | None,
+    profile_name: str,
+) -> TimedIngest:
+    """Ingest every body while the receiver's log fills; stop when `arrived()` (or the
+    ingest failed), then wait (bounded) for the last outcomes to commit. (b) and (g)."""
+    profiler = None
+    ingested_at: list[float] = []
+    if profile_dir is not None:
+        profiler = await Profiler.attach(pid, profile_dir, profile_name)
+    try:
+        cpu0, rx_cpu0, self0 = cpu_s(pid), rx.cpu_s(), self_cpu_s()
+        t0 = time.time()
+        ingest = asyncio.create_task(ingest_all(http, base, bodies, parallel))
+        ingest.add_done_callback(lambda _: ingested_at.append(time.time()))
+
+        def done() -> bool:
+            failed = ingest.done() and ingest.exception() is not None
+            return failed or arrived()
+
+        complete = await wait_until(done, timeout_s)
+        polled_at = time.time()
+        await ingest  # raises what the ingest raised
+        cpu1, rx_cpu1, self1 = cpu_s(pid), rx.cpu_s(), self_cpu_s()
+    finally:
+        if profiler is not None:
+            outputs = await profiler.stop()
+            say("profile: " + ", ".join(str(p) for p in outputs))
+    _, hwm_kb = mem_kb(pid)
+    # the last outcomes commit just after their 2xx was logged: wait for them (bounded)
+    for _ in range(50):
+        queue = await queue_counts(http, base)
+        if not any(queue.values()):
+            break
+        await asyncio.sleep(0.1)
+    return TimedIngest(
+        t0,
+        complete,
+        polled_at,
+        ingested_at,
+        cpu0,
+        cpu1,
+        rx_cpu0,
+        rx_cpu1,
+        self0,
+        self1,
+        hwm_kb,
+        queue,
+    )
+
+
 async def measure(rx: Receiver, tmp: Path, opts: Options) -> dict[str, Any]:
     """Run (b) in `tmp`; the figures as a dict."""
     log = rx.log(NAME)
@@ -82,35 +160,21 @@ async def measure(rx: Receiver, tmp: Path, opts: Options) -> dict[str, Any]:
     ):
         pid = pid_of(daemon)
         await put_webhook(http, daemon.base, rx.url(NAME))
-        profiler = None
-        ingested_at: list[float] = []
-        if opts.profile_dir is not None:
-            profiler = await Profiler.attach(pid, opts.profile_dir, "wahookd-b")
-        try:
-            cpu0, rx_cpu0, self0 = cpu_s(pid), rx.cpu_s(), self_cpu_s()
-            t0 = time.time()
-            ingest = asyncio.create_task(ingest_all(http, daemon.base, bodies, opts.parallel))
-            ingest.add_done_callback(lambda _: ingested_at.append(time.time()))
-
-            def done() -> bool:
-                failed = ingest.done() and ingest.exception() is not None
-                return failed or log.count() >= opts.events
-
-            complete = await wait_until(done, opts.timeout_s)
-            polled_at = time.time()
-            await ingest  # raises what the ingest raised
-            cpu1, rx_cpu1, self1 = cpu_s(pid), rx.cpu_s(), self_cpu_s()
-        finally:
-            if profiler is not None:
-                outputs = await profiler.stop()
-                say("profile: " + ", ".join(str(p) for p in outputs))
-        _, hwm_kb = mem_kb(pid)
-        # the last outcomes commit just after their 2xx was logged: wait for them (bounded)
-        for _ in range(50):
-            queue = await queue_counts(http, daemon.base)
-            if not any(queue.values()):
-                break
-            await asyncio.sleep(0.1)
+        run = await timed_ingest(
+            pid,
+            rx,
+            http,
+            daemon.base,
+            bodies,
+            opts.parallel,
+            lambda: log.count() >= opts.events,
+            opts.timeout_s,
+            opts.profile_dir,
+            "wahookd-b",
+        )
+        t0, complete, polled_at, ingested_at = run.t0, run.complete, run.polled_at, run.ingested_at
+        cpu0, cpu1, rx_cpu0, rx_cpu1 = run.cpu0, run.cpu1, run.rx_cpu0, run.rx_cpu1
+        self0, self1, hwm_kb, queue = run.self0, run.self1, run.hwm_kb, run.queue
         stats = await session_stats(http, daemon.base)
     entries = log.entries()
     ok = [e for e in entries if 200 <= e[1] < 300]

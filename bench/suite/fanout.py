@@ -30,19 +30,12 @@ from .common import (
     auth_headers,
     batch_body,
     batches,
-    cpu_s,
-    mem_kb,
     pid_of,
     put_webhook,
-    queue_counts,
     running_daemon,
-    say,
-    self_cpu_s,
     sessions_overview,
-    wait_until,
 )
-from .end_to_end import ingest_all
-from .profile import Profiler
+from .end_to_end import timed_ingest
 from .receiver import Receiver
 
 NAME = "fanout"
@@ -123,35 +116,21 @@ async def measure(rx: Receiver, tmp: Path, opts: Options) -> dict[str, Any]:
         configure_t0 = time.monotonic()
         await configure(http, daemon.base, rx, opts)
         configure_s = time.monotonic() - configure_t0
-        profiler = None
-        ingested_at: list[float] = []
-        if opts.profile_dir is not None:
-            profiler = await Profiler.attach(pid, opts.profile_dir, "wahookd-g")
-        try:
-            cpu0, rx_cpu0, self0 = cpu_s(pid), rx.cpu_s(), self_cpu_s()
-            t0 = time.time()
-            ingest = asyncio.create_task(ingest_all(http, daemon.base, bodies, opts.parallel))
-            ingest.add_done_callback(lambda _: ingested_at.append(time.time()))
-
-            def done() -> bool:
-                failed = ingest.done() and ingest.exception() is not None
-                return failed or log.count_2xx() >= opts.events
-
-            complete = await wait_until(done, opts.timeout_s)
-            polled_at = time.time()
-            await ingest  # raises what the ingest raised
-            cpu1, rx_cpu1, self1 = cpu_s(pid), rx.cpu_s(), self_cpu_s()
-        finally:
-            if profiler is not None:
-                outputs = await profiler.stop()
-                say("profile: " + ", ".join(str(p) for p in outputs))
-        _, hwm_kb = mem_kb(pid)
-        # the last outcomes commit just after their 2xx was logged: wait for them (bounded)
-        for _ in range(50):
-            queue = await queue_counts(http, daemon.base)
-            if not any(queue.values()):
-                break
-            await asyncio.sleep(0.1)
+        run = await timed_ingest(
+            pid,
+            rx,
+            http,
+            daemon.base,
+            bodies,
+            opts.parallel,
+            lambda: log.count_2xx() >= opts.events,
+            opts.timeout_s,
+            opts.profile_dir,
+            "wahookd-g",
+        )
+        t0, complete, polled_at, ingested_at = run.t0, run.complete, run.polled_at, run.ingested_at
+        cpu0, cpu1, rx_cpu0, rx_cpu1 = run.cpu0, run.cpu1, run.rx_cpu0, run.rx_cpu1
+        self0, self1, hwm_kb, queue = run.self0, run.self1, run.hwm_kb, run.queue
         overview = {s["sessionId"]: s for s in await sessions_overview(http, daemon.base)}
     ours = [overview[s] for s in sessions if s in overview]
     successful = sum(s["stats"]["successful"] for s in ours)
