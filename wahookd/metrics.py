@@ -122,7 +122,7 @@ class Metrics:
             else:
                 event_type = item.event.type
                 by_type[event_type] = by_type.get(event_type, 0) + 1
-                queued += len(result.deliveries)
+                queued += len(result.deliveries) + result.held
         for event_type, count in by_type.items():
             self.events_ingested.labels(event_type).inc(count)
         if repeated:

@@ -52,6 +52,8 @@ class Scheduler:
         webhooks: WebhookService | None = None,
     ) -> None:
         self.store = store
+        # deliveries an ordering key's turn made due (a head finished) come back here
+        store.on_due = self.push
         self.registry = registry
         # webhook changes go through the one owner; the scheduler hears of each one
         self.webhooks = webhooks or WebhookService(store, registry)

@@ -6,7 +6,8 @@ on; a backend that keeps them can be swapped in without touching its callers.
 
 Terms. A delivery is *queued* while `pending` or `retrying`; it is *due* when
 queued with a next-attempt time (`next_attempt_at`), and *parked* when queued
-without one (its webhook is inactive). `processing` means in flight: claimed and
+without one (its webhook is inactive, or it is *held* behind an earlier delivery
+of its ordering key: SPEC §8, `sqlite/ordering.py`). `processing` means in flight: claimed and
 not yet recorded. `delivered` and `failed` are *finished*. Every write returns
 only once committed (durable with `synchronous = "full"`): a 202 to a client
 means committed. A write the database cannot take (busy, I/O error, full disk)
@@ -16,7 +17,7 @@ Times are Unix seconds, passed in (`now`): a backend never reads the clock.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -35,6 +36,10 @@ from .types import (
 
 class Store(Protocol):
     """The delivery log: events, their deliveries and attempts, webhooks and stats."""
+
+    # Called after a commit with the deliveries it made due that no caller asked
+    # for: held ones whose ordering key's turn came (the scheduler pushes them).
+    on_due: Callable[[Sequence[DueItem]], None] | None
 
     @property
     def commits(self) -> int:
@@ -70,8 +75,11 @@ class Store(Protocol):
     async def ingest(self, items: Sequence[IngestItem], now: float) -> list[IngestResult]:
         """Commit events and one `pending`, due-now delivery per webhook each; one result per item.
 
-        Each delivery keeps its ordering key (`IngestItem.order_keys`), for the
-        scheduler to hold one delivery per (webhook, key) in flight.
+        Each delivery keeps its ordering key (`IngestItem.order_keys`). Ordering:
+        among the unfinished deliveries of one (webhook, key) only the lowest id may
+        be due or in flight; a new one whose key has an unfinished delivery is
+        *held* (pending, not due) and counted in `IngestResult.held`, not in its
+        due `deliveries`.
 
         An event with a client id already ingested for its session within
         IDEMPOTENCY_WINDOW_S (or earlier in the same call) is a duplicate: nothing is
@@ -100,8 +108,10 @@ class Store(Protocol):
         deleted) is skipped silently, so a row is never handed out twice. Each
         returned delivery has its attempt number incremented (the number of the
         attempt about to be made), its number within the current retry run
-        (`cycle_attempt`), and its event's body. Limiting how many are in flight
-        is the scheduler's job, not the store's.
+        (`cycle_attempt`), its ordering key and its event's body. A delivery that
+        is not the lowest unfinished one of its ordering key is held instead, and
+        that head, if held, made due now (`on_due`): the rule holds whatever the
+        scheduler picked. Limiting how many are in flight is the scheduler's job.
         """
 
     async def record(
@@ -117,7 +127,9 @@ class Store(Protocol):
         deleted. A "gone"
         outcome (410) deactivates the webhook and parks its queue. Returns the
         webhooks auto-disabled: failing, with nothing delivered, for
-        `disable_after_s` (None: never).
+        `disable_after_s` (None: never). A delivery with an ordering key that
+        finished wakes the key's next one (due now when its webhook is active;
+        told to `on_due`).
         """
 
     async def record_and_claim(
@@ -272,10 +284,13 @@ class Store(Protocol):
     async def queue_counts_by_session(self) -> dict[str, dict[str, int]]:
         """`queue_counts` per session; sessions with none of those deliveries are absent."""
 
-    async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
+    async def clear_queue(
+        self, session_id: str, states: Collection[State], now: float
+    ) -> dict[str, int]:
         """Delete a session's deliveries in the given clearable states; how many per state.
 
-        Never those in flight (`processing` is not clearable).
+        Never those in flight (`processing` is not clearable). An ordered delivery
+        whose key's head was cleared becomes due `now` (told to `on_due`).
         """
 
     async def session_stats(self, session_id: str) -> SessionStats | None:

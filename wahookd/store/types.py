@@ -57,7 +57,10 @@ class IngestResult(msgspec.Struct, frozen=True, gc=False):
 
     event_uid: str
     duplicate: bool
-    deliveries: tuple[DueItem, ...]
+    deliveries: tuple[DueItem, ...]  # due now
+    # queued behind an earlier delivery of their ordering key (not due: the head's
+    # outcome wakes them)
+    held: int = 0
 
 
 class WebhookLimitReached(Exception):

@@ -10,6 +10,7 @@ from typing import Any
 
 from ...models import CLEARABLE_STATES, State, Webhook
 from ..types import WebhookFields, WebhookHealth, WebhookLimitReached
+from . import ordering
 from .rows import named
 
 # after a secret changes, deliveries are signed with the previous one too for this long
@@ -294,7 +295,11 @@ def sync_static_webhooks(
 
 
 def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: float) -> None:
-    """Park (inactive webhook) or wake the webhook's queued deliveries."""
+    """Park (inactive webhook) or wake the webhook's queued deliveries.
+
+    Waking leaves the ordered deliveries held behind their key's head (ordering.py):
+    only unkeyed ones and each key's lowest unfinished one become due.
+    """
     if parked:
         conn.execute(
             f"UPDATE deliveries SET state = '{State.PENDING}', next_attempt_at = NULL"
@@ -304,7 +309,8 @@ def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: 
     else:
         conn.execute(
             "UPDATE deliveries SET next_attempt_at = ?"
-            f" WHERE webhook_id = ? AND state IN {_QUEUED} AND next_attempt_at IS NULL",
+            f" WHERE webhook_id = ? AND state IN {_QUEUED} AND next_attempt_at IS NULL"
+            f" AND (order_key IS NULL OR {ordering.IS_LOWEST})",
             (now, webhook_id),
         )
 
