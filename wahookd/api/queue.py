@@ -39,9 +39,7 @@ async def delete_queue(request: web.Request) -> web.Response:
         if wanted not in allowed:
             raise ApiError(400, f"status: must be one of {', '.join(allowed)}")
         states = (State(wanted),)
-    removed = await request.app[STORE].clear_queue(
-        session_id, states, request.app[CLOCK].time()
-    )
+    removed = await request.app[STORE].clear_queue(session_id, states, request.app[CLOCK].time())
     audit(
         "queue.clear",
         by=principal(request).subject,
