@@ -228,6 +228,14 @@ class _Live:
             "Webhooks turned inactive after failing with no success for delivery.disable_after.",
             self.scheduler.auto_disabled,
         )
+        throttled = CounterMetricFamily(
+            "wahookd_webhook_throttled_seconds",
+            "Seconds a webhook's due deliveries waited for its rateLimit (not attempts).",
+            labels=["webhook"],
+        )
+        for public_id, seconds in self.scheduler.throttled_seconds().items():
+            throttled.add_metric([public_id], seconds)
+        yield throttled
         yield _counter(
             "wahookd_scheduler_backoffs",
             "Scheduler rounds that backed off because storage was unavailable.",
