@@ -14,7 +14,7 @@ import pytest
 
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Outcome, State, Webhook
-from wahookd.store import IngestItem, SqliteStore, WebhookFields
+from wahookd.store import IngestItem, SqliteStore, StaticRow, WebhookFields
 
 T0 = 1_700_000_000.0
 OK = AttemptResult(200, None, 3, "OK", None, "2xx")
@@ -260,3 +260,24 @@ async def test_the_ordering_lookups_use_the_order_index(store: SqliteStore) -> N
 
     for plan in await store.read(plans):
         assert "deliveries_order" in plan and "SCAN e" not in plan and "SCAN d" not in plan
+
+
+async def test_a_static_webhook_keeps_its_ordering_filter_and_rate_limit(
+    store: SqliteStore,
+) -> None:
+    row = StaticRow("k", "s1", "https://a.example/", ("*",), None, (), "CRM", ("group",), "chat", 7)
+    (static,) = [h for h in await store.sync_static_webhooks([row], T0) if h.kind == "static"]
+    assert (static.description, static.filter_chats, static.ordering, static.rate_limit) == (
+        "CRM",
+        ("group",),
+        "chat",
+        7,
+    )
+    plain = StaticRow("k", "s1", "https://a.example/", ("*",), None)  # a reload drops them
+    (static,) = [h for h in await store.sync_static_webhooks([plain], T0) if h.kind == "static"]
+    assert (static.description, static.filter_chats, static.ordering, static.rate_limit) == (
+        None,
+        None,
+        "none",
+        None,
+    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from ..models import Claimed, DueItem, Outcome, State, Webhook
 from .types import (
@@ -29,6 +29,7 @@ from .types import (
     MinuteActivity,
     RetryResult,
     SessionStats,
+    StaticRow,
     WebhookFields,
     WebhookHealth,
 )
@@ -211,12 +212,10 @@ class Store(Protocol):
     async def set_webhook_active(self, webhook_id: int, active: bool, now: float) -> None:
         """Activate or deactivate a webhook; its queued deliveries wake (due now) or park."""
 
-    async def sync_static_webhooks(
-        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> list[Webhook]:
+    async def sync_static_webhooks(self, statics: Sequence[StaticRow], now: float) -> list[Webhook]:
         """Make the static webhooks those of the config, active, in one transaction.
 
-        Each of `statics` is (key, session, url, events, secret, headers). A static
+        Each static is identified by its `key`. A static
         webhook that left the config is removed and its queued deliveries fail with
         a clear error, so nothing silently disappears from the queue. Returns every
         webhook (session and static) as that transaction left them, so a reload can
@@ -248,8 +247,11 @@ class Store(Protocol):
         now: float,
         uid: str | None = None,
         finished_since: float | None = None,
+        webhook_id: int | None = None,
     ) -> RetryResult:
         """Start a new retry run for `failed` deliveries (one by uid, or all since a time).
+
+        `webhook_id`: only the session's failed deliveries to that webhook.
 
         Each goes back to `pending` with its attempt count kept (the run's numbering
         restarts), no longer counted as failed in the stats; due now when its

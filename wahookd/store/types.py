@@ -88,6 +88,22 @@ class WebhookFields:
 
 
 @dataclass(frozen=True, slots=True)
+class StaticRow:
+    """A config file `[[webhook]]` as the store syncs it (`key`: its identity)."""
+
+    key: str
+    session: str
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+    description: str | None = None
+    filter_chats: tuple[str, ...] | None = None
+    ordering: str = "none"
+    rate_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookHealth:
     """What the store knows of a webhook's recent attempts (SPEC §8 `health`)."""
 

@@ -39,6 +39,7 @@ from ..types import (
     MinuteActivity,
     RetryResult,
     SessionStats,
+    StaticRow,
     StorageError,
     StorageUnavailable,
     WebhookFields,
@@ -359,9 +360,7 @@ class SqliteStore:
         """Activate or deactivate a webhook; its queued deliveries park or wake up with it."""
         await self.write(lambda c: webhooks.set_webhook_active(c, webhook_id, active, now))
 
-    async def sync_static_webhooks(
-        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> list[Webhook]:
+    async def sync_static_webhooks(self, statics: Sequence[StaticRow], now: float) -> list[Webhook]:
         """Make the static webhooks those of the config; every webhook as committed."""
         return await self.write(lambda c: webhooks.sync_static_webhooks(c, statics, now))
 
@@ -392,10 +391,11 @@ class SqliteStore:
         now: float,
         uid: str | None = None,
         finished_since: float | None = None,
+        webhook_id: int | None = None,
     ) -> RetryResult:
         """Failed deliveries back to pending for a new ladder run; how many, which are due."""
         return await self.write(
-            lambda c: history.retry_failed(c, session_id, now, uid, finished_since)
+            lambda c: history.retry_failed(c, session_id, now, uid, finished_since, webhook_id)
         )
 
     async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:

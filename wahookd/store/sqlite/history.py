@@ -138,6 +138,7 @@ def retry_failed(
     now: float,
     uid: str | None = None,
     finished_since: float | None = None,
+    webhook_id: int | None = None,
 ) -> RetryResult:
     """Put failed deliveries back in the queue for a new run of the retry ladder.
 
@@ -158,6 +159,9 @@ def retry_failed(
     if finished_since is not None:
         where += " AND d.finished_at >= ?"
         params.append(finished_since)
+    if webhook_id is not None:
+        where += " AND d.webhook_id = ?"
+        params.append(webhook_id)
     rows = conn.execute(
         "SELECT d.id, d.webhook_id, d.event_type, d.attempts, d.cycle_base, d.last_error,"
         " d.finished_at, w.is_active, d.order_key FROM deliveries d"
