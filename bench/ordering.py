@@ -83,6 +83,8 @@ RECEIVER_PROCS = 2
 FLUSH_EVERY_S = 0.05
 # the stuck head's retry is an hour away: it stays `retrying` for the whole run
 RETRY_SCHEDULE = '["1h"]'
+# (i): other chats' throughput "unchanged" behind a stuck chat, within this machine's noise
+TARGETS = {"i_stuck_over_free": 0.80, "i_stuck_over_free_cpu": 1.20}
 
 
 # ------------------------------------------------------------------ workload
@@ -523,9 +525,21 @@ def rows(res: dict[str, Any]) -> list[report.Row]:
         assert i_free is not None and i_stuck is not None
         ratio = i_stuck["per_s"] / i_free["per_s"]
         res["i_stuck_over_free"] = ratio
-        ok = ratio >= 0.80 and i_stuck["verified"] and i_free["verified"]
-        out.append(("(i) stuck/free", f"{ratio:.2f}", ">= 0.80", "PASS" if ok else "FAIL"))
+        verified = i_stuck["verified"] and i_free["verified"]
+        ok = ratio >= TARGETS["i_stuck_over_free"] and verified
+        target = f">= {TARGETS['i_stuck_over_free']:.2f}"
+        out.append(("(i) stuck/free, deliveries/s", f"{ratio:.2f}", target, _verdict(ok)))
+        # the daemon's CPU per delivery moves less than the rate on a shared machine
+        cpu = i_stuck["daemon_cpu_us_per_delivery"] / i_free["daemon_cpu_us_per_delivery"]
+        res["i_stuck_over_free_cpu"] = cpu
+        ok = cpu <= TARGETS["i_stuck_over_free_cpu"] and verified
+        target = f"<= {TARGETS['i_stuck_over_free_cpu']:.2f}"
+        out.append(("(i) stuck/free, daemon CPU per delivery", f"{cpu:.2f}", target, _verdict(ok)))
     return out
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def notes(res: dict[str, Any]) -> list[str]:
