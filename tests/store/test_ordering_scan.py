@@ -68,12 +68,6 @@ def wake_cost(hook_id: int, keys: list[str]):  # type: ignore[no-untyped-def]
     return run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wake_heads's outer query walks deliveries_state_session over every queued row"
-    " (SEARCH h USING INDEX deliveries_state_session (state=?)) instead of looking the"
-    " heads up by rowid: O(queued deliveries) per final outcome of an ordered delivery",
-)
 async def test_waking_a_key_costs_the_same_with_10000_held_behind_another(
     store: SqliteStore,
 ) -> None:
