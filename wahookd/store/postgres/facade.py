@@ -230,9 +230,9 @@ class PgStore:
 
         Never a live node's: its leases are its attempts in flight.
         """
-        due = await self._write(lambda c: outcomes.recover(c, now, self.node_id, own=True))
+        count, _ = await self._write(lambda c: outcomes.recover(c, now, self.node_id, own=True))
         self._leases.clear()
-        return len(due)
+        return count
 
     # ------------------------------------------------------------------- nodes
 

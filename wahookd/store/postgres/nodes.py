@@ -69,12 +69,13 @@ async def heartbeat(
     await conn.execute(
         "DELETE FROM nodes WHERE heartbeat_at < $1 AND id <> $2", now - FORGET_AFTER_S, node_id
     )
-    return await outcomes.recover(conn, now, node_id, own=False)
+    _, due = await outcomes.recover(conn, now, node_id, own=False)
+    return due
 
 
 async def leave(conn: asyncpg.Connection, node_id: str, now: float) -> list[DueItem]:
     """Hand this node's leases back and leave the list (a graceful stop)."""
-    due = await outcomes.recover(conn, now, node_id, own=True)
+    _, due = await outcomes.recover(conn, now, node_id, own=True)
     await conn.execute("DELETE FROM nodes WHERE id = $1", node_id)
     return due
 

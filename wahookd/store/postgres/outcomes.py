@@ -203,12 +203,12 @@ _RECOVER = (
 
 async def recover(
     conn: asyncpg.Connection, now: float, node_id: str, *, own: bool
-) -> list[DueItem]:
+) -> tuple[int, list[DueItem]]:
     """Return leased deliveries to the queue as `transition(..., Interrupted(), ...)` decides.
 
     `own`: this node's leases (startup, shutdown) and every expired one; else only the
     expired ones (the heartbeat's reclaim). A lease being recorded right now is skipped
-    (SKIP LOCKED): its outcome is about to land. Returns the deliveries now due.
+    (SKIP LOCKED): its outcome is about to land. Returns how many, and those now due.
     """
     where = "d.lease_until IS NULL OR d.lease_until < $1"
     if own:
@@ -245,4 +245,4 @@ async def recover(
     if cols[0]:
         await conn.execute(_RECOVER, now, *cols)
     await stats.apply(conn, node_id)
-    return due
+    return len(rows), due
