@@ -27,6 +27,7 @@ _FAULTS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,  # 08xxx
     asyncpg.InterfaceError,  # the connection closed under the call
+    asyncpg.exceptions.InternalClientError,  # a connection the server dropped while idle
     asyncpg.InsufficientResourcesError,  # 53xxx: disk full, out of memory, too many connections
     asyncpg.OperatorInterventionError,  # 57xxx: shutdown, cannot connect now, cancelled
     asyncpg.TransactionRollbackError,  # 40xxx: serialization failure, deadlock: try again

@@ -122,8 +122,8 @@ class PgStore:
         try:
             if self.write_fault is not None:
                 raise self.write_fault()
-            async with self._pool.acquire() as conn, conn.transaction():
-                result = await fn(conn)
+            async with self._pool.acquire() as conn:
+                result = await _in_transaction(conn, fn)
         except Exception as exc:
             if is_storage_fault(exc):
                 self.faults += 1
@@ -138,7 +138,7 @@ class PgStore:
             if self.read_fault is not None:
                 raise self.read_fault()
             async with self._pool.acquire() as conn:
-                return await fn(conn)
+                return await _dropping_broken(conn, fn(conn))
         except Exception as exc:
             if is_storage_fault(exc):
                 # a read that fails on the connection or a busy server is a 503, not a bug
@@ -392,6 +392,25 @@ class PgStore:
     ) -> list[MinuteActivity]:
         """Deliveries finished per minute since `since` (all sessions, or these)."""
         return await self._read(lambda c: activity_sql.activity(c, since, sessions))
+
+
+async def _in_transaction(conn: Conn, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with conn.transaction():
+            return await fn(conn)
+
+    return await _dropping_broken(conn, run())
+
+
+async def _dropping_broken(conn: Conn, call: Awaitable[T]) -> T:
+    """Await call on conn; a connection that failed with a storage fault is closed, so the
+    pool opens a new one instead of handing the broken one out again."""
+    try:
+        return await call
+    except Exception as exc:
+        if is_storage_fault(exc):
+            conn.terminate()
+        raise
 
 
 async def _tuples(rows: Awaitable[list[Any]]) -> list[tuple[Any, ...]]:

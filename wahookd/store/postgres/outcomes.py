@@ -7,9 +7,13 @@ As in store/sqlite/outcomes.py, `record` and `recover` decide nothing: they read
   it was claimed with (the fencing token): a node that stalled past its lease, whose
   delivery another node reclaimed (and maybe claimed again), finds a newer token and
   its late outcome is only logged, never written over the newer attempt's;
-- the webhooks the batch touches are read `FOR SHARE`, so a webhook turned off by
-  another node at the same time is seen either before (the retry parks) or after (its
-  park finds the retry committed), never half;
+- the webhooks of the batch's failures (and those whose failing clock a success stops)
+  are locked (`FOR NO KEY UPDATE`, in id order) before their state is read: a webhook
+  turned off by another node at the same time is seen either before (the retry parks)
+  or after (its park, a later statement, finds the retry committed), never half. A
+  success needs no lock: it finishes the delivery whatever the webhook is now. Locks
+  are always taken rows first (each node's own, by lease token), then webhooks in id
+  order, so two recorders never wait on each other in a cycle;
 - `recover` returns this node's leases and every expired one, never a live node's.
 """
 
@@ -77,8 +81,8 @@ async def record(
     outcome without one, or whose row holds another, is only logged. Returns the
     webhooks this batch auto-disabled.
     """
-    webhooks = await _webhooks_for_share(conn, {o.claimed.webhook_id for o in outcomes})
     held = await _held(conn, [o.claimed.id for o in outcomes], tokens)
+    webhooks, locked = await _webhooks(conn, outcomes)
     attempt_cols: list[list[Any]] = [[] for _ in range(8)]
     update_cols: list[list[Any]] = [[] for _ in range(6)]
     gone: set[int] = set()
@@ -118,18 +122,39 @@ async def record(
     if attempt_cols[0]:
         await conn.execute(_INSERT_ATTEMPTS, *attempt_cols)
     await stats.apply(conn, node_id)
-    return await _track_failing(conn, outcomes, now, disable_after_s)
+    return await _track_failing(conn, outcomes, now, disable_after_s, locked)
 
 
-async def _webhooks_for_share(
-    conn: asyncpg.Connection, webhook_ids: Collection[int]
-) -> dict[int, WebhookState | None]:
-    """The webhooks' states, locked against change until the transaction ends."""
+async def _webhooks(
+    conn: asyncpg.Connection, outcomes: Sequence[Outcome]
+) -> tuple[dict[int, WebhookState | None], set[int]]:
+    """The batch's webhooks' states, and those locked (that this batch may change).
+
+    Locked: the webhooks of failures and 410s (their failing clock moves, they may be
+    turned off) and those whose failing clock a success stops; read again once locked.
+    """
+    failing = {o.claimed.webhook_id for o in outcomes if o.kind != "delivered"}
+    every = sorted({o.claimed.webhook_id for o in outcomes})
     rows = await conn.fetch(
-        "SELECT id, is_active FROM webhooks WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE",
-        sorted(webhook_ids),
+        "SELECT id, is_active, failing_since IS NOT NULL FROM webhooks"
+        " WHERE id = ANY($1::bigint[])",
+        every,
     )
-    return {r[0]: webhook_state(r[1]) for r in rows}
+    states = {r[0]: webhook_state(r[1]) for r in rows}
+    lock = sorted(failing | {r[0] for r in rows if r[2]})
+    found: set[int] = set()
+    if lock:
+        # ORDER BY below FOR UPDATE: the rows are locked in id order
+        for r in await conn.fetch(
+            "SELECT id, is_active FROM webhooks WHERE id = ANY($1::bigint[])"
+            " ORDER BY id FOR NO KEY UPDATE",
+            lock,
+        ):
+            states[r[0]] = webhook_state(r[1])
+            found.add(r[0])
+        for webhook_id in set(lock) - found:
+            states.pop(webhook_id, None)  # deleted meanwhile
+    return states, found
 
 
 async def _held(
@@ -150,9 +175,17 @@ async def _held(
 
 
 async def _track_failing(
-    conn: asyncpg.Connection, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None
+    conn: asyncpg.Connection,
+    outcomes: Sequence[Outcome],
+    now: float,
+    disable_after_s: float | None,
+    locked: Collection[int],
 ) -> list[int]:
-    """Keep webhooks.failing_since (first failure since the last success); auto-disable."""
+    """Keep webhooks.failing_since (first failure since the last success); auto-disable.
+
+    Only the `locked` webhooks are written (a webhook another node deleted meanwhile is
+    not among them).
+    """
     succeeded: set[int] = set()
     failing: set[int] = set()
     for o in outcomes:
@@ -160,14 +193,15 @@ async def _track_failing(
             succeeded.add(o.claimed.webhook_id)
         elif o.kind in ("retry", "failed"):
             failing.add(o.claimed.webhook_id)
-    if succeeded:
+    clear = sorted(succeeded.intersection(locked))
+    if clear:
         await conn.execute(
             "UPDATE webhooks SET failing_since = NULL, last_failure_at = NULL"
             " WHERE id = ANY($1::bigint[]) AND failing_since IS NOT NULL",
-            sorted(succeeded),
+            clear,
         )
     disabled: list[int] = []
-    hooks = sorted(failing - succeeded)
+    hooks = sorted((failing - succeeded).intersection(locked))
     if not hooks:
         return disabled
     # a failure after a quiet spell starts a new failing period: an idle webhook that

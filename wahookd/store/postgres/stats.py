@@ -102,7 +102,9 @@ class StatsDelta:
 
     async def apply(self, conn: asyncpg.Connection, node_id: str) -> None:
         """Add the counts to this node's session_stats rows (one statement)."""
-        rows = [(s, e, *row) for (s, e), row in self._rows.items() if row[0] or row[1]]
+        # in key order: two transactions of this node upserting the same rows take their
+        # locks in the same order
+        rows = [(s, e, *row) for (s, e), row in sorted(self._rows.items()) if row[0] or row[1]]
         if rows:
             columns = [list(col) for col in zip(*rows, strict=True)]
             await conn.execute(_UPSERT, node_id, *columns)
