@@ -82,7 +82,17 @@ def test_example_config_passes_and_lists_every_key(capsys: pytest.CaptureFixture
     }
     for section, keys in expected.items():
         assert set(doc[section]) == keys, section
-    assert set(doc["webhook"][0]) == {"session", "url", "events", "secret_file", "headers"}
+    assert set(doc["webhook"][0]) == {
+        "session",
+        "url",
+        "events",
+        "secret_file",
+        "headers",
+        "description",
+        "filter",
+        "ordering",
+        "rate_limit",
+    }
     # and the example's values are the embedded defaults
     example = parse_config_text(text, source=EXAMPLE, base_dir=EXAMPLE.parent)
     from wahookd.config import default_config

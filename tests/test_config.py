@@ -953,3 +953,31 @@ def test_found_file_loads(places: dict[str, Path]) -> None:
     config = load_config(find_config_path(None, {}))
     assert config.log.format == "json"
     assert config.source == places["cwd"]
+
+
+def test_a_static_webhook_takes_the_collections_fields(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        WEBHOOK + 'description = "CRM"\nordering = "chat"\nrate_limit = 20\n'
+        'filter = { chats = ["group", "direct"] }\n',
+    )
+    (hook,) = config.webhooks
+    assert (hook.description, hook.ordering, hook.rate_limit) == ("CRM", "chat", 20)
+    assert hook.filter_chats == ("group", "direct")
+    (plain,) = load(tmp_path, WEBHOOK).webhooks
+    assert (plain.ordering, plain.rate_limit, plain.filter_chats) == ("none", None, None)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "says"),
+    [
+        ('ordering = "fifo"', "ordering", "must be one of none, chat, session, got 'fifo'"),
+        ("rate_limit = 0", "rate_limit", "must be null or an integer from 1 to 10000"),
+        ('filter = { chats = ["groups"] }', "filter", "unknown chat kind 'groups'"),
+        ('description = "a\\nb"', "description", "at most 256 characters, no CR/LF"),
+    ],
+)
+def test_a_static_webhooks_bad_field_is_named(
+    tmp_path: Path, line: str, key: str, says: str
+) -> None:
+    assert says in only_error(tmp_path, WEBHOOK + line, f"webhook[0].{key}")

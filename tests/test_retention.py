@@ -133,7 +133,7 @@ async def test_cleared_queue_leaves_no_orphan_attempts(tmp_path: Path) -> None:
     ingested = await store.ingest([IngestItem(event(i), (hook.id,)) for i in range(5)], T0)
     claimed = await store.claim([r.deliveries[0].id for r in ingested], T0)
     await store.record([Outcome(c, T0, BAD, "retry", T0 + 30) for c in claimed], T0)
-    await store.clear_queue("s1", [State.RETRYING])
+    await store.clear_queue("s1", [State.RETRYING], 0.0)
     pruner = Pruner(store, FakeClock(T0 + DAY + 1), keep_finished_s=HOUR)
     assert await pruner.prune() == (0, 5)  # the sweep removes the events nothing refers to
     await store.close()
@@ -197,7 +197,7 @@ async def test_the_sweep_comes_back_for_events_freed_later(tmp_path: Path) -> No
     await store.ingest([IngestItem(event(0), (hook.id,))], T0)  # stays pending
     pruner = Pruner(store, FakeClock(T0 + 2 * DAY), keep_finished_s=HOUR)
     assert await pruner.prune() == (0, 0)  # swept past it: a delivery still needs it
-    await store.clear_queue("s1", [State.PENDING])
+    await store.clear_queue("s1", [State.PENDING], 0.0)
     pruner.clock = FakeClock(T0 + 2 * DAY + HOUR)
     assert await pruner.prune() == (0, 0)  # the cursor is past it
     pruner.clock = FakeClock(T0 + 3 * DAY + HOUR)

@@ -12,7 +12,7 @@ import pytest
 
 from wahookd.models import Webhook
 from wahookd.registry import Registry
-from wahookd.store import SqliteStore, StorageUnavailable, Store
+from wahookd.store import SqliteStore, StaticRow, StorageUnavailable, Store
 from wahookd.webhooks import SessionWebhookFields, WebhookService
 
 T0 = 1_700_000_000.0
@@ -130,7 +130,7 @@ async def test_statics_are_committed_before_they_are_adopted(
 ) -> None:
     caplog.set_level(logging.INFO, logger="wahookd.audit")
     svc, registry, notified = service(store)
-    rows = [("k1", "*", "https://a.example/h", ("*",), None, ())]
+    rows = [StaticRow("k1", "*", "https://a.example/h", ("*",), None)]
     hooks = await svc.sync_statics(rows, now=T0)
     assert hooks == await store.webhooks() and registry.statics() == []
     svc.adopt(hooks)
@@ -169,7 +169,7 @@ async def test_collection_changes_commit_mirror_notify_audit(
     assert off is not None and not off.is_active and notified.calls[-1] == (False, hook.id, False)
 
     static = await store.sync_static_webhooks(
-        [("k", "*", "https://c.example/", ["*"], None, None)], T0
+        [StaticRow("k", "*", "https://c.example/", ("*",), None)], T0
     )
     (st,) = [h for h in static if h.kind == "static"]
     with pytest.raises(StaticWebhook, match="config file"):

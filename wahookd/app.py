@@ -36,7 +36,7 @@ from .logs import RateLimitedLog
 from .metrics import Metrics
 from .registry import Registry
 from .retention import Pruner
-from .store import PgStore, StorageUnavailable, Store, open_store
+from .store import PgStore, StaticRow, StorageUnavailable, Store, open_store
 from .store.postgres.heartbeat import Heartbeat
 from .webhooks import WebhookService
 
@@ -67,9 +67,23 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     return app
 
 
-def static_rows(config: Config) -> list[tuple[str, str, str, tuple[str, ...], str | None, object]]:
+def static_rows(config: Config) -> list[StaticRow]:
     """The config file's static webhooks as the store syncs them."""
-    return [(w.key, w.session, w.url, w.events, w.secret, w.headers) for w in config.webhooks]
+    return [
+        StaticRow(
+            w.key,
+            w.session,
+            w.url,
+            w.events,
+            w.secret,
+            w.headers,
+            w.description,
+            w.filter_chats,
+            w.ordering,
+            w.rate_limit,
+        )
+        for w in config.webhooks
+    ]
 
 
 class ReloadError(Exception):

@@ -124,6 +124,9 @@ def _ops_parsers(
     what.add_argument("delivery_id", nargs="?", type=_delivery_arg, help="one failed delivery")
     what.add_argument("--all-failed", action="store_true", help="every failed delivery")
     retry.add_argument("--since", help="with --all-failed: failed since a time or within 2h")
+    retry.add_argument(
+        "--webhook", type=_webhook_arg, help="with --all-failed: only those to this webhook"
+    )
     emit = op("emit", "publish an event as the gateway would; prints its id")
     emit.add_argument("session", type=_session_arg)
     emit.add_argument("event", help="the event type, e.g. message.received")
@@ -380,10 +383,15 @@ def _ops(config: Config, args: argparse.Namespace) -> int:
             webhook=args.webhook,
         )
     elif args.command == "retry":
-        if args.since and not args.all_failed:
-            raise UsageError("retry: --since goes with --all-failed")
+        for flag, value in (("--since", args.since), ("--webhook", args.webhook)):
+            if value and not args.all_failed:
+                raise UsageError(f"retry: {flag} goes with --all-failed")
         command = functools.partial(
-            ops.retry, session=args.session, delivery_id=args.delivery_id, since=args.since
+            ops.retry,
+            session=args.session,
+            delivery_id=args.delivery_id,
+            since=args.since,
+            webhook=args.webhook,
         )
     elif args.command == "emit":
         for key, value in (("event", args.event), ("sessionId", args.session)):

@@ -20,9 +20,13 @@ from wahookd.rules import (
     HEADER_NAME_TEXT,
     RESERVED_HEADERS_TEXT,
     RuleError,
+    check_description,
     check_event,
+    check_filter,
     check_header,
     check_header_count,
+    check_ordering,
+    check_rate_limit,
     check_secret,
     check_url,
 )
@@ -149,6 +153,11 @@ class StaticWebhook:
     secret: str | None
     secret_file: Path | None
     headers: tuple[tuple[str, str], ...] = ()
+    # SPEC §8, as for the API's webhooks (rules.py checks both)
+    description: str | None = None
+    filter_chats: tuple[str, ...] | None = None
+    ordering: str = "none"
+    rate_limit: int | None = None
 
     @property
     def key(self) -> str:
@@ -475,6 +484,10 @@ def _webhook(t: toml.Table, ctx: toml.Context, delivery: DeliveryConfig) -> Stat
     secret = t.get("secret", _secret, None)
     secret_file = t.file("secret_file")
     headers: tuple[tuple[str, str], ...] = t.get("headers", _headers, ())
+    description = t.get("description", _rule(check_description), None)
+    filter_chats = t.get("filter", _rule(check_filter), None)
+    ordering = t.get("ordering", _rule(check_ordering), "none")
+    rate_limit = t.get("rate_limit", _rule(check_rate_limit), None)
     t.done()
     for key in ("session", "url", "events"):
         if key not in t.data:
@@ -488,7 +501,30 @@ def _webhook(t: toml.Table, ctx: toml.Context, delivery: DeliveryConfig) -> Stat
             t.error("secret_file", f"'{secret_file}': {exc}")
     if t.failed or session is None or url is None or events is None:
         return None
-    return StaticWebhook(session, url, events, secret, secret_file, headers)
+    return StaticWebhook(
+        session,
+        url,
+        events,
+        secret,
+        secret_file,
+        headers,
+        description,
+        filter_chats,
+        ordering,
+        rate_limit,
+    )
+
+
+def _rule(check: Callable[[object], _T]) -> Callable[[object], _T]:
+    """A rules.py check as a config converter: its message without the API's field name."""
+
+    def convert(value: object) -> _T:
+        try:
+            return check(value)
+        except RuleError as exc:
+            raise ValueError(exc.message) from None
+
+    return convert
 
 
 def _read_secret_file(path: Path) -> str:

@@ -122,7 +122,7 @@ class Metrics:
             else:
                 event_type = item.event.type
                 by_type[event_type] = by_type.get(event_type, 0) + 1
-                queued += len(result.deliveries)
+                queued += len(result.deliveries) + result.held
         for event_type, count in by_type.items():
             self.events_ingested.labels(event_type).inc(count)
         if repeated:
@@ -228,6 +228,14 @@ class _Live:
             "Webhooks turned inactive after failing with no success for delivery.disable_after.",
             self.scheduler.auto_disabled,
         )
+        throttled = CounterMetricFamily(
+            "wahookd_webhook_throttled_seconds",
+            "Seconds a webhook's due deliveries waited for its rateLimit (not attempts).",
+            labels=["webhook"],
+        )
+        for public_id, seconds in self.scheduler.throttled_seconds().items():
+            throttled.add_metric([public_id], seconds)
+        yield throttled
         yield _counter(
             "wahookd_scheduler_backoffs",
             "Scheduler rounds that backed off because storage was unavailable.",

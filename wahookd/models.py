@@ -88,6 +88,8 @@ class Claimed(msgspec.Struct, frozen=True, gc=False):
     # attempts made in the current ladder run: a manual retry starts a new run
     # while X-Webhook-Attempt keeps counting
     cycle_attempt: int = 0
+    # its ordering key (delivery/ordering.py): its final outcome wakes the key's next
+    order_key: str | None = None
 
     @property
     def ladder_position(self) -> int:

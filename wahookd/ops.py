@@ -251,15 +251,23 @@ async def deliveries(
     return Report(deliveries_text(answer["deliveries"], more), answer)
 
 
-async def retry(c: Client, session: str, delivery_id: str | None, since: str | None) -> Report:
-    """Queue one failed delivery again, or every failed one of the session."""
+async def retry(
+    c: Client,
+    session: str,
+    delivery_id: str | None,
+    since: str | None,
+    webhook: str | None = None,
+) -> Report:
+    """Queue one failed delivery again, or every failed one of the session (to `webhook`)."""
     if delivery_id is not None:
         path = f"/api/webhook/deliveries/{session}/{delivery_id}/retry"
         _, answer = await c.call("POST", path)
         return Report(f"{delivery_id} queued again ({answer['delivery']['status']})", answer)
-    params = {"since": since} if since else None
+    params = {"since": since} if since else {}
+    if webhook:
+        params["webhookId"] = webhook
     path = f"/api/webhook/queue/{session}/retry-failed"
-    _, answer = await c.call("POST", path, params=params)
+    _, answer = await c.call("POST", path, params=params or None)
     n, parked = answer["retried"], answer.get("parked", 0)
     text = f"{n} failed {'delivery' if n == 1 else 'deliveries'} queued again"
     note = None

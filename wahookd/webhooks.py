@@ -23,11 +23,10 @@ from .audit import SYSTEM as BY_SYSTEM
 from .audit import audit
 from .models import Webhook
 from .registry import Registry
-from .store import MAX_EXTRA_WEBHOOKS, Store, WebhookFields
+from .store import MAX_EXTRA_WEBHOOKS, StaticRow, Store, WebhookFields
 
 # the scheduler's hook: (the webhook as it is now, or None when gone/inactive; its id)
 Notify = Callable[[Webhook | None, int], None]
-StaticRow = tuple[str, str, str, tuple[str, ...], str | None, object]
 
 
 @dataclass(frozen=True)

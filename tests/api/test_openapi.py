@@ -627,6 +627,11 @@ async def check_deliveries(c: Checker, rx: Receiver, monkeypatch: pytest.MonkeyP
         path="/api/webhook/queue/dl/retry-failed?since=2024-01-01T00:00:00Z",
     )
     await c("POST", RETRY_FAILED, 400, path="/api/webhook/queue/dl/retry-failed?since=later")
+    unknown = "wh_0000000000000000"
+    await c(
+        "POST", RETRY_FAILED, 404, path=f"/api/webhook/queue/dl/retry-failed?webhookId={unknown}"
+    )
+    await c("POST", RETRY_FAILED, 400, path="/api/webhook/queue/dl/retry-failed?webhookId=x")
     await c("POST", RETRY_FAILED, 403, headers=c.d.headers(role="viewer"))
 
 

@@ -88,20 +88,20 @@ def test_pick_prefers_idle_lanes_then_the_oldest_and_keeps_per_lane() -> None:
     w = Window(size=100, lane_cap=100, per_lane=2)
     loaded(w, items(1, range(1, 6)) + items(2, range(10, 12)), limit=100)
     w.promote(now=0.0)
-    first = w.pick(free=3)
+    first = w.pick(free=3, now=0.0)
     assert [i.id for i in first] == [1, 10, 2]
     assert w.inflight == 3
-    second = w.pick(free=10)
+    second = w.pick(free=10, now=0.0)
     assert [i.id for i in second] == [11]  # webhook 1 is at its limit of 2
     w.release(1, 1)
-    assert [i.id for i in w.pick(free=10)] == [3]
+    assert [i.id for i in w.pick(free=10, now=0.0)] == [3]
 
 
 def test_promote_only_what_is_due() -> None:
     w = Window(size=100, lane_cap=100, per_lane=5)
     loaded(w, [DueItem(1.0, 1, 1), DueItem(5.0, 2, 1)], limit=100)
     w.promote(now=2.0)
-    assert [i.id for i in w.pick(free=5)] == [1]
+    assert [i.id for i in w.pick(free=5, now=0.0)] == [1]
     assert w.next_due_at() == 5.0
 
 
@@ -109,11 +109,11 @@ def test_unpick_puts_deliveries_back() -> None:
     w = Window(size=100, lane_cap=100, per_lane=5)
     loaded(w, items(1, range(1, 3)), limit=100)
     w.promote(now=0.0)
-    picked = w.pick(free=5)
+    picked = w.pick(free=5, now=0.0)
     w.unpick(picked)
     assert w.inflight == 0 and 1 in w and 2 in w
     w.promote(now=0.0)
-    assert [i.id for i in w.pick(free=5)] == [1, 2]
+    assert [i.id for i in w.pick(free=5, now=0.0)] == [1, 2]
 
 
 def test_webhook_changed_drops_the_lane_or_makes_it_reload() -> None:
@@ -133,3 +133,47 @@ def test_forgotten_timers_are_compacted() -> None:
         w.forget(i)
     w.compact_timers()
     assert w.timers == [] and w.next_due_at() is None
+
+
+def test_a_rate_limited_lane_waits_for_tokens_while_others_go() -> None:
+    w = Window(size=100, lane_cap=100, per_lane=50, rate_of={1: 2}.get)
+    loaded(w, items(1, range(1, 8)) + items(2, range(10, 14)), limit=100)
+    w.promote(now=0.0)
+    first = w.pick(free=50, now=0.0)
+    # webhook 1: its burst of 2; webhook 2 (no limit): all of its due ones
+    assert sorted(i.id for i in first) == [1, 2, 10, 11, 12, 13]
+    assert w.pick(free=50, now=0.1) == []
+    assert w.next_due_at() == 0.5  # its next token, not the deliveries' due time (0.0)
+    assert [i.id for i in w.pick(free=50, now=0.5)] == [3]
+    assert w.pick(free=50, now=0.6) == []
+    assert [i.id for i in w.pick(free=50, now=1.6)] == [4, 5]  # a pause refills the burst
+    # its next due one waited from 0.0 to 0.5 and from 0.5 to 1.6: waits, not attempts
+    assert abs(w.throttled_s[1] - 1.6) < 1e-9 and 2 not in w.throttled_s
+    assert w.inflight == 9  # the refused picks put nothing in flight
+
+
+def test_a_throttled_lane_that_drains_stops_waiting_at_its_token_time() -> None:
+    w = Window(size=100, lane_cap=100, per_lane=50, rate_of={1: 1}.get)
+    loaded(w, items(1, range(1, 3)), limit=100)
+    w.promote(now=0.0)
+    assert [i.id for i in w.pick(free=5, now=0.0)] == [1]
+    assert w.pick(free=5, now=0.2) == []
+    w.webhook_changed(9, active=False)  # another webhook's change leaves this wait alone
+    w.forget(2)  # cleared meanwhile: nothing waits for the token any more
+    assert w.pick(free=5, now=3.0) == []
+    assert w.throttled_s[1] == 1.0 and not w.token_at and w.next_due_at() is None
+
+
+def test_a_changed_rate_limit_is_read_again() -> None:
+    rates: dict[int, int] = {1: 1}
+    w = Window(size=100, lane_cap=100, per_lane=50, rate_of=rates.get)
+    loaded(w, items(1, range(1, 6)), limit=100)
+    w.promote(now=0.0)
+    assert len(w.pick(free=5, now=0.0)) == 1
+    del rates[1]
+    w.webhook_changed(1, active=True)  # its lane reloads from the index
+    loaded(w, items(1, range(2, 6)), limit=100)
+    w.lanes[1].overflow = False
+    w.add(DueItem(0.0, 2, 1), from_refill=True)
+    w.promote(now=0.0)
+    assert [i.id for i in w.pick(free=5, now=0.0)] == [2]

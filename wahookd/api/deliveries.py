@@ -213,12 +213,15 @@ async def retry_delivery(request: web.Request) -> web.Response:
 
 @requires("admin")
 async def retry_failed(request: web.Request) -> web.Response:
-    """POST /api/webhook/queue/{sessionId}/retry-failed[?since=]: every failed one, again."""
+    """POST /api/webhook/queue/{sessionId}/retry-failed[?since=&webhookId=]: failed ones, again."""
     session_id = session_param(request)
-    _only(request, ("since",))
+    _only(request, ("since", "webhookId"))
+    webhook_id = _webhook_query(request, session_id)
     now = request.app[CLOCK].time()
     since = _since(request.query["since"], now) if "since" in request.query else None
-    result = await request.app[STORE].retry_failed(session_id, now, finished_since=since)
+    result = await request.app[STORE].retry_failed(
+        session_id, now, finished_since=since, webhook_id=webhook_id
+    )
     request.app[SCHEDULER].push(result.due)
     answer: dict[str, Any] = {
         "success": True,

@@ -57,7 +57,8 @@ async def post_events(request: web.Request) -> web.Response:
             "success": True,
             "accepted": len(results),
             "ids": [r.event_uid for r in results],
-            "queued": len(queued),
+            # held ones are queued as well: behind an earlier delivery of their chat
+            "queued": len(queued) + sum(r.held for r in results),
         },
         status=202,
     )

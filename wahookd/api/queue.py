@@ -12,7 +12,7 @@ from ..events import format_timestamp
 from ..models import CLEARABLE_STATES, QUEUE_STATES, State, Webhook
 from ..store import SessionStats
 from .common import ApiError, check_session, ok, principal, requires, session_param
-from .keys import REGISTRY, STORE
+from .keys import CLOCK, REGISTRY, STORE
 
 
 @requires("viewer")
@@ -39,7 +39,7 @@ async def delete_queue(request: web.Request) -> web.Response:
         if wanted not in allowed:
             raise ApiError(400, f"status: must be one of {', '.join(allowed)}")
         states = (State(wanted),)
-    removed = await request.app[STORE].clear_queue(session_id, states)
+    removed = await request.app[STORE].clear_queue(session_id, states, request.app[CLOCK].time())
     audit(
         "queue.clear",
         by=principal(request).subject,

@@ -52,6 +52,8 @@ class Scheduler:
         webhooks: WebhookService | None = None,
     ) -> None:
         self.store = store
+        # deliveries an ordering key's turn made due (a head finished) come back here
+        store.on_due = self.push
         self.registry = registry
         # webhook changes go through the one owner; the scheduler hears of each one
         self.webhooks = webhooks or WebhookService(store, registry)
@@ -64,7 +66,7 @@ class Scheduler:
         self.on_outcome = on_outcome
         # called with each claimed delivery's lag: how late its attempt starts (metrics)
         self.on_claimed = on_claimed
-        self.window = Window(window, lane_cap, config.per_webhook_concurrency)
+        self.window = Window(window, lane_cap, config.per_webhook_concurrency, self._rate_of)
         self.recorder = Recorder(self)
         self.running = False
         self.backoffs = 0  # rounds that backed off because storage was unavailable (metrics)
@@ -113,6 +115,20 @@ class Scheduler:
     def tasks(self) -> set[asyncio.Task[None]]:
         """The attempts in flight and the recorder's task (a copy)."""
         return set(self._tasks)
+
+    def _rate_of(self, webhook_id: int) -> int | None:
+        """The webhook's rate limit (attempts/s), None when it has none."""
+        hook = self.registry.get(webhook_id)
+        return None if hook is None else hook.rate_limit
+
+    def throttled_seconds(self) -> dict[str, float]:
+        """Seconds each webhook's due deliveries waited for a token, by public id (metrics)."""
+        out: dict[str, float] = {}
+        for webhook_id, seconds in self.window.throttled_s.items():
+            hook = self.registry.get(webhook_id)
+            if hook is not None:
+                out[hook.public_id] = seconds
+        return out
 
     def push(self, items: Iterable[DueItem]) -> None:
         """Tell the scheduler about deliveries just committed as queued."""
@@ -259,7 +275,7 @@ class Scheduler:
     def pick_due(self, now: float) -> list[DueItem]:
         """Take the due deliveries the free slots allow out of the window."""
         self.window.promote(now)
-        return self.window.pick(min(self.free_slots, self.claim_batch))
+        return self.window.pick(min(self.free_slots, self.claim_batch), now)
 
     async def _claim_due(self) -> bool:
         if not self._claiming or self.free_slots <= 0:

@@ -17,16 +17,22 @@ never pushes other webhooks' deliveries out of the window.
 Due deliveries wait in their lane ordered by id (older events first). A freed slot
 goes to the lane with the fewest attempts in flight, then to the one with the oldest
 due delivery; each lane is limited to `per_lane` attempts in flight.
+
+A webhook with a `rateLimit` (SPEC §8 "Throttling") takes a token from its bucket
+(throttle.py) for each pick; without one its lane sits out until the token is due
+(`next_token_at`). The wait is no attempt: the delivery stays where it was, and the
+seconds a lane waited are summed per webhook for /metrics (`throttled_s`).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..models import DueItem
+from .throttle import TokenBucket
 
 Key = tuple[float, int]
 INFINITY: Key = (math.inf, 0)
@@ -52,7 +58,13 @@ class Lane:
 class Window:
     """Queued deliveries in memory, their timers and lanes, and those in flight."""
 
-    def __init__(self, size: int, lane_cap: int, per_lane: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        lane_cap: int,
+        per_lane: int,
+        rate_of: Callable[[int], int | None] = lambda webhook_id: None,
+    ) -> None:
         self.size = size
         self.lane_cap = lane_cap
         self.per_lane = per_lane  # per_webhook_concurrency; a reload may change it
@@ -65,6 +77,13 @@ class Window:
         self.exhausted = False  # the last global refill found every row
         self.refilling = False  # a refill or lane reload is reading the index
         self.deferred: list[DueItem] = []  # pushes that arrived during a refill
+        # throttling: a webhook's rate limit (attempts/s, None: none), its bucket, when
+        # a lane waiting for a token gets one, since when it waits, and seconds waited
+        self.rate_of = rate_of
+        self.buckets: dict[int, TokenBucket | None] = {}
+        self.token_at: dict[int, float] = {}
+        self.waiting_since: dict[int, float] = {}
+        self.throttled_s: dict[int, float] = {}
 
     # --------------------------------------------------------------- queries
     @property
@@ -93,10 +112,14 @@ class Window:
         return min(self.lane_cap, max(64, 4 * self.per_lane))
 
     def next_due_at(self) -> float | None:
-        """When the soonest delivery in memory is due; None when none is."""
+        """When the soonest delivery in memory is due, or a throttled lane gets a token."""
         while self.timers and self.timers[0][1] not in self.items:
             heapq.heappop(self.timers)
-        return self.timers[0][0] if self.timers else None
+        due = self.timers[0][0] if self.timers else None
+        if self.token_at:
+            token = min(self.token_at.values())
+            return token if due is None else min(due, token)
+        return due
 
     # ---------------------------------------------------------------- inputs
     def lane(self, webhook_id: int) -> Lane:
@@ -134,6 +157,9 @@ class Window:
 
     def webhook_changed(self, webhook_id: int, *, active: bool) -> None:
         """A webhook was edited, deactivated, activated or deleted: resync its lane."""
+        self.buckets.pop(webhook_id, None)  # its rate limit is read again at the next pick
+        self.token_at.pop(webhook_id, None)
+        self.waiting_since.pop(webhook_id, None)
         lane = self.lanes.get(webhook_id)
         if lane is not None:
             self.drop_lane_items(lane)
@@ -279,9 +305,12 @@ class Window:
             self.ready_ids.add(item_id)
             heapq.heappush(self.lanes[item.webhook_id].ready, item_id)
 
-    def pick(self, free: int) -> list[DueItem]:
+    def pick(self, free: int, now: float) -> list[DueItem]:
         """Take up to `free` due deliveries out of memory and count them in flight."""
         per_lane = self.per_lane
+        token_at = self.token_at
+        if token_at:
+            self._tokens_due(now)
         # Fewest attempts in flight first, then the oldest due delivery: a freed slot
         # goes to a webhook that has none running before another backlogged one, so
         # many webhooks with due retries cannot hold every slot against a healthy one.
@@ -289,12 +318,16 @@ class Window:
         for lane in self.lanes.values():
             self._clean_head(lane)
             if lane.ready and lane.inflight < per_lane:
+                if token_at and token_at.get(lane.webhook_id, now) > now:
+                    continue  # throttled: no token before token_at
                 heads.append((lane.inflight, lane.ready[0], lane.webhook_id))
         heapq.heapify(heads)
         picked: list[DueItem] = []
         while heads and len(picked) < free:
             _, _, webhook_id = heapq.heappop(heads)
             lane = self.lanes[webhook_id]
+            if not self._token(webhook_id, now):
+                continue
             item = self.forget(heapq.heappop(lane.ready))
             assert item is not None
             lane.inflight += 1
@@ -304,6 +337,39 @@ class Window:
             if lane.ready and lane.inflight < per_lane:
                 heapq.heappush(heads, (lane.inflight, lane.ready[0], webhook_id))
         return picked
+
+    def _token(self, webhook_id: int, now: float) -> bool:
+        """Take a token for one attempt to the webhook; False (and when to ask) when none."""
+        if webhook_id in self.buckets:
+            bucket = self.buckets[webhook_id]
+        else:
+            rate = self.rate_of(webhook_id)
+            bucket = self.buckets[webhook_id] = None if rate is None else TokenBucket(rate)
+        if bucket is None:
+            return True
+        wait = bucket.take(now)
+        if wait > 0:
+            self.token_at[webhook_id] = now + wait
+            self.waiting_since.setdefault(webhook_id, now)
+            return False
+        self._end_wait(webhook_id, now)
+        return True
+
+    def _tokens_due(self, now: float) -> None:
+        """Forget the token times passed; a lane with nothing due any more stopped waiting."""
+        for webhook_id, at in list(self.token_at.items()):
+            if at <= now:
+                del self.token_at[webhook_id]
+                lane = self.lanes.get(webhook_id)
+                if lane is not None:
+                    self._clean_head(lane)
+                if lane is None or not lane.ready:
+                    self._end_wait(webhook_id, at)
+
+    def _end_wait(self, webhook_id: int, at: float) -> None:
+        since = self.waiting_since.pop(webhook_id, None)
+        if since is not None:
+            self.throttled_s[webhook_id] = self.throttled_s.get(webhook_id, 0.0) + at - since
 
     def _clean_head(self, lane: Lane) -> None:
         while lane.ready and lane.ready[0] not in self.ready_ids:

@@ -7,7 +7,8 @@ on; a backend that keeps them can be swapped in without touching its callers.
 
 Terms. A delivery is *queued* while `pending` or `retrying`; it is *due* when
 queued with a next-attempt time (`next_attempt_at`), and *parked* when queued
-without one (its webhook is inactive). `processing` means in flight: claimed and
+without one (its webhook is inactive, or it is *held* behind an earlier delivery
+of its ordering key: SPEC §8, `sqlite/ordering.py`). `processing` means in flight: claimed and
 not yet recorded. `delivered` and `failed` are *finished*. Every write returns
 only once committed (durable with `synchronous = "full"`): a 202 to a client
 means committed. A write the database cannot take (busy, I/O error, full disk)
@@ -17,8 +18,8 @@ Times are Unix seconds, passed in (`now`): a backend never reads the clock.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 from ..models import Claimed, DueItem, Outcome, State, Webhook
 from .types import (
@@ -28,6 +29,7 @@ from .types import (
     MinuteActivity,
     RetryResult,
     SessionStats,
+    StaticRow,
     WebhookFields,
     WebhookHealth,
 )
@@ -35,6 +37,10 @@ from .types import (
 
 class Store(Protocol):
     """The delivery log: events, their deliveries and attempts, webhooks and stats."""
+
+    # Called after a commit with the deliveries it made due that no caller asked
+    # for: held ones whose ordering key's turn came (the scheduler pushes them).
+    on_due: Callable[[Sequence[DueItem]], None] | None
 
     @property
     def commits(self) -> int:
@@ -58,8 +64,11 @@ class Store(Protocol):
     async def ingest(self, items: Sequence[IngestItem], now: float) -> list[IngestResult]:
         """Commit events and one `pending`, due-now delivery per webhook each; one result per item.
 
-        Each delivery keeps its ordering key (`IngestItem.order_keys`), for the
-        scheduler to hold one delivery per (webhook, key) in flight.
+        Each delivery keeps its ordering key (`IngestItem.order_keys`). Ordering:
+        among the unfinished deliveries of one (webhook, key) only the lowest id may
+        be due or in flight; a new one whose key has an unfinished delivery is
+        *held* (pending, not due) and counted in `IngestResult.held`, not in its
+        due `deliveries`.
 
         An event with a client id already ingested for its session within
         IDEMPOTENCY_WINDOW_S (or earlier in the same call) is a duplicate: nothing is
@@ -88,8 +97,10 @@ class Store(Protocol):
         deleted) is skipped silently, so a row is never handed out twice. Each
         returned delivery has its attempt number incremented (the number of the
         attempt about to be made), its number within the current retry run
-        (`cycle_attempt`), and its event's body. Limiting how many are in flight
-        is the scheduler's job, not the store's.
+        (`cycle_attempt`), its ordering key and its event's body. A delivery that
+        is not the lowest unfinished one of its ordering key is held instead, and
+        that head, if held, made due now (`on_due`): the rule holds whatever the
+        scheduler picked. Limiting how many are in flight is the scheduler's job.
         """
 
     async def record(
@@ -105,7 +116,9 @@ class Store(Protocol):
         deleted. A "gone"
         outcome (410) deactivates the webhook and parks its queue. Returns the
         webhooks auto-disabled: failing, with nothing delivered, for
-        `disable_after_s` (None: never).
+        `disable_after_s` (None: never). A delivery with an ordering key that
+        finished wakes the key's next one (due now when its webhook is active;
+        told to `on_due`).
         """
 
     async def record_and_claim(
@@ -187,12 +200,10 @@ class Store(Protocol):
     async def set_webhook_active(self, webhook_id: int, active: bool, now: float) -> None:
         """Activate or deactivate a webhook; its queued deliveries wake (due now) or park."""
 
-    async def sync_static_webhooks(
-        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> list[Webhook]:
+    async def sync_static_webhooks(self, statics: Sequence[StaticRow], now: float) -> list[Webhook]:
         """Make the static webhooks those of the config, active, in one transaction.
 
-        Each of `statics` is (key, session, url, events, secret, headers). A static
+        Each static is identified by its `key`. A static
         webhook that left the config is removed and its queued deliveries fail with
         a clear error, so nothing silently disappears from the queue. Returns every
         webhook (session and static) as that transaction left them, so a reload can
@@ -224,8 +235,11 @@ class Store(Protocol):
         now: float,
         uid: str | None = None,
         finished_since: float | None = None,
+        webhook_id: int | None = None,
     ) -> RetryResult:
         """Start a new retry run for `failed` deliveries (one by uid, or all since a time).
+
+        `webhook_id`: only the session's failed deliveries to that webhook.
 
         Each goes back to `pending` with its attempt count kept (the run's numbering
         restarts), no longer counted as failed in the stats; due now when its
@@ -260,10 +274,13 @@ class Store(Protocol):
     async def queue_counts_by_session(self) -> dict[str, dict[str, int]]:
         """`queue_counts` per session; sessions with none of those deliveries are absent."""
 
-    async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
+    async def clear_queue(
+        self, session_id: str, states: Collection[State], now: float
+    ) -> dict[str, int]:
         """Delete a session's deliveries in the given clearable states; how many per state.
 
-        Never those in flight (`processing` is not clearable).
+        Never those in flight (`processing` is not clearable). An ordered delivery
+        whose key's head was cleared becomes due `now` (told to `on_due`).
         """
 
     async def session_stats(self, session_id: str) -> SessionStats | None:

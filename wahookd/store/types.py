@@ -57,7 +57,10 @@ class IngestResult(msgspec.Struct, frozen=True, gc=False):
 
     event_uid: str
     duplicate: bool
-    deliveries: tuple[DueItem, ...]
+    deliveries: tuple[DueItem, ...]  # due now
+    # queued behind an earlier delivery of their ordering key (not due: the head's
+    # outcome wakes them)
+    held: int = 0
 
 
 class WebhookLimitReached(Exception):
@@ -80,6 +83,22 @@ class WebhookFields:
     headers: tuple[tuple[str, str], ...] = ()
     description: str | None = None
     filter_chats: tuple[str, ...] | None = None  # chat kinds; None: every chat
+    ordering: str = "none"
+    rate_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRow:
+    """A config file `[[webhook]]` as the store syncs it (`key`: its identity)."""
+
+    key: str
+    session: str
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+    description: str | None = None
+    filter_chats: tuple[str, ...] | None = None
     ordering: str = "none"
     rate_limit: int | None = None
 

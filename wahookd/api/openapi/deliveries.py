@@ -234,9 +234,16 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
                     "anyOf": [{"pattern": DURATION_PATTERN}, ref("EventTimestamp")],
                 },
             },
+            {
+                "name": "webhookId",
+                "in": "query",
+                "description": "Only the failed deliveries to this webhook (serving the session).",
+                "schema": ref("WebhookId"),
+            },
         ],
         "responses": {
             "200": _answer("How many were queued.", ref("RetryFailedResponse")),
+            "404": _error("NotFound"),
             **_READ_ERRORS,
         },
     },

@@ -31,6 +31,7 @@ from ..types import (
     MinuteActivity,
     RetryResult,
     SessionStats,
+    StaticRow,
     StorageError,
     StorageUnavailable,
     WebhookFields,
@@ -73,6 +74,8 @@ class PgStore:
         # what it returns instead of reaching the database
         self.write_fault: Callable[[], BaseException] | None = None
         self.read_fault: Callable[[], BaseException] | None = None
+        # told, after their commit, of deliveries an ordering key's turn made due
+        self.on_due: Callable[[Sequence[DueItem]], None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -177,22 +180,33 @@ class PgStore:
         """One webhook's soonest `limit` queued deliveries."""
         return await self._read(lambda c: claims.load_webhook_due(c, webhook_id, limit))
 
+    def _announce(self, woken: Sequence[DueItem]) -> None:
+        """Tell `on_due` of the deliveries a committed write woke (ordering.py)."""
+        if woken and self.on_due is not None:
+            self.on_due(woken)
+
     async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
         """Move queued deliveries to `processing` under this node's lease; those claimed."""
         if not ids:
             return []
+        woken: list[DueItem] = []
         claimed, tokens = await self._write(
-            lambda c: claims.claim(c, ids, now, self.node_id, now + self.lease_s)
+            lambda c: claims.claim(c, ids, now, self.node_id, now + self.lease_s, woken)
         )
         self._leases.update(tokens)
+        self._announce(woken)
         return claimed
 
     async def record(
         self, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None = None
     ) -> list[int]:
         """Log attempts and move their deliveries on (fenced by lease); webhooks auto-disabled."""
-        disabled = await self._write(lambda c: self._record(c, outcomes, now, disable_after_s))
+        woken: list[DueItem] = []
+        disabled = await self._write(
+            lambda c: self._record(c, outcomes, now, disable_after_s, woken)
+        )
         self._forget(outcomes)
+        self._announce(woken)
         return disabled
 
     async def record_and_claim(
@@ -204,22 +218,31 @@ class PgStore:
     ) -> tuple[list[int], list[Claimed]]:
         """`record()` and `claim()` in one transaction: (auto-disabled webhooks, claimed)."""
 
+        woken: list[DueItem] = []
+
         async def both(c: Conn) -> tuple[list[int], list[Claimed], dict[int, int]]:
-            disabled = await self._record(c, outcomes, now, disable_after_s)
+            disabled = await self._record(c, outcomes, now, disable_after_s, woken)
             if not claim:
                 return disabled, [], {}
-            claimed, tokens = await claims.claim(c, claim, now, self.node_id, now + self.lease_s)
+            lease_until = now + self.lease_s
+            claimed, tokens = await claims.claim(c, claim, now, self.node_id, lease_until, woken)
             return disabled, claimed, tokens
 
         disabled, claimed, tokens = await self._write(both)
         self._forget(outcomes)
         self._leases.update(tokens)
+        self._announce(woken)
         return disabled, claimed
 
     def _record(
-        self, c: Conn, done: Sequence[Outcome], now: float, disable_after_s: float | None
+        self,
+        c: Conn,
+        done: Sequence[Outcome],
+        now: float,
+        disable_after_s: float | None,
+        woken: list[DueItem],
     ) -> Awaitable[list[int]]:
-        return outcomes.record(c, done, now, disable_after_s, self.node_id, self._leases)
+        return outcomes.record(c, done, now, disable_after_s, self.node_id, self._leases, woken)
 
     def _forget(self, done: Sequence[Outcome]) -> None:
         for o in done:
@@ -283,9 +306,7 @@ class PgStore:
         """Activate or deactivate a webhook; its queued deliveries park or wake up with it."""
         await self._write(lambda c: webhooks.set_webhook_active(c, webhook_id, active, now))
 
-    async def sync_static_webhooks(
-        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> list[Webhook]:
+    async def sync_static_webhooks(self, statics: Sequence[StaticRow], now: float) -> list[Webhook]:
         """Make the static webhooks those of the config; every webhook as committed."""
         return await self._write(lambda c: webhooks.sync_static_webhooks(c, statics, now))
 
@@ -343,10 +364,13 @@ class PgStore:
         now: float,
         uid: str | None = None,
         finished_since: float | None = None,
+        webhook_id: int | None = None,
     ) -> RetryResult:
         """Failed deliveries back to pending for a new ladder run; how many, which are due."""
         return await self._write(
-            lambda c: history.retry_failed(c, session_id, now, self.node_id, uid, finished_since)
+            lambda c: history.retry_failed(
+                c, session_id, now, self.node_id, uid, finished_since, webhook_id
+            )
         )
 
     async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:
@@ -375,9 +399,14 @@ class PgStore:
         """Queued deliveries by session and state (sessions with none queued are absent)."""
         return await self._read(queue.queue_counts_by_session)
 
-    async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
+    async def clear_queue(
+        self, session_id: str, states: Collection[State], now: float
+    ) -> dict[str, int]:
         """Delete a session's queued deliveries in the given states (never those in flight)."""
-        return await self._write(lambda c: queue.clear_queue(c, session_id, states))
+        woken: list[DueItem] = []
+        removed = await self._write(lambda c: queue.clear_queue(c, session_id, states, now, woken))
+        self._announce(woken)
+        return removed
 
     async def session_stats(self, session_id: str) -> SessionStats | None:
         """All-time stats of a session, None when it never finished a delivery."""

@@ -15,6 +15,7 @@ import asyncpg
 from ...delivery.transition import Delivery, ManualRetry, NotAllowed, transition
 from ...models import DueItem, State
 from ..types import AttemptRow, DeliveryRow, RetryResult
+from . import ordering
 from .outcomes import webhook_state
 from .stats import StatsDelta
 
@@ -131,11 +132,15 @@ async def retry_failed(
     node_id: str,
     uid: str | None = None,
     finished_since: float | None = None,
+    webhook_id: int | None = None,
 ) -> RetryResult:
     """Put failed deliveries back in the queue for a new run of the retry ladder.
 
     Each as `transition(..., ManualRetry(), its webhook, now)` decides; the rows are
-    locked first, so two nodes retrying the same deliveries at once retry each once.
+    locked first, so two nodes retrying the same deliveries at once retry each once,
+    then their webhooks (`FOR SHARE`: one re-enabled meanwhile by another node is seen
+    enabled, or its wake-up sees these rows). An ordered one becomes its key's head
+    again, under the key's lock (`ordering.settle_keys`).
     """
     where = f"d.session_id = $1 AND d.state = '{State.FAILED}'"
     params: list[Any] = [session_id]
@@ -145,20 +150,32 @@ async def retry_failed(
     if finished_since is not None:
         params.append(finished_since)
         where += f" AND d.finished_at >= ${len(params)}"
-    rows = await conn.fetch(
-        "SELECT d.id, d.webhook_id, d.event_type, d.attempts, d.cycle_base, d.last_error,"
-        " d.finished_at, w.is_active FROM deliveries d"
-        f" LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE {where}"
-        " ORDER BY d.id FOR UPDATE OF d",
+    if webhook_id is not None:
+        params.append(webhook_id)
+        where += f" AND d.webhook_id = ${len(params)}"
+    locked = await conn.fetch(
+        f"SELECT d.id, d.webhook_id FROM deliveries d WHERE {where} ORDER BY d.id FOR UPDATE",
         *params,
     )
+    hooks = await conn.fetch(
+        "SELECT id, is_active FROM webhooks WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE",
+        sorted({r[1] for r in locked}),
+    )
+    active = {r[0]: r[1] for r in hooks}
+    rows = await conn.fetch(
+        "SELECT id, webhook_id, event_type, attempts, cycle_base, last_error, finished_at,"
+        " order_key FROM deliveries WHERE id = ANY($1::bigint[]) ORDER BY id",
+        [r[0] for r in locked],
+    )
     due: list[DueItem] = []
+    parked = 0  # behind an inactive webhook
+    keys: set[ordering.Key] = set()
     cols: list[list[Any]] = [[] for _ in range(6)]
     stats = StatsDelta()
-    for delivery_id, webhook_id, event_type, attempts, base, error, finished, active in rows:
+    for delivery_id, hook, event_type, attempts, base, error, finished, key in rows:
         delivery = Delivery(attempts, base, State.FAILED, error, finished)
         try:
-            t = transition(delivery, ManualRetry(), webhook_state(active), now)
+            t = transition(delivery, ManualRetry(), webhook_state(active.get(hook)), now)
         except NotAllowed:
             continue  # its webhook was deleted: nothing to retry onto
         update = (
@@ -174,12 +191,19 @@ async def retry_failed(
         if t.stats is not None:
             stats.add(session_id, event_type, t.stats, now)
         if t.next_attempt_at is not None:
-            due.append(DueItem(t.next_attempt_at, delivery_id, webhook_id))
+            due.append(DueItem(t.next_attempt_at, delivery_id, hook))
+        else:
+            parked += 1
+        if key is not None:
+            keys.add((hook, key))
     if cols[0]:
         await conn.execute(_RETRY, now, *cols)
     await stats.apply(conn, node_id)
-    retried = len(cols[0])
-    return RetryResult(due, retried=retried, parked=retried - len(due))
+    if keys:
+        await ordering.lock_keys(conn, keys)
+        held, woken = await ordering.settle_keys(conn, keys, now)
+        due = [item for item in due if item.id not in held] + woken
+    return RetryResult(due, retried=len(cols[0]), parked=parked)
 
 
 _FINISHED = [State.DELIVERED.value, State.FAILED.value]

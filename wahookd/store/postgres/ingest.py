@@ -16,6 +16,7 @@ import asyncpg
 
 from ...models import DueItem, State
 from ..types import IDEMPOTENCY_WINDOW_S, IngestItem, IngestResult, new_uids
+from . import ordering
 
 # the ordering keys of deliveries whose webhooks do not order (delivery/ordering.py)
 _NO_KEYS: tuple[str | None, ...] = (None,)
@@ -28,10 +29,10 @@ _INSERT_EVENTS = (
 _INSERT_DELIVERIES = (
     "INSERT INTO deliveries (id, uid, event_id, webhook_id, session_id, event_type, state,"
     " next_attempt_at, created_at, updated_at, order_key)"
-    " SELECT id, uid, event_id, webhook_id, session_id, event_type, $7, $8, $8, $8, order_key"
-    " FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],"
-    " $6::text[], $9::text[]) AS v(id, uid, event_id, webhook_id, session_id, event_type,"
-    " order_key)"
+    " SELECT id, uid, event_id, webhook_id, session_id, event_type, $7, due_at, $8, $8,"
+    " order_key FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],"
+    " $6::text[], $9::text[], $10::float8[]) AS v(id, uid, event_id, webhook_id, session_id,"
+    " event_type, order_key, due_at)"
 )
 
 
@@ -61,12 +62,22 @@ async def ingest(
             seen.add(key)
         duplicate.append(False)
     new = [item for item, dup in zip(items, duplicate, strict=True) if not dup]
+    # ordered deliveries wait while their key has an unfinished one (ordering.py); the
+    # keys' locks make a head finishing on another node wake them, or see them
+    keys = {
+        (webhook_id, key)
+        for item in new
+        for webhook_id, key in zip(item.webhook_ids, item.order_keys, strict=False)
+        if key is not None
+    }
+    await ordering.lock_keys(conn, keys)
+    in_use = await ordering.keys_in_use(conn, keys)
     fan_out = sum(len(item.webhook_ids) for item in new)
     event_ids, delivery_ids = await _take_ids(conn, len(new), fan_out)
     event_uids = iter(new_uids("evt", len(new)))
     delivery_uids = new_uids("dlv", fan_out)
     ev_cols: list[list[Any]] = [[] for _ in range(7)]
-    dl_cols: list[list[Any]] = [[] for _ in range(7)]
+    dl_cols: list[list[Any]] = [[] for _ in range(8)]
     results: list[IngestResult] = []
     next_event = iter(event_ids)
     next_delivery = iter(zip(delivery_ids, delivery_uids, strict=True))
@@ -82,26 +93,27 @@ async def ingest(
         for col, value in zip(ev_cols, row, strict=True):
             col.append(value)
         due: list[DueItem] = []
-        keys = item.order_keys or _NO_KEYS * len(item.webhook_ids)
-        for webhook_id, order_key in zip(item.webhook_ids, keys, strict=True):
+        held = 0
+        order_keys = item.order_keys or _NO_KEYS * len(item.webhook_ids)
+        for webhook_id, order_key in zip(item.webhook_ids, order_keys, strict=True):
             delivery_id, delivery_uid = next(next_delivery)
-            drow = (
-                delivery_id,
-                delivery_uid,
-                event_id,
-                webhook_id,
-                ev.session_id,
-                ev.type,
-                order_key,
-            )
-            for col, value in zip(dl_cols, drow, strict=True):
+            due_at: float | None = now
+            if order_key is not None:
+                if (webhook_id, order_key) in in_use:
+                    due_at = None
+                    held += 1
+                else:
+                    in_use.add((webhook_id, order_key))
+            drow = (delivery_id, delivery_uid, event_id, webhook_id, ev.session_id, ev.type)
+            for col, value in zip(dl_cols, (*drow, order_key, due_at), strict=True):
                 col.append(value)
-            due.append(DueItem(now, delivery_id, webhook_id))
-        results.append(IngestResult(uid, False, tuple(due)))
+            if due_at is not None:
+                due.append(DueItem(due_at, delivery_id, webhook_id))
+        results.append(IngestResult(uid, False, tuple(due), held))
     if ev_cols[0]:
         await conn.execute(_INSERT_EVENTS, *ev_cols)
     if dl_cols[0]:
-        await conn.execute(_INSERT_DELIVERIES, *dl_cols[:6], State.PENDING.value, now, dl_cols[6])
+        await conn.execute(_INSERT_DELIVERIES, *dl_cols[:6], State.PENDING.value, now, *dl_cols[6:])
     return results
 
 

@@ -33,6 +33,7 @@ from ...delivery.transition import (
     transition,
 )
 from ...models import DueItem, Outcome, State
+from . import ordering
 from .stats import StatsDelta
 from .webhooks import set_parked, set_webhook_active
 
@@ -74,15 +75,18 @@ async def record(
     disable_after_s: float | None,
     node_id: str,
     tokens: Mapping[int, int],
+    woken: list[DueItem],
 ) -> list[int]:
     """Log attempts and move their deliveries on as `transition()` decides.
 
     `tokens`: the fencing token each delivery was claimed with (by this node); an
-    outcome without one, or whose row holds another, is only logged. Returns the
-    webhooks this batch auto-disabled.
+    outcome without one, or whose row holds another, is only logged. A delivery with
+    an ordering key that finished wakes its key's next one (appended to `woken`).
+    Returns the webhooks this batch auto-disabled.
     """
     held = await _held(conn, [o.claimed.id for o in outcomes], tokens)
     webhooks, locked = await _webhooks(conn, outcomes)
+    finished_keys: list[ordering.Key] = []
     attempt_cols: list[list[Any]] = [[] for _ in range(8)]
     update_cols: list[list[Any]] = [[] for _ in range(6)]
     gone: set[int] = set()
@@ -111,6 +115,8 @@ async def record(
             col.append(value)
         if t.stats is not None:
             stats.add(c.session_id, c.event_type, t.stats, now, r.duration_ms)
+        if c.order_key is not None and t.finished_at is not None:
+            finished_keys.append((c.webhook_id, c.order_key))
     if update_cols[0]:
         await conn.execute(_UPDATE, now, *update_cols)
     for webhook_id in sorted(gone):
@@ -119,6 +125,9 @@ async def record(
             "UPDATE webhooks SET is_active = FALSE, updated_at = $1 WHERE id = $2", now, webhook_id
         )
         await set_parked(conn, webhook_id, parked=True, now=now)
+    if finished_keys:  # after a 410's parking: a head behind an inactive webhook stays parked
+        await ordering.lock_keys(conn, finished_keys)
+        woken += await ordering.wake_heads(conn, finished_keys, now)
     if attempt_cols[0]:
         await conn.execute(_INSERT_ATTEMPTS, *attempt_cols)
     await stats.apply(conn, node_id)
@@ -131,9 +140,15 @@ async def _webhooks(
     """The batch's webhooks' states, and those locked (that this batch may change).
 
     Locked: the webhooks of failures and 410s (their failing clock moves, they may be
-    turned off) and those whose failing clock a success stops; read again once locked.
+    turned off), those whose failing clock a success stops, and those of ordered
+    deliveries (a finished one wakes the next only if the webhook is active: another
+    node re-enabling it must not miss that); read again once locked.
     """
-    failing = {o.claimed.webhook_id for o in outcomes if o.kind != "delivered"}
+    failing = {
+        o.claimed.webhook_id
+        for o in outcomes
+        if o.kind != "delivered" or o.claimed.order_key is not None
+    }
     every = sorted({o.claimed.webhook_id for o in outcomes})
     rows = await conn.fetch(
         "SELECT id, is_active, failing_since IS NOT NULL FROM webhooks"

@@ -11,7 +11,8 @@ from collections.abc import Collection
 
 import asyncpg
 
-from ...models import CLEARABLE_STATES, State
+from ...models import CLEARABLE_STATES, DueItem, State
+from . import ordering
 
 _COUNTED = [s.value for s in (State.PENDING, State.PROCESSING, State.FAILED, State.RETRYING)]
 
@@ -60,13 +61,31 @@ async def queue_counts_by_session(conn: asyncpg.Connection) -> dict[str, dict[st
 
 
 async def clear_queue(
-    conn: asyncpg.Connection, session_id: str, states: Collection[State]
+    conn: asyncpg.Connection,
+    session_id: str,
+    states: Collection[State],
+    now: float,
+    woken: list[DueItem],
 ) -> dict[str, int]:
-    """Delete a session's queued deliveries in the given states (never those in flight)."""
+    """Delete a session's queued deliveries in the given states (never those in flight).
+
+    Ordered ones left behind a cleared head get theirs woken (ordering.py), under the
+    keys' locks, appended to `woken`.
+    """
     removed = {state.value: 0 for state in CLEARABLE_STATES}
     wanted = [s.value for s in states if s in CLEARABLE_STATES]
     if not wanted:
         return removed
+    keys = [
+        (r[0], r[1])
+        for r in await conn.fetch(
+            "SELECT DISTINCT webhook_id, order_key FROM deliveries WHERE state = ANY($1::text[])"
+            " AND session_id = $2 AND order_key IS NOT NULL",
+            wanted,
+            session_id,
+        )
+    ]
+    await ordering.lock_keys(conn, keys)
     rows = await conn.fetch(
         "WITH gone AS (DELETE FROM deliveries WHERE state = ANY($1::text[]) AND session_id = $2"
         " RETURNING id, state), attempts_gone AS (DELETE FROM attempts"
@@ -77,4 +96,5 @@ async def clear_queue(
     )
     for state, n in rows:
         removed[state] = n
+    woken += await ordering.wake_heads(conn, keys, now)
     return removed

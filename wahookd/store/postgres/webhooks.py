@@ -15,7 +15,8 @@ import asyncpg
 
 from ...models import CLEARABLE_STATES, State, Webhook
 from ..sqlite.webhooks import SECRET_OVERLAP_S, new_public_id
-from ..types import WebhookFields, WebhookHealth, WebhookLimitReached
+from ..types import StaticRow, WebhookFields, WebhookHealth, WebhookLimitReached
+from . import ordering
 
 _QUEUED = f"('{State.PENDING}', '{State.RETRYING}')"
 _CLEARABLE = "(" + ", ".join(f"'{s}'" for s in CLEARABLE_STATES) + ")"
@@ -234,9 +235,7 @@ async def set_webhook_active(
 
 
 async def sync_static_webhooks(
-    conn: asyncpg.Connection,
-    statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]],
-    now: float,
+    conn: asyncpg.Connection, statics: Sequence[StaticRow], now: float
 ) -> list[Webhook]:
     """Make the static webhooks those of the config; see `Store.sync_static_webhooks`.
 
@@ -244,14 +243,17 @@ async def sync_static_webhooks(
     each finding the others' rows.
     """
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('wahookd-statics', 0))")
-    keys = [s[0] for s in statics]
-    for key, session, url, events, secret, headers in statics:
+    keys = [s.key for s in statics]
+    for s in statics:
         webhook_id = await conn.fetchval(
             "INSERT INTO webhooks AS w (public_id, kind, session_id, static_key, url, events,"
-            " secret, headers, is_active, created_at, updated_at)"
-            " VALUES ($1, 'static', $2, $3, $4, $5, $6, $7, TRUE, $8, $8)"
+            " secret, headers, is_active, created_at, updated_at, description, filter_chats,"
+            " ordering, rate_limit)"
+            " VALUES ($1, 'static', $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $10, $11, $12, $13)"
             " ON CONFLICT (static_key) DO UPDATE SET url = excluded.url,"
             " events = excluded.events, secret = excluded.secret,"
+            " description = excluded.description, filter_chats = excluded.filter_chats,"
+            " ordering = excluded.ordering, rate_limit = excluded.rate_limit,"
             # a changed secret keeps the old one valid for the overlap, as for the API
             " previous_secret = CASE WHEN excluded.secret IS NULL THEN NULL"
             "  WHEN w.secret IS DISTINCT FROM excluded.secret AND w.secret IS NOT NULL"
@@ -263,14 +265,18 @@ async def sync_static_webhooks(
             " headers = excluded.headers, is_active = TRUE, updated_at = excluded.updated_at"
             " RETURNING id",
             new_public_id(),
-            session,
-            key,
-            url,
-            json.dumps(list(events)),
-            secret,
-            _enc_headers(headers),
+            s.session,
+            s.key,
+            s.url,
+            json.dumps(list(s.events)),
+            s.secret,
+            _enc_headers(s.headers),
             now,
             now + SECRET_OVERLAP_S,
+            s.description,
+            None if s.filter_chats is None else json.dumps(list(s.filter_chats)),
+            s.ordering,
+            s.rate_limit,
         )
         await set_parked(conn, webhook_id, parked=False, now=now)
     gone = [
@@ -303,8 +309,10 @@ async def set_parked(
         )
     else:
         await conn.execute(
-            "UPDATE deliveries SET next_attempt_at = $1"
-            f" WHERE webhook_id = $2 AND state IN {_QUEUED} AND next_attempt_at IS NULL",
+            "UPDATE deliveries d SET next_attempt_at = $1"
+            f" WHERE d.webhook_id = $2 AND d.state IN {_QUEUED} AND d.next_attempt_at IS NULL"
+            # held ordered ones stay held: only unkeyed ones and each key's head wake
+            f" AND (d.order_key IS NULL OR {ordering.IS_LOWEST})",
             now,
             webhook_id,
         )

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from ...models import Claimed, DueItem, State
+from . import ordering
 from .batching import IN_CHUNK, padded_in
 
 # bodies read as one joined row at most this large together; larger ones row by row
@@ -49,8 +50,14 @@ def load_webhook_due(conn: sqlite3.Connection, webhook_id: int, limit: int) -> l
     return [DueItem(due_at, id_, hook_id) for due_at, id_, hook_id in rows]
 
 
-def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Claimed]:
-    """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
+def claim(
+    conn: sqlite3.Connection, ids: Sequence[int], now: float, woken: list[DueItem]
+) -> list[Claimed]:
+    """Move queued deliveries to `processing`; returns those still claimable, with bodies.
+
+    One that is not its ordering key's head is held instead and the head woken
+    (appended to `woken`): see ordering.py.
+    """
     if not ids:
         return []
     marks, params = padded_in(ids)
@@ -60,23 +67,29 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[Clai
     # UPDATE ... RETURNING would cost a GIL round trip per row.
     (found,) = conn.execute(
         "SELECT json_group_array(json_array(id, uid, webhook_id, session_id, event_type,"
-        " attempts + 1, event_id, attempts + 1 - cycle_base)) FROM deliveries"
-        f" WHERE id IN ({marks}) AND next_attempt_at IS NOT NULL",
+        f" attempts + 1, event_id, attempts + 1 - cycle_base, order_key, {ordering.NOT_HEAD}))"
+        f" FROM deliveries WHERE id IN ({marks}) AND next_attempt_at IS NOT NULL",
         params,
     ).fetchone()
-    claimed: list[list[Any]] = msgspec.json.decode(found)
+    rows: list[list[Any]] = msgspec.json.decode(found)
+    claimed = [row for row in rows if not row[9]]
+    if waiting := [row for row in rows if row[9]]:
+        ordering.hold(conn, [row[0] for row in waiting])
+    if claimed:
+        marks, params = padded_in([row[0] for row in claimed])
+        conn.execute(
+            f"UPDATE deliveries SET state = '{State.PROCESSING}', attempts = attempts + 1,"
+            f" next_attempt_at = NULL, updated_at = ? WHERE id IN ({marks})",
+            (now, *params),
+        )
+    if waiting:  # after the claims: a head claimed just now is in flight, not woken
+        woken += ordering.wake_heads(conn, [(row[2], row[8]) for row in waiting], now)
     if not claimed:
         return []
-    marks, params = padded_in([row[0] for row in claimed])
-    conn.execute(
-        f"UPDATE deliveries SET state = '{State.PROCESSING}', attempts = attempts + 1,"
-        f" next_attempt_at = NULL, updated_at = ? WHERE id IN ({marks})",
-        (now, *params),
-    )
     bodies = bodies_of(conn, sorted({row[6] for row in claimed}))
     return [
-        Claimed(id_, uid, webhook_id, session_id, event_type, attempt, bodies[event_id], cycle)
-        for id_, uid, webhook_id, session_id, event_type, attempt, event_id, cycle in claimed
+        Claimed(id_, uid, hook, session, event_type, attempt, bodies[event_id], cycle, key)
+        for id_, uid, hook, session, event_type, attempt, event_id, cycle, key, _ in claimed
     ]
 
 

@@ -39,6 +39,7 @@ from ..types import (
     MinuteActivity,
     RetryResult,
     SessionStats,
+    StaticRow,
     StorageError,
     StorageUnavailable,
     WebhookFields,
@@ -103,6 +104,8 @@ class SqliteStore:
         # (a sqlite3.Error there is a storage fault: a 503)
         self.write_fault: Callable[[], BaseException] | None = None
         self.read_fault: Callable[[], BaseException] | None = None
+        # told, after their commit, of deliveries an ordering key's turn made due
+        self.on_due: Callable[[Sequence[DueItem]], None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -284,15 +287,26 @@ class SqliteStore:
         """One webhook's soonest `limit` queued deliveries."""
         return await self._in_reader(lambda c: claims.load_webhook_due(c, webhook_id, limit))
 
+    def _announce(self, woken: Sequence[DueItem]) -> None:
+        """Tell `on_due` of the deliveries a committed write woke (ordering.py)."""
+        if woken and self.on_due is not None:
+            self.on_due(woken)
+
     async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
         """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
-        return await self.write(lambda c: claims.claim(c, ids, now))
+        woken: list[DueItem] = []
+        claimed = await self.write(lambda c: claims.claim(c, ids, now, woken))
+        self._announce(woken)
+        return claimed
 
     async def record(
         self, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None = None
     ) -> list[int]:
         """Log attempts and move their deliveries on; the webhooks auto-disabled."""
-        return await self.write(lambda c: _record(c, outcomes, now, disable_after_s))
+        woken: list[DueItem] = []
+        disabled = await self.write(lambda c: _record(c, outcomes, now, disable_after_s, woken))
+        self._announce(woken)
+        return disabled
 
     async def record_and_claim(
         self,
@@ -303,11 +317,15 @@ class SqliteStore:
     ) -> tuple[list[int], list[Claimed]]:
         """`record()` and `claim()` in one transaction: (auto-disabled webhooks, claimed)."""
 
-        def both(c: sqlite3.Connection) -> tuple[list[int], list[Claimed]]:
-            disabled = _record(c, outcomes, now, disable_after_s)
-            return disabled, claims.claim(c, claim, now) if claim else []
+        woken: list[DueItem] = []
 
-        return await self.write(both)
+        def both(c: sqlite3.Connection) -> tuple[list[int], list[Claimed]]:
+            disabled = _record(c, outcomes, now, disable_after_s, woken)
+            return disabled, claims.claim(c, claim, now, woken) if claim else []
+
+        result = await self.write(both)
+        self._announce(woken)
+        return result
 
     async def recover(self, now: float) -> int:
         """Return deliveries left `processing` by a crash to the queue; how many."""
@@ -342,9 +360,7 @@ class SqliteStore:
         """Activate or deactivate a webhook; its queued deliveries park or wake up with it."""
         await self.write(lambda c: webhooks.set_webhook_active(c, webhook_id, active, now))
 
-    async def sync_static_webhooks(
-        self, statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]], now: float
-    ) -> list[Webhook]:
+    async def sync_static_webhooks(self, statics: Sequence[StaticRow], now: float) -> list[Webhook]:
         """Make the static webhooks those of the config; every webhook as committed."""
         return await self.write(lambda c: webhooks.sync_static_webhooks(c, statics, now))
 
@@ -375,10 +391,11 @@ class SqliteStore:
         now: float,
         uid: str | None = None,
         finished_since: float | None = None,
+        webhook_id: int | None = None,
     ) -> RetryResult:
         """Failed deliveries back to pending for a new ladder run; how many, which are due."""
         return await self.write(
-            lambda c: history.retry_failed(c, session_id, now, uid, finished_since)
+            lambda c: history.retry_failed(c, session_id, now, uid, finished_since, webhook_id)
         )
 
     async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:
@@ -405,9 +422,14 @@ class SqliteStore:
         """Queued deliveries by session and state (sessions with none queued are absent)."""
         return await self._in_reader(queue.queue_counts_by_session)
 
-    async def clear_queue(self, session_id: str, states: Collection[State]) -> dict[str, int]:
+    async def clear_queue(
+        self, session_id: str, states: Collection[State], now: float
+    ) -> dict[str, int]:
         """Delete a session's queued deliveries in the given states (never those in flight)."""
-        return await self.write(lambda c: queue.clear_queue(c, session_id, states))
+        woken: list[DueItem] = []
+        removed = await self.write(lambda c: queue.clear_queue(c, session_id, states, now, woken))
+        self._announce(woken)
+        return removed
 
     async def session_stats(self, session_id: str) -> SessionStats | None:
         """All-time stats of a session, None when it never finished a delivery."""

@@ -14,6 +14,7 @@ from typing import Any
 from ...delivery.transition import Delivery, ManualRetry, NotAllowed, transition
 from ...models import DueItem, State
 from ..types import AttemptRow, DeliveryRow, RetryResult
+from . import ordering
 from .batching import update_rows
 from .rows import named, webhook_state
 from .stats import StatsDelta
@@ -137,6 +138,7 @@ def retry_failed(
     now: float,
     uid: str | None = None,
     finished_since: float | None = None,
+    webhook_id: int | None = None,
 ) -> RetryResult:
     """Put failed deliveries back in the queue for a new run of the retry ladder.
 
@@ -145,6 +147,9 @@ def retry_failed(
     webhook, now)` decides: due now, or parked behind an inactive webhook; counted
     as failed no longer in the stats until it ends again. One whose webhook was
     deleted is skipped (`NotAllowed`). One batched update, not one per delivery.
+    An ordered one becomes its key's head again; it waits (held) while another
+    delivery of its key is in flight, and the key's later ones wait behind it
+    (`ordering.settle_keys`).
     """
     where = f"d.session_id = ? AND d.state = '{State.FAILED}'"
     params: list[Any] = [session_id]
@@ -154,16 +159,21 @@ def retry_failed(
     if finished_since is not None:
         where += " AND d.finished_at >= ?"
         params.append(finished_since)
+    if webhook_id is not None:
+        where += " AND d.webhook_id = ?"
+        params.append(webhook_id)
     rows = conn.execute(
         "SELECT d.id, d.webhook_id, d.event_type, d.attempts, d.cycle_base, d.last_error,"
-        " d.finished_at, w.is_active FROM deliveries d"
+        " d.finished_at, w.is_active, d.order_key FROM deliveries d"
         f" LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE {where}",
         params,
     ).fetchall()
     due: list[DueItem] = []
+    parked = 0  # behind an inactive webhook
     updates = []
     stats = StatsDelta()
-    for delivery_id, webhook_id, event_type, attempts, base, error, finished, active in rows:
+    keys: set[ordering.Key] = set()
+    for delivery_id, webhook_id, event_type, attempts, base, error, finished, active, key in rows:
         delivery = Delivery(attempts, base, State.FAILED, error, finished)
         try:
             t = transition(delivery, ManualRetry(), webhook_state(active), now)
@@ -184,9 +194,16 @@ def retry_failed(
             stats.add(session_id, event_type, t.stats, now)
         if t.next_attempt_at is not None:
             due.append(DueItem(t.next_attempt_at, delivery_id, webhook_id))
+        else:
+            parked += 1
+        if key is not None:
+            keys.add((webhook_id, key))
     update_rows(conn, _RETRY_SQL, updates)
     stats.apply(conn)
-    return RetryResult(due, retried=len(updates), parked=len(updates) - len(due))
+    if keys:
+        held, woken = ordering.settle_keys(conn, keys, now)
+        due = [item for item in due if item.id not in held] + woken
+    return RetryResult(due, retried=len(updates), parked=parked)
 
 
 # ------------------------------------------------------------------- retention

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...models import DueItem, State
 from ..types import IDEMPOTENCY_WINDOW_S, IngestItem, IngestResult, new_uids
+from . import ordering
 from .batching import insert_rows
 
 # event ids looked up per query; far below SQLite's limit on bound parameters
@@ -57,6 +58,16 @@ def ingest(
     event_uids = iter(new_uids("evt", len(items)))
     delivery_uids = iter(new_uids("dlv", sum(len(item.webhook_ids) for item in items)))
     pending = State.PENDING.value
+    # ordered deliveries wait while their key has an unfinished one (ordering.py)
+    in_use = ordering.keys_in_use(
+        conn,
+        (
+            (webhook_id, key)
+            for item in items
+            for webhook_id, key in zip(item.webhook_ids, item.order_keys, strict=False)
+            if key is not None
+        ),
+    )
     for item in items:
         ev = item.event
         client_id = ev.event_id
@@ -74,9 +85,17 @@ def ingest(
             (event_id, uid, client_id is not None, ev.session_id, ev.type, ev.body, now)
         )
         due: list[DueItem] = []
+        held = 0
         keys = item.order_keys or _NO_KEYS * len(item.webhook_ids)
         for webhook_id, order_key in zip(item.webhook_ids, keys, strict=True):
             delivery_id = ids.take_delivery()
+            due_at: float | None = now
+            if order_key is not None:
+                if (webhook_id, order_key) in in_use:
+                    due_at = None
+                    held += 1
+                else:
+                    in_use.add((webhook_id, order_key))
             delivery_rows.append(
                 (
                     delivery_id,
@@ -86,14 +105,15 @@ def ingest(
                     ev.session_id,
                     ev.type,
                     pending,
-                    now,
+                    due_at,
                     now,
                     now,
                     order_key,
                 )
             )
-            due.append(DueItem(now, delivery_id, webhook_id))
-        results.append(IngestResult(uid, False, tuple(due)))
+            if due_at is not None:
+                due.append(DueItem(due_at, delivery_id, webhook_id))
+        results.append(IngestResult(uid, False, tuple(due), held))
     insert_rows(
         conn,
         "INSERT INTO events (id, uid, client_id, session_id, type, body, created_at)",

@@ -20,7 +20,8 @@ from ...delivery.transition import (
     WebhookState,
     transition,
 )
-from ...models import Outcome, State
+from ...models import DueItem, Outcome, State
+from . import ordering
 from .batching import IN_CHUNK, insert_rows, padded_in, update_rows
 from .rows import webhook_state
 from .stats import StatsDelta
@@ -46,6 +47,7 @@ def record(
     outcomes: Sequence[Outcome],
     now: float,
     disable_after_s: float | None = None,
+    woken: list[DueItem] | None = None,
 ) -> list[int]:
     """Log attempts and move their deliveries on as `transition()` decides.
 
@@ -55,6 +57,9 @@ def record(
     change. One not in flight any more (cleared, or recorded already) is only
     logged; its webhook still goes off when the transition says so (a 410 Gone).
 
+    A delivery with an ordering key that finished (delivered or failed) wakes its
+    key's next delivery (ordering.py), appended to `woken`.
+
     Returns the webhooks this batch turned inactive because nothing was delivered
     to them for `disable_after_s` while attempts kept failing (auto-disable).
     A few statements per batch, not per outcome: a batch is every attempt that
@@ -63,6 +68,7 @@ def record(
     attempt_rows = []
     updates = []
     gone: set[int] = set()
+    finished_keys: list[ordering.Key] = []
     processing, webhooks = _lookup(
         conn, [o.claimed.id for o in outcomes], list({o.claimed.webhook_id: 0 for o in outcomes})
     )
@@ -91,6 +97,8 @@ def record(
         )
         if t.stats is not None:
             stats.add(c.session_id, c.event_type, t.stats, now, r.duration_ms)
+        if c.order_key is not None and t.finished_at is not None:
+            finished_keys.append((c.webhook_id, c.order_key))
     update_rows(conn, _UPDATE_SQL, updates)
     for webhook_id in gone:
         # after the updates, so this batch's retries to it are parked as well
@@ -98,6 +106,10 @@ def record(
             "UPDATE webhooks SET is_active = 0, updated_at = ? WHERE id = ?", (now, webhook_id)
         )
         set_parked(conn, webhook_id, parked=True, now=now)
+    if finished_keys:  # after a 410's parking: a head behind an inactive webhook stays parked
+        next_up = ordering.wake_heads(conn, finished_keys, now)
+        if woken is not None:
+            woken += next_up
     insert_rows(
         conn,
         "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"

@@ -6,7 +6,8 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
-from ...models import CLEARABLE_STATES, State
+from ...models import CLEARABLE_STATES, DueItem, State
+from . import ordering
 
 _COUNTED = (State.PENDING, State.PROCESSING, State.FAILED, State.RETRYING)
 
@@ -48,11 +49,27 @@ def queue_counts_by_session(conn: sqlite3.Connection) -> dict[str, dict[str, int
 
 
 def clear_queue(
-    conn: sqlite3.Connection, session_id: str, states: Collection[State]
+    conn: sqlite3.Connection,
+    session_id: str,
+    states: Collection[State],
+    now: float,
+    woken: list[DueItem] | None = None,
 ) -> dict[str, int]:
-    """Delete a session's queued deliveries in the given states (never those in flight)."""
+    """Delete a session's queued deliveries in the given states (never those in flight).
+
+    Ordered ones left behind a cleared head get theirs woken (ordering.py), appended
+    to `woken`.
+    """
     removed = {state.value: 0 for state in CLEARABLE_STATES}
+    keys: set[ordering.Key] = set()
     for state in states:
+        keys.update(
+            conn.execute(
+                "SELECT DISTINCT webhook_id, order_key FROM deliveries"
+                " WHERE state = ? AND session_id = ? AND order_key IS NOT NULL",
+                (state.value, session_id),
+            )
+        )
         conn.execute(
             "DELETE FROM attempts WHERE delivery_id IN"
             " (SELECT id FROM deliveries WHERE state = ? AND session_id = ?)",
@@ -63,4 +80,8 @@ def clear_queue(
             (state.value, session_id),
         )
         removed[state.value] = cur.rowcount
+    if keys:
+        next_up = ordering.wake_heads(conn, keys, now)
+        if woken is not None:
+            woken += next_up
     return removed

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...models import CLEARABLE_STATES, State, Webhook
-from ..types import WebhookFields, WebhookHealth, WebhookLimitReached
+from ..types import StaticRow, WebhookFields, WebhookHealth, WebhookLimitReached
+from . import ordering
 from .rows import named
 
 # after a secret changes, deliveries are signed with the previous one too for this long
@@ -237,19 +238,20 @@ def set_webhook_active(conn: sqlite3.Connection, webhook_id: int, active: bool, 
 
 
 def sync_static_webhooks(
-    conn: sqlite3.Connection,
-    statics: Sequence[tuple[str, str, str, Sequence[str], str | None, Any]],
-    now: float,
+    conn: sqlite3.Connection, statics: Sequence[StaticRow], now: float
 ) -> list[Webhook]:
     """Make the static webhooks those of the config; see `Store.sync_static_webhooks`."""
-    keys = [s[0] for s in statics]
-    for key, session, url, events, secret, headers in statics:
+    keys = [s.key for s in statics]
+    for s in statics:
         conn.execute(
             "INSERT INTO webhooks (public_id, kind, session_id, static_key, url, events,"
-            " secret, headers, is_active, created_at, updated_at)"
-            " VALUES (?, 'static', ?, ?, ?, ?, ?, ?, 1, ?, ?)"
+            " secret, headers, is_active, created_at, updated_at, description, filter_chats,"
+            " ordering, rate_limit)"
+            " VALUES (?, 'static', ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (static_key) DO UPDATE SET url = excluded.url,"
             " events = excluded.events, secret = excluded.secret,"
+            " description = excluded.description, filter_chats = excluded.filter_chats,"
+            " ordering = excluded.ordering, rate_limit = excluded.rate_limit,"
             # a changed secret keeps the old one valid for the overlap, as for the API
             " previous_secret = CASE WHEN excluded.secret IS NULL THEN NULL"
             "  WHEN webhooks.secret IS NOT excluded.secret AND webhooks.secret IS NOT NULL"
@@ -261,19 +263,23 @@ def sync_static_webhooks(
             " headers = excluded.headers, is_active = 1, updated_at = excluded.updated_at",
             (
                 new_public_id(),
-                session,
-                key,
-                url,
-                json.dumps(list(events)),
-                secret,
-                _enc_headers(headers),
+                s.session,
+                s.key,
+                s.url,
+                json.dumps(list(s.events)),
+                s.secret,
+                _enc_headers(s.headers),
                 now,
                 now,
+                s.description,
+                None if s.filter_chats is None else json.dumps(list(s.filter_chats)),
+                s.ordering,
+                s.rate_limit,
                 now + SECRET_OVERLAP_S,
             ),
         )
         (webhook_id,) = conn.execute(
-            "SELECT id FROM webhooks WHERE static_key = ?", (key,)
+            "SELECT id FROM webhooks WHERE static_key = ?", (s.key,)
         ).fetchone()
         set_parked(conn, webhook_id, parked=False, now=now)
     gone = [
@@ -294,7 +300,11 @@ def sync_static_webhooks(
 
 
 def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: float) -> None:
-    """Park (inactive webhook) or wake the webhook's queued deliveries."""
+    """Park (inactive webhook) or wake the webhook's queued deliveries.
+
+    Waking leaves the ordered deliveries held behind their key's head (ordering.py):
+    only unkeyed ones and each key's lowest unfinished one become due.
+    """
     if parked:
         conn.execute(
             f"UPDATE deliveries SET state = '{State.PENDING}', next_attempt_at = NULL"
@@ -304,7 +314,8 @@ def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: 
     else:
         conn.execute(
             "UPDATE deliveries SET next_attempt_at = ?"
-            f" WHERE webhook_id = ? AND state IN {_QUEUED} AND next_attempt_at IS NULL",
+            f" WHERE webhook_id = ? AND state IN {_QUEUED} AND next_attempt_at IS NULL"
+            f" AND (order_key IS NULL OR {ordering.IS_LOWEST})",
             (now, webhook_id),
         )
 
