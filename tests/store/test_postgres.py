@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from pg import PgServer
 
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome, State
-from wahookd.store import IngestItem, StorageError, StorageUnavailable
+from wahookd.store import IngestItem, StorageError, StorageUnavailable, WebhookFields
 from wahookd.store.postgres import PgStore
 from wahookd.store.postgres.connection import redact_dsn
 from wahookd.store.postgres.schema import SCHEMA_VERSION
@@ -271,3 +272,51 @@ async def test_injected_faults_refuse_writes_and_reads(node: Nodes) -> None:
     store.write_fault = store.read_fault = None
     assert store.faults == 1
     await store.ping()
+
+
+# ----------------------------------------------------------------- ordering
+async def ordered_hook(store: PgStore) -> int:
+    fields = WebhookFields(url="https://a.example/h", events=("*",), secret=None, is_active=True)
+    return (await store.create_webhook("s1", fields, T0)).id
+
+
+async def in_play(store: PgStore, hook: int) -> list[tuple[Any, ...]]:
+    """The deliveries of key "k" that are due or in flight (the invariant: at most one)."""
+    return await store.fetch(
+        "SELECT id, state FROM deliveries WHERE webhook_id = $1 AND order_key = 'k'"
+        " AND finished_at IS NULL AND (next_attempt_at IS NOT NULL OR state = 'processing')",
+        hook,
+    )
+
+
+async def test_one_head_per_key_when_nodes_ingest_it_at_once(node: Nodes) -> None:
+    a, b = await node(), await node()
+    hook = await ordered_hook(a)
+    for n in range(10):
+        items = [IngestItem(event(n), (hook,), ("k",))]
+        await asyncio.gather(a.ingest(items, T0), b.ingest(items, T0), a.ingest(items, T0))
+        assert len(await in_play(a, hook)) == 1, n
+
+
+async def test_a_head_finishing_on_one_node_wakes_what_another_ingests_meanwhile(
+    node: Nodes,
+) -> None:
+    a, b = await node(), await node()
+    hook = await ordered_hook(a)
+    woken: list[int] = []
+    a.on_due = lambda items: woken.extend(i.id for i in items)
+    for n in range(20):
+        (first,) = await a.ingest([IngestItem(event(2 * n), (hook,), ("k",))], T0)
+        (head,) = await a.claim([d.id for d in first.deliveries], T0 + 1)
+        # the head finishes on a while b ingests the key's next delivery
+        _, (second,) = await asyncio.gather(
+            a.record([Outcome(head, T0 + 1, OK, "delivered", None)], T0 + 2),
+            b.ingest([IngestItem(event(2 * n + 1), (hook,), ("k",))], T0 + 2),
+        )
+        # either b saw the head finished (due at once) or a's record woke it: never stuck
+        (play,) = await in_play(a, hook)
+        ids = [d.id for d in second.deliveries] + woken
+        assert play[0] in ids, (n, play, ids)
+        (next_head,) = await b.claim([play[0]], T0 + 3)
+        await b.record([Outcome(next_head, T0 + 3, OK, "delivered", None)], T0 + 4)
+        woken.clear()
