@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
 
 from wahookd import config_tables as toml
+from wahookd import dsn
 from wahookd.delivery.netpolicy import Network
 from wahookd.events import SESSION_ID_RULE, is_session_id
 from wahookd.rules import (
@@ -34,9 +35,6 @@ from wahookd.rules import (
 Synchronous = Literal["full", "normal"]
 StorageBackend = Literal["sqlite", "postgres"]
 STORAGE_BACKENDS: Final[tuple[StorageBackend, ...]] = get_args(StorageBackend)
-# a PostgreSQL DSN: a URL of these schemes, or libpq's key=value form
-_DSN_URL_RE: Final = re.compile(r"postgres(ql)?://\S+\Z")
-_DSN_KEYWORDS_RE: Final = re.compile(r"\s*\w+\s*=")
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
@@ -98,17 +96,9 @@ class StorageConfig:
     keep_finished_s: float = 7 * 86400.0
     backend: StorageBackend = "sqlite"
     # the PostgreSQL DSN, inline or read from dsn_file; it may hold a password, so it is
-    # kept out of repr() and never logged (store/postgres/connection.redact_dsn)
+    # kept out of repr() and never logged (dsn.redact)
     dsn: str | None = field(default=None, repr=False)
     dsn_file: Path | None = None
-
-    def postgres_dsn(self) -> str:
-        """The DSN to connect with: `dsn`, or the first line of `dsn_file` (read now)."""
-        if self.dsn is not None:
-            return self.dsn
-        if self.dsn_file is None:
-            raise ValueError('storage.backend = "postgres" needs storage.dsn or storage.dsn_file')
-        return _read_dsn_file(self.dsn_file)
 
 
 @dataclass(frozen=True)
@@ -309,36 +299,12 @@ def _storage(t: toml.Table, ctx: toml.Context) -> StorageConfig:
         ),
         keep_finished_s=t.get("keep_finished", toml.duration, StorageConfig.keep_finished_s),
         backend=cast(StorageBackend, t.get("backend", toml.choice(STORAGE_BACKENDS), "sqlite")),
-        dsn=t.get("dsn", _dsn, None),
+        dsn=t.get("dsn", lambda value: dsn.check(toml.string(value)), None),
         dsn_file=t.file("dsn_file"),
     )
     _check_dsn(t, ctx, storage)
     t.done()
     return storage
-
-
-def _dsn(value: object) -> str:
-    """A PostgreSQL DSN; the messages never repeat it (it may hold a password)."""
-    text = toml.string(value)
-    if not _is_dsn(text):
-        raise ValueError(
-            'not a PostgreSQL DSN; use "postgresql://user:password@host:5432/db"'
-            ' or "host=... dbname=..."'
-        )
-    return text
-
-
-def _is_dsn(text: str) -> bool:
-    return bool(_DSN_URL_RE.match(text) or _DSN_KEYWORDS_RE.match(text))
-
-
-def _read_dsn_file(path: Path) -> str:
-    """The DSN in a file: its first non-empty line (a trailing newline is fine)."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    dsn = next((line for line in lines if line), "")
-    if not _is_dsn(dsn):
-        raise ValueError(f"'{path}' holds no PostgreSQL DSN (postgresql://... or key=value)")
-    return dsn
 
 
 def _check_dsn(t: toml.Table, ctx: toml.Context, storage: StorageConfig) -> None:
@@ -353,7 +319,7 @@ def _check_dsn(t: toml.Table, ctx: toml.Context, storage: StorageConfig) -> None
             t.error("dsn", "set storage.dsn or storage.dsn_file, not both")
         elif storage.dsn_file is not None and ctx.check_files:
             try:
-                _read_dsn_file(storage.dsn_file)
+                dsn.read_file(storage.dsn_file)
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 t.error("dsn_file", str(exc))
     else:

@@ -14,6 +14,7 @@ from pg import PgServer
 
 from wahookd.cli import main
 from wahookd.config import ConfigError, load_config
+from wahookd.dsn import resolve
 
 PASSWORD = "hunter2-never-shown"
 DSN = f"postgresql://wahookd:{PASSWORD}@127.0.0.1:5432/wahookd"
@@ -43,7 +44,7 @@ def test_postgres_with_an_inline_dsn(tmp_path: Path) -> None:
     )
     config = load_config(path)
     assert config.storage.backend == "postgres"
-    assert config.storage.postgres_dsn() == DSN
+    assert resolve(config.storage.dsn, config.storage.dsn_file) == DSN
     assert config.cluster.lease_s == 45.0
     assert PASSWORD not in repr(config)  # kept out of repr (and so out of any log of it)
 
@@ -53,7 +54,9 @@ def test_postgres_with_a_dsn_file(tmp_path: Path) -> None:
     dsn_file.write_text(f"\n{DSN}\n")
     path = write(tmp_path, f'[storage]\nbackend = "postgres"\ndsn_file = "{dsn_file}"\n')
     config = load_config(path)
-    assert config.storage.dsn is None and config.storage.postgres_dsn() == DSN
+    assert (
+        config.storage.dsn is None and resolve(config.storage.dsn, config.storage.dsn_file) == DSN
+    )
 
 
 @pytest.mark.parametrize(

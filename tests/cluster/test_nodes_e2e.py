@@ -189,3 +189,44 @@ async def test_sigterm_hands_the_leases_back_at_once(cluster: Cluster, receiver:
     assert result["successful"] == 4
     bodies = {json.loads(r.body)["reason"] for r in receiver.requests}
     assert bodies == {"r0", "r1", "r2", "r3"}
+
+
+async def test_a_node_frozen_past_its_lease_cannot_record_over_the_newer_attempt(
+    cluster: Cluster, receiver: Receiver
+) -> None:
+    receiver.default = Reply(200, delay_s=1.0)
+    frozen, other = await cluster(2, '[cluster]\nlease = "3s"\n')
+    frozen_id = await node_id(frozen)
+    await ingest([frozen], 3)
+    deadline = time.monotonic() + WAIT_S
+    while (await holding(other)).get(frozen_id, 0) == 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await frozen.signal(signal.SIGSTOP)  # its answers arrive; it cannot read them
+    try:
+        receiver.default = Reply(200)
+        # past the lease, the other node takes the attempts back and makes them again
+        result = await settled(other, 3)
+    finally:
+        await frozen.signal(signal.SIGCONT)
+    assert result["successful"] == 3
+    repeated = len(receiver.requests) - 3
+    assert repeated > 0  # the frozen node's attempts were made again
+    # the woken node reads its old answers (or times out) and records them: fenced off,
+    # only logged; every request the receiver saw is one attempt in the log
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        rows = [
+            d
+            for i in range(3)
+            for d in (await api(frozen, "GET", f"/api/webhook/deliveries/s{i}"))["deliveries"]
+        ]
+        logged = sum(len(d["attempts"]) for d in rows)
+        if logged >= len(receiver.requests):
+            break
+        assert time.monotonic() < deadline, rows
+        await asyncio.sleep(0.2)
+    assert logged == len(receiver.requests)
+    assert {d["status"] for d in rows} == {"delivered"}
+    again = await settled(frozen, 3)
+    assert again["successful"] == 3  # never counted twice

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..config import ClusterConfig, StorageConfig
+from ..dsn import resolve as resolve_dsn
 from .postgres import PgStore
 from .protocol import Store
 from .sqlite import MAX_EXTRA_WEBHOOKS, SqliteStore
@@ -48,7 +49,7 @@ async def open_store(storage: StorageConfig, cluster: ClusterConfig | None = Non
     """
     if storage.backend == "postgres":
         try:
-            dsn = storage.postgres_dsn()
+            dsn = resolve_dsn(storage.dsn, storage.dsn_file)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise StorageError(f"storage.dsn_file: {exc}") from None
         lease_s = (cluster or ClusterConfig()).lease_s

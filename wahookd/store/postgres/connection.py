@@ -7,10 +7,13 @@ own group commit shares the WAL flush of transactions that commit together.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import asyncpg
+
+from ...dsn import redact as redact_dsn
+
+__all__ = ["create_pool", "is_storage_fault", "redact_dsn"]
 
 # connections per node: a few for the API's reads and writes beside the scheduler's
 POOL_MIN = 2
@@ -38,12 +41,6 @@ _FAULTS: tuple[type[BaseException], ...] = (
 def is_storage_fault(exc: BaseException) -> bool:
     """True when exc means the database cannot serve now, not that the operation is wrong."""
     return isinstance(exc, _FAULTS)
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by `****` (URL or key=value form), for messages."""
-    dsn = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1****@", dsn)
-    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1****", dsn, flags=re.I)
 
 
 async def create_pool(dsn: str, synchronous: Literal["full", "normal"]) -> Any:
