@@ -212,9 +212,9 @@ async def build_via_api(
 async def build_via_store(db: Path, rx_url: str, layout: Layout, batch: int) -> int:
     """Write the backlog with the daemon's own store code, before the daemon starts."""
     from wahookd.events import parse_ingest_body
-    from wahookd.store import IngestItem, Store
+    from wahookd.store import IngestItem, SqliteStore
 
-    store = await Store.open(db, "full")
+    store = await SqliteStore.open(db, "full")
     try:
         hooks = {}
         for s in range(layout.sessions):

@@ -1,6 +1,7 @@
 #!/bin/sh
 # What `make test` needs beyond the venv: node, npm and php for the example receivers'
-# tests (tests/test_example_receivers.py), chromium for the console's browser tests.
+# tests (tests/test_example_receivers.py), chromium for the console's browser tests,
+# PostgreSQL's initdb and pg_ctl for the store's tests on PostgreSQL (tests/pg.py).
 # As root, missing tools come from Debian's packages; otherwise this only says what is
 # missing, and the tests that need it skip with that reason. Never fails the build:
 # a tool that cannot be had is a skip, not an error. Quick when everything is there.
@@ -17,6 +18,22 @@ for pair in node:nodejs npm:npm php:php-cli chromium:chromium; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         missing_tools="$missing_tools $tool"
         missing_pkgs="$missing_pkgs $pkg"
+    fi
+done
+
+# PostgreSQL: Debian keeps initdb and pg_ctl in /usr/lib/postgresql/<version>/bin, off
+# PATH; tests/pg.py looks in both places, so this does too
+has_pg_tool() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    for dir in /usr/lib/postgresql/*/bin; do
+        [ -x "$dir/$1" ] && return 0
+    done
+    return 1
+}
+for tool in initdb pg_ctl; do
+    if ! has_pg_tool "$tool"; then
+        missing_tools="$missing_tools $tool"
+        case " $missing_pkgs " in *" postgresql "*) ;; *) missing_pkgs="$missing_pkgs postgresql" ;; esac
     fi
 done
 

@@ -11,6 +11,9 @@ import trustme
 import uvloop
 from support import Receiver
 
+# a real PostgreSQL server for the session and a database per test (pg_server, pg_dsn)
+pytest_plugins = ["pg"]
+
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 # the daemon runs on uvloop, whose transports differ from asyncio's (its SSL transport is

@@ -296,7 +296,7 @@ def test_unknown_key_in_webhook(tmp_path: Path) -> None:
 def test_unknown_section(tmp_path: Path) -> None:
     problem = only_error(tmp_path, "[metrics]\nport = 1", "metrics")
     assert problem == (
-        "unknown section [metrics]; known: server, storage, auth, delivery, webhook, log"
+        "unknown section [metrics]; known: server, storage, auth, delivery, webhook, log, cluster"
     )
 
 

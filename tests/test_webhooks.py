@@ -12,7 +12,7 @@ import pytest
 
 from wahookd.models import Webhook
 from wahookd.registry import Registry
-from wahookd.store import StaticRow, StorageUnavailable, Store
+from wahookd.store import SqliteStore, StaticRow, StorageUnavailable, Store
 from wahookd.webhooks import SessionWebhookFields, WebhookService
 
 T0 = 1_700_000_000.0
@@ -23,7 +23,7 @@ FIELDS = SessionWebhookFields(
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "w.db", "normal")
+    s = await SqliteStore.open(tmp_path / "w.db", "normal")
     yield s
     await s.close()
 

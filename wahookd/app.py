@@ -36,7 +36,8 @@ from .logs import RateLimitedLog
 from .metrics import Metrics
 from .registry import Registry
 from .retention import Pruner
-from .store import StaticRow, StorageUnavailable, Store
+from .store import PgStore, StaticRow, StorageUnavailable, Store, open_store
+from .store.postgres.heartbeat import Heartbeat
 from .webhooks import WebhookService
 
 log = logging.getLogger("wahookd")
@@ -106,6 +107,10 @@ async def reload(app: web.Application, new: Config) -> list[str]:
             ("server.max_body", old.server.max_body, new.server.max_body),
             ("storage.path", old.storage.path, new.storage.path),
             ("storage.synchronous", old.storage.synchronous, new.storage.synchronous),
+            ("storage.backend", old.storage.backend, new.storage.backend),
+            ("storage.dsn", old.storage.dsn, new.storage.dsn),
+            ("storage.dsn_file", old.storage.dsn_file, new.storage.dsn_file),
+            ("cluster.lease", old.cluster.lease_s, new.cluster.lease_s),
         )
         if before != after
     ]
@@ -126,15 +131,20 @@ async def reload(app: web.Application, new: Config) -> list[str]:
     app[WEBHOOKS].adopt(hooks)
     app[PRUNER].keep_finished_s = new.storage.keep_finished_s
     storage = replace(old.storage, keep_finished_s=new.storage.keep_finished_s)
-    settings.config = replace(new, server=old.server, storage=storage)
+    settings.config = replace(new, server=old.server, storage=storage, cluster=old.cluster)
     return restart
 
 
 async def _daemon(app: web.Application) -> AsyncIterator[None]:
     config, clock = app[CONFIG], app[CLOCK]
     keys = load_keys(config.auth, config.storage.path)
-    store = await Store.open(config.storage.path, config.storage.synchronous)
+    store: Store = await open_store(config.storage, config.cluster)
     try:
+        if isinstance(store, PgStore):
+            # join the cluster (and take back the expired leases of nodes gone meanwhile:
+            # the scheduler's first refill finds them due)
+            await store.heartbeat(clock.time())
+            log.info("node %s of the PostgreSQL cluster (lease %gs)", store.node_id, store.lease_s)
         recovered = await store.recover(clock.time())
         if recovered:
             log.info("returned %d interrupted attempts to the queue", recovered)
@@ -161,6 +171,11 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
         pruner = Pruner(store, clock, config.storage.keep_finished_s)
         app[PRUNER] = pruner
         pruning = asyncio.create_task(pruner.run(), name="wahookd-pruner")
+        beating = None
+        if isinstance(store, PgStore):
+            # reclaimed leases and deliveries due that no node holds go to this scheduler
+            heartbeat = Heartbeat(store, clock, scheduler.push)
+            beating = asyncio.create_task(heartbeat.run(), name="wahookd-heartbeat")
         try:
             yield
         finally:
@@ -171,8 +186,17 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
             await runner
             if cancelled:
                 log.warning("%d attempts did not finish within the shutdown grace", cancelled)
-            # attempts cut short go back to the queue with their attempt number unchanged
-            await store.recover(clock.time())
+            if beating is not None:
+                # only now: the leases of attempts finishing in the grace period were renewed
+                beating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beating
+            # attempts cut short go back to the queue with their attempt number unchanged;
+            # a node hands its leases back at once and leaves the cluster
+            if isinstance(store, PgStore):
+                await store.leave(clock.time())
+            else:
+                await store.recover(clock.time())
             await sender.close()
     finally:
         await store.close()

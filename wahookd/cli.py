@@ -445,6 +445,7 @@ def _webhooks_command(args: argparse.Namespace) -> Any:
 
 def _serve(config: Config) -> int:
     from .server import serve  # imported here so check-config and token stay light
+    from .store.types import StorageError
 
     setup_logging(config.log.level, config.log.format)
     try:
@@ -456,7 +457,7 @@ def _serve(config: Config) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(config))
-    except OSError as exc:
+    except (OSError, StorageError) as exc:  # a StorageError never shows a DSN's password
         print(f"wahookd: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     return EXIT_OK

@@ -9,11 +9,12 @@ import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
 
 from wahookd import config_tables as toml
+from wahookd import dsn
 from wahookd.delivery.netpolicy import Network
 from wahookd.events import SESSION_ID_RULE, is_session_id
 from wahookd.rules import (
@@ -32,6 +33,8 @@ from wahookd.rules import (
 )
 
 Synchronous = Literal["full", "normal"]
+StorageBackend = Literal["sqlite", "postgres"]
+STORAGE_BACKENDS: Final[tuple[StorageBackend, ...]] = get_args(StorageBackend)
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
@@ -49,6 +52,8 @@ _HOSTNAME_RE: Final = re.compile(
     r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
 )
 _SUN_PATH_MAX: Final = 107  # sockaddr_un.sun_path is 108 bytes including the NUL on Linux
+
+MIN_LEASE_S: Final = 3.0
 
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
@@ -89,6 +94,18 @@ class StorageConfig:
     path: Path
     synchronous: Synchronous = "full"
     keep_finished_s: float = 7 * 86400.0
+    backend: StorageBackend = "sqlite"
+    # the PostgreSQL DSN, inline or read from dsn_file; it may hold a password, so it is
+    # kept out of repr() and never logged (dsn.redact)
+    dsn: str | None = field(default=None, repr=False)
+    dsn_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes over PostgreSQL (SPEC §10)."""
+
+    lease_s: float = 30.0  # a claimed delivery's lease, renewed by heartbeat every lease/3
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,7 @@ class Config:
     webhooks: tuple[StaticWebhook, ...]
     log: LogConfig
     source: Path | None
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def default_config() -> Config:
@@ -209,8 +227,9 @@ def parse_config_text(
     delivery = _delivery(ctx.section(doc, "delivery"), ctx)
     webhooks = _webhooks(doc.get("webhook", []), ctx, delivery)
     log = _log(ctx.section(doc, "log"))
+    cluster = _cluster(ctx.section(doc, "cluster"))
     source = toml.absolute(source) if source is not None else None
-    config = Config(server, storage, auth, delivery, webhooks, log, source)
+    config = Config(server, storage, auth, delivery, webhooks, log, source, cluster)
     if ctx.errors:
         raise ConfigError(ctx.errors)
     return config
@@ -244,7 +263,7 @@ def parse_listen(value: str) -> Listen:
 
 # --- reading tables -------------------------------------------------------------------------
 
-_SECTIONS: Final = ("server", "storage", "auth", "delivery", "webhook", "log")
+_SECTIONS: Final = ("server", "storage", "auth", "delivery", "webhook", "log", "cluster")
 
 
 def _listen(base_dir: Path) -> Callable[[object], Listen]:
@@ -279,9 +298,45 @@ def _storage(t: toml.Table, ctx: toml.Context) -> StorageConfig:
             Synchronous, t.get("synchronous", toml.choice(get_args(Synchronous)), "full")
         ),
         keep_finished_s=t.get("keep_finished", toml.duration, StorageConfig.keep_finished_s),
+        backend=cast(StorageBackend, t.get("backend", toml.choice(STORAGE_BACKENDS), "sqlite")),
+        dsn=t.get("dsn", lambda value: dsn.check(toml.string(value)), None),
+        dsn_file=t.file("dsn_file"),
     )
+    _check_dsn(t, ctx, storage)
     t.done()
     return storage
+
+
+def _check_dsn(t: toml.Table, ctx: toml.Context, storage: StorageConfig) -> None:
+    """Exactly one of dsn and dsn_file with backend = "postgres", neither with SQLite."""
+    if "dsn" in t.failed or "dsn_file" in t.failed:
+        return
+    given = [key for key in ("dsn", "dsn_file") if getattr(storage, key) is not None]
+    if storage.backend == "postgres":
+        if not given:
+            t.error("backend", '"postgres" needs storage.dsn or storage.dsn_file')
+        elif len(given) == 2:
+            t.error("dsn", "set storage.dsn or storage.dsn_file, not both")
+        elif storage.dsn_file is not None and ctx.check_files:
+            try:
+                dsn.read_file(storage.dsn_file)
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                t.error("dsn_file", str(exc))
+    else:
+        for key in given:
+            t.error(
+                key, f'only used with storage.backend = "postgres" (backend is "{storage.backend}")'
+            )
+
+
+def _cluster(t: toml.Table) -> ClusterConfig:
+    lease_s = t.get("lease", toml.positive(toml.duration), ClusterConfig.lease_s)
+    if "lease" not in t.failed and lease_s < MIN_LEASE_S:
+        t.error("lease", f"must be at least {MIN_LEASE_S:g}s (heartbeats come every lease/3)")
+        lease_s = ClusterConfig.lease_s
+    cluster = ClusterConfig(lease_s=lease_s)
+    t.done()
+    return cluster
 
 
 def _auth(t: toml.Table, ctx: toml.Context) -> AuthConfig:

@@ -97,6 +97,7 @@ def sample(
         ("PATCH", "/api/webhooks/{id}"): Sample(f"/api/webhooks/{extra}", {"isActive": True}),
         ("DELETE", "/api/webhooks/{id}"): Sample(f"/api/webhooks/{static}"),
         ("GET", "/api/openapi.json"): Sample("/api/openapi.json", names_session=False),
+        ("GET", "/api/cluster"): Sample("/api/cluster", names_session=False),
         ("GET", "/healthz"): Sample("/healthz", names_session=False),
         ("GET", "/readyz"): Sample("/readyz", names_session=False),
         ("GET", "/metrics"): Sample("/metrics", names_session=False),

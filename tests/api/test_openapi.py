@@ -787,6 +787,11 @@ async def check_meta(c: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:
         m.setattr(c.d.state.scheduler, "running", False)
         await c("GET", "/readyz", 503, headers={})
+    cluster = await c("GET", "/api/cluster", 200, headers=c.d.headers(role="viewer"))
+    assert cluster["backend"] == "sqlite" and [n["self"] for n in cluster["nodes"]] == [True]
+    with monkeypatch.context() as m:
+        m.setattr(c.d.state.store, "read_fault", disk_full)
+        await c("GET", "/api/cluster", 503)
     await check_metrics(c)
 
 

@@ -14,7 +14,7 @@ from wahookd.delivery.scheduler import Scheduler
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Webhook
 from wahookd.registry import Registry
-from wahookd.store import IngestItem, StorageUnavailable, Store
+from wahookd.store import IngestItem, SqliteStore, StorageUnavailable, Store
 
 OK = AttemptResult(200, None, 5, "OK", None, "2xx")
 FAIL = AttemptResult(500, "HTTP 500", 5, "", None, "5xx")
@@ -48,7 +48,7 @@ class ScriptedSender:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "q.db")
+    s = await SqliteStore.open(tmp_path / "q.db")
     yield s
     await s.close()
 

@@ -1,12 +1,13 @@
-"""The delivery log on a real SQLite file: listing, retrying failed deliveries, auto-disable."""
+"""The delivery log on SQLite and PostgreSQL: listing, retrying failed deliveries, auto-disable."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome, State
-from wahookd.store import IngestItem, SqliteStore
+from wahookd.store import IngestItem
+
+from .backends import AnyStore
+from .conftest import OpenStore
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -23,22 +24,22 @@ def event(n: int, kind: str = "session.disconnected"):
     return validate_event(body, now=int(T0))
 
 
-async def setup(tmp_path: Path) -> tuple[SqliteStore, int]:
-    store = await SqliteStore.open(tmp_path / "w.db", "normal")
+async def setup(open_store: OpenStore) -> tuple[AnyStore, int]:
+    store = await open_store()
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], T0)
     return store, hook.id
 
 
 async def attempt(
-    store: SqliteStore, ids: list[int], result: AttemptResult, kind: str, at: float, disable=None
+    store: AnyStore, ids: list[int], result: AttemptResult, kind: str, at: float, disable=None
 ):
     claimed = await store.claim(ids, at)
     outcomes = [Outcome(c, at, result, kind, at + 1 if kind == "retry" else None) for c in claimed]  # type: ignore[arg-type]
     return claimed, await store.record(outcomes, at, disable)
 
 
-async def test_pages_are_newest_first_without_overlap(tmp_path: Path) -> None:
-    store, hook = await setup(tmp_path)
+async def test_pages_are_newest_first_without_overlap(open_store: OpenStore) -> None:
+    store, hook = await setup(open_store)
     items = [IngestItem(event(i), (hook,)) for i in range(7)]
     ingested = await store.ingest(items, T0)
     uids = []
@@ -57,8 +58,8 @@ async def test_pages_are_newest_first_without_overlap(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_filters_by_state_and_event(tmp_path: Path) -> None:
-    store, hook = await setup(tmp_path)
+async def test_filters_by_state_and_event(open_store: OpenStore) -> None:
+    store, hook = await setup(open_store)
     ingested = await store.ingest(
         [IngestItem(event(0), (hook,)), IngestItem(event(1, "session.connected"), (hook,))], T0
     )
@@ -72,8 +73,10 @@ async def test_filters_by_state_and_event(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_a_retry_starts_a_new_ladder_and_leaves_the_failed_count(tmp_path: Path) -> None:
-    store, hook = await setup(tmp_path)
+async def test_a_retry_starts_a_new_ladder_and_leaves_the_failed_count(
+    open_store: OpenStore,
+) -> None:
+    store, hook = await setup(open_store)
     (result,) = await store.ingest([IngestItem(event(0), (hook,))], T0)
     delivery = result.deliveries[0].id
     await attempt(store, [delivery], FAIL, "retry", T0)
@@ -94,13 +97,13 @@ async def test_a_retry_starts_a_new_ladder_and_leaves_the_failed_count(tmp_path:
     await store.close()
 
 
-async def result_uid(store: SqliteStore, delivery_id: int) -> str:
+async def result_uid(store: AnyStore, delivery_id: int) -> str:
     rows = await store.list_deliveries("s1", None, None, None, 100)
     return next(r.uid for r in rows if r.row_id == delivery_id)
 
 
-async def test_bulk_retry_respects_since(tmp_path: Path) -> None:
-    store, hook = await setup(tmp_path)
+async def test_bulk_retry_respects_since(open_store: OpenStore) -> None:
+    store, hook = await setup(open_store)
     ingested = await store.ingest([IngestItem(event(i), (hook,)) for i in range(3)], T0)
     ids = [r.deliveries[0].id for r in ingested]
     await attempt(store, ids[:1], FAIL, "failed", T0)
@@ -113,8 +116,8 @@ async def test_bulk_retry_respects_since(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_auto_disable_after_failing_with_no_success(tmp_path: Path) -> None:
-    store, hook = await setup(tmp_path)
+async def test_auto_disable_after_failing_with_no_success(open_store: OpenStore) -> None:
+    store, hook = await setup(open_store)
     ingested = await store.ingest([IngestItem(event(i), (hook,)) for i in range(4)], T0)
     ids = [r.deliveries[0].id for r in ingested]
     _, disabled = await attempt(store, ids[:1], FAIL, "retry", T0, disable=5 * DAY)
@@ -141,8 +144,8 @@ async def test_auto_disable_after_failing_with_no_success(tmp_path: Path) -> Non
     await store.close()
 
 
-async def test_a_failure_after_a_quiet_spell_does_not_disable(tmp_path: Path) -> None:
-    store, hook = await setup(tmp_path)
+async def test_a_failure_after_a_quiet_spell_does_not_disable(open_store: OpenStore) -> None:
+    store, hook = await setup(open_store)
     ingested = await store.ingest([IngestItem(event(i), (hook,)) for i in range(2)], T0)
     ids = [r.deliveries[0].id for r in ingested]
     _, disabled = await attempt(store, ids[:1], FAIL, "failed", T0, 5 * DAY)

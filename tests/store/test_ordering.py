@@ -3,6 +3,7 @@
 The invariant (wahookd/store/sqlite/ordering.py): among the unfinished deliveries of
 one webhook and ordering key only the lowest id is due or in flight; the others are
 held out of the due indexes, and each place that changes a delivery keeps the rule.
+On SQLite and PostgreSQL (the `backend` fixture), but for the query plans (SQLite's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import pytest
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Outcome, State, Webhook
 from wahookd.store import IngestItem, SqliteStore, StaticRow, WebhookFields
+
+from .backends import AnyStore, execute, one, rows
+from .conftest import OpenStore
 
 T0 = 1_700_000_000.0
 OK = AttemptResult(200, None, 3, "OK", None, "2xx")
@@ -37,20 +41,18 @@ class Woken:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await SqliteStore.open(tmp_path / "w.db", "normal")
-    yield s
-    await s.close()
+async def store(open_store: OpenStore) -> AsyncIterator[AnyStore]:
+    yield await open_store()
 
 
 @pytest.fixture
-def woken(store: SqliteStore) -> Woken:
+def woken(store: AnyStore) -> Woken:
     w = Woken()
     store.on_due = w
     return w
 
 
-async def hook(store: SqliteStore, session: str = "s1") -> Webhook:
+async def hook(store: AnyStore, session: str = "s1") -> Webhook:
     return await store.create_webhook(session, ORDERED, T0)
 
 
@@ -61,28 +63,23 @@ def item(hook_id: int, key: str | None, n: int, session: str = "s1") -> IngestIt
     return IngestItem(ev, (hook_id,), (key,))
 
 
-async def ingest(store: SqliteStore, hook_id: int, keys: Sequence[str | None]) -> list[int]:
+async def ingest(store: AnyStore, hook_id: int, keys: Sequence[str | None]) -> list[int]:
     """The delivery ids, in ingest order; all in one call."""
     await store.ingest([item(hook_id, k, n) for n, k in enumerate(keys)], T0)
-    rows = await store.read(
-        lambda c: c.execute(
-            "SELECT id FROM deliveries ORDER BY id DESC LIMIT ?", (len(keys),)
-        ).fetchall()
-    )
-    return sorted(r[0] for r in rows)
+    found = await rows(store, "SELECT id FROM deliveries ORDER BY id DESC LIMIT ?", len(keys))
+    return sorted(r[0] for r in found)
 
 
-async def due(store: SqliteStore) -> list[int]:
+async def due(store: AnyStore) -> list[int]:
     return sorted(d.id for d in await store.load_due(None, 100_000, []))
 
 
-async def state_of(store: SqliteStore, delivery_id: int) -> tuple[str, float | None]:
-    def read(c):  # type: ignore[no-untyped-def]
-        return c.execute(
-            "SELECT state, next_attempt_at FROM deliveries WHERE id = ?", (delivery_id,)
-        ).fetchone()
-
-    state, next_at = await store.read(read)
+async def state_of(store: AnyStore, delivery_id: int) -> tuple[str, float | None]:
+    found = await one(
+        store, "SELECT state, next_attempt_at FROM deliveries WHERE id = ?", delivery_id
+    )
+    assert found is not None
+    state, next_at = found
     return state, next_at
 
 
@@ -94,7 +91,7 @@ def outcome(c: Claimed, kind: str) -> Outcome:
     return Outcome(c, T0, FAIL, "retry", T0 + 30)
 
 
-async def test_ingest_holds_all_but_the_first_of_a_key(store: SqliteStore) -> None:
+async def test_ingest_holds_all_but_the_first_of_a_key(store: AnyStore) -> None:
     h = await hook(store)
     results = await store.ingest(
         [item(h.id, "a", 0), item(h.id, "a", 1), item(h.id, "b", 2), item(h.id, None, 3)], T0
@@ -110,7 +107,7 @@ async def test_ingest_holds_all_but_the_first_of_a_key(store: SqliteStore) -> No
 
 
 async def test_a_final_outcome_wakes_the_next_of_its_key_only(
-    store: SqliteStore, woken: Woken
+    store: AnyStore, woken: Woken
 ) -> None:
     h = await hook(store)
     a1, b1, a2, a3 = await ingest(store, h.id, ["a", "b", "a", "a"])
@@ -132,29 +129,26 @@ async def test_a_final_outcome_wakes_the_next_of_its_key_only(
 
 
 async def test_claim_refuses_a_row_behind_its_head_and_wakes_the_head(
-    store: SqliteStore, woken: Woken
+    store: AnyStore, woken: Woken
 ) -> None:
     h = await hook(store)
     a1, a2 = await ingest(store, h.id, ["a", "a"])
 
-    def break_rule(c):  # type: ignore[no-untyped-def]
-        # as if something made the second due and held the first
-        c.execute("UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", (T0, a2))
-        c.execute("UPDATE deliveries SET next_attempt_at = NULL WHERE id = ?", (a1,))
-
-    await store.write(break_rule)
+    # as if something made the second due and held the first
+    await execute(store, "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", T0, a2)
+    await execute(store, "UPDATE deliveries SET next_attempt_at = NULL WHERE id = ?", a1)
     assert await store.claim([a2], T0 + 1) == []
     assert woken.take() == [a1]
     assert await due(store) == [a1]
     # both picked at once: the head goes, the other is held
-    await store.write(lambda c: c.execute("UPDATE deliveries SET next_attempt_at = 1 WHERE 1"))
+    await execute(store, "UPDATE deliveries SET next_attempt_at = 1 WHERE id > 0")
     claimed = await store.claim([a2, a1], T0 + 2)
     assert [c.id for c in claimed] == [a1]
     assert woken.take() == []  # its head is in flight now, not woken
     assert await state_of(store, a2) == ("pending", None)
 
 
-async def test_re_enabling_wakes_heads_and_unkeyed_rows_only(store: SqliteStore) -> None:
+async def test_re_enabling_wakes_heads_and_unkeyed_rows_only(store: AnyStore) -> None:
     h = await hook(store)
     a1, a2, n1, b1 = await ingest(store, h.id, ["a", "a", None, "b"])
     await store.set_webhook_active(h.id, False, T0 + 1)
@@ -165,7 +159,7 @@ async def test_re_enabling_wakes_heads_and_unkeyed_rows_only(store: SqliteStore)
 
 
 async def test_a_head_finishing_behind_an_inactive_webhook_wakes_nothing(
-    store: SqliteStore, woken: Woken
+    store: AnyStore, woken: Woken
 ) -> None:
     h = await hook(store)
     a1, a2 = await ingest(store, h.id, ["a", "a"])
@@ -178,7 +172,7 @@ async def test_a_head_finishing_behind_an_inactive_webhook_wakes_nothing(
 
 
 async def test_retrying_a_failed_one_puts_it_first_without_two_in_flight(
-    store: SqliteStore, woken: Woken
+    store: AnyStore, woken: Woken
 ) -> None:
     h = await hook(store)
     a1, a2, a3 = await ingest(store, h.id, ["a", "a", "a"])
@@ -198,7 +192,7 @@ async def test_retrying_a_failed_one_puts_it_first_without_two_in_flight(
 
 
 async def test_retrying_a_failed_one_while_nothing_is_in_flight_holds_the_later_ones(
-    store: SqliteStore, woken: Woken
+    store: AnyStore, woken: Woken
 ) -> None:
     h = await hook(store)
     a1, a2 = await ingest(store, h.id, ["a", "a"])
@@ -211,7 +205,7 @@ async def test_retrying_a_failed_one_while_nothing_is_in_flight_holds_the_later_
     assert await state_of(store, a2) == ("pending", None)
 
 
-async def test_clearing_a_retrying_head_wakes_the_next(store: SqliteStore, woken: Woken) -> None:
+async def test_clearing_a_retrying_head_wakes_the_next(store: AnyStore, woken: Woken) -> None:
     h = await hook(store)
     a1, a2 = await ingest(store, h.id, ["a", "a"])
     (c1,) = await store.claim([a1], T0 + 1)
@@ -222,7 +216,7 @@ async def test_clearing_a_retrying_head_wakes_the_next(store: SqliteStore, woken
     assert await state_of(store, a2) == ("pending", T0 + 3)
 
 
-async def test_keys_are_per_webhook(store: SqliteStore) -> None:
+async def test_keys_are_per_webhook(store: AnyStore) -> None:
     one, two = await hook(store), await hook(store)
     results = await store.ingest(
         [IngestItem(item(0, None, 0).event, (one.id, two.id), ("a", "a"))], T0
@@ -231,7 +225,7 @@ async def test_keys_are_per_webhook(store: SqliteStore) -> None:
 
 
 async def test_a_long_backlog_behind_a_stuck_head_stays_out_of_the_due_index(
-    store: SqliteStore, woken: Woken
+    store: AnyStore, woken: Woken
 ) -> None:
     h = await hook(store)
     keys = ["stuck"] * 10_000 + [f"chat{i}" for i in range(100)]
@@ -246,8 +240,10 @@ async def test_a_long_backlog_behind_a_stuck_head_stays_out_of_the_due_index(
     assert woken.take() == [ids[1]]
 
 
-async def test_the_ordering_lookups_use_the_order_index(store: SqliteStore) -> None:
+async def test_the_ordering_lookups_use_the_order_index(tmp_path: Path) -> None:
     from wahookd.store.sqlite import ordering
+
+    store = await SqliteStore.open(tmp_path / "w.db", "normal")
 
     def plans(c):  # type: ignore[no-untyped-def]
         out = []
@@ -258,12 +254,15 @@ async def test_the_ordering_lookups_use_the_order_index(store: SqliteStore) -> N
             out.append(" ".join(r[3] for r in c.execute("EXPLAIN QUERY PLAN " + sql)))
         return out
 
-    for plan in await store.read(plans):
-        assert "deliveries_order" in plan and "SCAN e" not in plan and "SCAN d" not in plan
+    try:
+        for plan in await store.read(plans):
+            assert "deliveries_order" in plan and "SCAN e" not in plan and "SCAN d" not in plan
+    finally:
+        await store.close()
 
 
 async def test_a_static_webhook_keeps_its_ordering_filter_and_rate_limit(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     row = StaticRow("k", "s1", "https://a.example/", ("*",), None, (), "CRM", ("group",), "chat", 7)
     (static,) = [h for h in await store.sync_static_webhooks([row], T0) if h.kind == "static"]

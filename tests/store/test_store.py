@@ -1,4 +1,8 @@
-"""The delivery log on a real SQLite file."""
+"""The delivery log on a real SQLite file and a real PostgreSQL database.
+
+Tests taking `open_store` run on both backends (tests/store/conftest.py); the others
+check what only SQLite has (its file, WAL, group commit, body read paths).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from wahookd.store import (
 from wahookd.store.sqlite import claims, facade
 from wahookd.store.sqlite.schema import SCHEMA_VERSION
 
+from .backends import rows
+from .conftest import OpenStore
+
 
 def event(session: str = "s1", event_id: str | None = None, n: int = 0):
     body: dict[str, object] = {
@@ -33,12 +40,12 @@ def event(session: str = "s1", event_id: str | None = None, n: int = 0):
     return validate_event(body, now=1_700_000_000)
 
 
-async def open_store(tmp_path: Path, synchronous: str = "full") -> SqliteStore:
+async def open_sqlite(tmp_path: Path, synchronous: str = "full") -> SqliteStore:
     return await SqliteStore.open(tmp_path / "data" / "w.db", synchronous)  # type: ignore[arg-type]
 
 
 async def test_file_mode_wal_synchronous_and_schema_version(tmp_path: Path) -> None:
-    store = await open_store(tmp_path, "normal")
+    store = await open_sqlite(tmp_path, "normal")
     await store.close()
     path = tmp_path / "data" / "w.db"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -50,17 +57,17 @@ async def test_file_mode_wal_synchronous_and_schema_version(tmp_path: Path) -> N
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    store = await open_store(tmp_path)
+    store = await open_sqlite(tmp_path)
     await store.close()
     conn = sqlite3.connect(tmp_path / "data" / "w.db")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StorageError, match="newer than this wahookd"):
-        await open_store(tmp_path)
+        await open_sqlite(tmp_path)
 
 
 async def test_concurrent_ingests_share_one_commit(tmp_path: Path) -> None:
-    store = await open_store(tmp_path)
+    store = await open_sqlite(tmp_path)
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     before = store.commits
     results = await asyncio.gather(
@@ -82,8 +89,8 @@ async def _count(tmp_path: Path, table: str) -> int:
         conn.close()
 
 
-async def test_idempotent_ingest_within_24_hours_only(tmp_path: Path) -> None:
-    store = await open_store(tmp_path)
+async def test_idempotent_ingest_within_24_hours_only(open_store: OpenStore) -> None:
+    store = await open_store()
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     t0 = 1_700_000_000.0
     item = IngestItem(event(event_id="e1"), (hook.id,))
@@ -102,29 +109,29 @@ async def test_idempotent_ingest_within_24_hours_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("count", [1, 63, 64, 65, 100, 1000])
-async def test_every_event_and_delivery_of_a_batch_is_stored(tmp_path: Path, count: int) -> None:
+async def test_every_event_and_delivery_of_a_batch_is_stored(
+    open_store: OpenStore, count: int
+) -> None:
     # rows go in 64 per INSERT, padded with NULL rows: none lost or doubled at the seams
-    store = await open_store(tmp_path)
+    store = await open_store()
     a, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     b, _ = await store.put_session_webhook("s2", "https://b.example/", ["*"], None, True, [], 0)
     items = [IngestItem(event(n=i), (a.id, b.id) if i % 3 else (a.id,)) for i in range(count)]
     results = await store.ingest(items, 10.0)
+    stored = await rows(store, "SELECT uid, body FROM events ORDER BY id")
+    found = await rows(store, "SELECT id, webhook_id, uid FROM deliveries ORDER BY id")
     await store.close()
     deliveries = [d for r in results for d in r.deliveries]
     assert len(deliveries) == count + sum(1 for i in range(count) if i % 3)
-    conn = sqlite3.connect(tmp_path / "data" / "w.db")
-    stored = conn.execute("SELECT uid, body FROM events ORDER BY id").fetchall()
-    rows = conn.execute("SELECT id, webhook_id, uid FROM deliveries ORDER BY id").fetchall()
-    conn.close()
     assert stored == [
         (r.event_uid, item.event.body) for r, item in zip(results, items, strict=True)
     ]
-    assert [(r[0], r[1]) for r in rows] == [(d.id, d.webhook_id) for d in deliveries]
-    assert len({r[2] for r in rows}) == len(rows)  # every delivery uid unique
+    assert [(r[0], r[1]) for r in found] == [(d.id, d.webhook_id) for d in deliveries]
+    assert len({r[2] for r in found}) == len(found)  # every delivery uid unique
 
 
-async def test_duplicates_are_found_across_sessions_and_many_ids(tmp_path: Path) -> None:
-    store = await open_store(tmp_path)
+async def test_duplicates_are_found_across_sessions_and_many_ids(open_store: OpenStore) -> None:
+    store = await open_store()
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     first = [IngestItem(event(event_id=f"e{i}"), (hook.id,)) for i in range(0, 1200, 2)]
     await store.ingest(first, 1.0)
@@ -137,10 +144,10 @@ async def test_duplicates_are_found_across_sessions_and_many_ids(tmp_path: Path)
 
 
 @pytest.mark.parametrize("count", [1, 2, 31, 33, 64, 65, 130])
-async def test_every_outcome_and_claim_of_a_batch_lands(tmp_path: Path, count: int) -> None:
+async def test_every_outcome_and_claim_of_a_batch_lands(open_store: OpenStore, count: int) -> None:
     # claims read bodies as joined hex, outcomes go in by statements padded with NULL
     # rows to a power of two: every row exactly once, the bodies byte for byte
-    store = await open_store(tmp_path)
+    store = await open_store()
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     items = [IngestItem(event(n=i), (hook.id,)) for i in range(count)]
     results = await store.ingest(items, 10.0)
@@ -157,15 +164,11 @@ async def test_every_outcome_and_claim_of_a_batch_lands(tmp_path: Path, count: i
         for i, c in enumerate(claimed)
     ]
     await store.record(outcomes, 12.0)
+    attempts = await rows(
+        store, "SELECT delivery_id, attempt, status_code, outcome, error FROM attempts ORDER BY id"
+    )
+    states = await rows(store, "SELECT id, state, next_attempt_at FROM deliveries ORDER BY id")
     await store.close()
-    conn = sqlite3.connect(tmp_path / "data" / "w.db")
-    attempts = conn.execute(
-        "SELECT delivery_id, attempt, status_code, outcome, error FROM attempts ORDER BY id"
-    ).fetchall()
-    states = conn.execute(
-        "SELECT id, state, next_attempt_at FROM deliveries ORDER BY id"
-    ).fetchall()
-    conn.close()
     assert attempts == [
         (c.id, 1, 200, "delivered", None) if i % 2 else (c.id, 1, 500, "retry", "HTTP 500")
         for i, c in enumerate(claimed)
@@ -178,11 +181,11 @@ async def test_every_outcome_and_claim_of_a_batch_lands(tmp_path: Path, count: i
 
 @pytest.mark.parametrize("sessions", [1, 3, 64, 65, 130])
 async def test_a_batch_to_many_webhooks_keeps_each_sessions_stats_and_failing_state(
-    tmp_path: Path, sessions: int
+    open_store: OpenStore, sessions: int
 ) -> None:
     # stats go in by multi-row upserts and the failing state is cleared by one
     # statement per batch: every session and webhook exactly once at the seams
-    store = await open_store(tmp_path)
+    store = await open_store()
     hooks = [
         (await store.put_session_webhook(f"s{i}", "https://a.example/", ["*"], None, True, [], 0))[
             0
@@ -213,10 +216,8 @@ async def test_a_batch_to_many_webhooks_keeps_each_sessions_stats_and_failing_st
         13.0,
     )
     stats = await store.sessions_stats([f"s{i}" for i in range(sessions)])
+    failing = dict(await rows(store, "SELECT id, failing_since FROM webhooks"))
     await store.close()
-    conn = sqlite3.connect(tmp_path / "data" / "w.db")
-    failing = dict(conn.execute("SELECT id, failing_since FROM webhooks").fetchall())
-    conn.close()
     for i, hook in enumerate(hooks):
         sent = sum(1 for c in rest if c.webhook_id == hook.id)
         got = stats.get(f"s{i}")
@@ -236,7 +237,7 @@ async def test_the_wal_is_checkpointed_beside_the_writer(
     # pages into the database file long before the writer's own (backstop) checkpoint
     # would; below that (a light load: 1,000 pages) it leaves the WAL to SQLite as before
     monkeypatch.setattr(facade, "CHECKPOINT_FROM_PAGES", from_pages)
-    store = await open_store(tmp_path)
+    store = await open_sqlite(tmp_path)
     db = tmp_path / "data" / "w.db"
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     empty = db.stat().st_size
@@ -262,8 +263,8 @@ async def test_the_wal_is_checkpointed_beside_the_writer(
     conn.close()
 
 
-async def test_claim_record_recover(tmp_path: Path) -> None:
-    store = await open_store(tmp_path)
+async def test_claim_record_recover(open_store: OpenStore) -> None:
+    store = await open_store()
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     results = await store.ingest([IngestItem(event(n=i), (hook.id,)) for i in range(3)], 10.0)
     ids = [r.deliveries[0].id for r in results]
@@ -292,8 +293,8 @@ async def test_claim_record_recover(tmp_path: Path) -> None:
     assert stats.last_delivery_at == 12.0
 
 
-async def test_parking_follows_the_webhook(tmp_path: Path) -> None:
-    store = await open_store(tmp_path)
+async def test_parking_follows_the_webhook(open_store: OpenStore) -> None:
+    store = await open_store()
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     (res,) = await store.ingest([IngestItem(event(), (hook.id,))], 10.0)
     await store.set_webhook_active(hook.id, False, 11.0)
@@ -313,7 +314,7 @@ async def test_claimed_bodies_are_the_ingested_bytes_on_either_read_path(
     # small bodies come back as one joined row; together larger than the cap, row by row
     # (so a claim of large bodies never builds one huge SQLite value)
     monkeypatch.setattr(claims, "JOINED_BODIES_MAX", joined_max)
-    store = await open_store(tmp_path)
+    store = await open_sqlite(tmp_path)
     hook, _ = await store.put_session_webhook("s1", "https://a.example/", ["*"], None, True, [], 0)
     items = [IngestItem(event(n=i), (hook.id,)) for i in range(12)]
     results = await store.ingest(items, 10.0)
@@ -325,7 +326,7 @@ async def test_claimed_bodies_are_the_ingested_bytes_on_either_read_path(
 async def test_injected_faults_refuse_writes_and_reads_as_a_failing_disk_would(
     tmp_path: Path,
 ) -> None:
-    store = await open_store(tmp_path)
+    store = await open_sqlite(tmp_path)
     try:
         store.write_fault = lambda: sqlite3.OperationalError("database or disk is full")
         with pytest.raises(StorageUnavailable, match="disk is full"):

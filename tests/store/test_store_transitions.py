@@ -1,6 +1,7 @@
 """The store writes what `transition()` decides (issue 11): record, recover, retry_failed.
 
-Each path is driven through the public store API on a real SQLite file, and every row
+Each path is driven through the public store API on a real SQLite file and a real
+PostgreSQL database (the `backend` fixture), and every row
 it writes is compared with `transition()` called on the same inputs (the row as it
 was, the outcome, the webhook as it is: active, inactive or deleted). The spy tests
 then replace `transition()` in the store's modules with one that decides something
@@ -9,8 +10,7 @@ no rule would: the rows must follow it, so the SQL cannot be deciding on its own
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import pytest
@@ -29,8 +29,13 @@ from wahookd.delivery.transition import (
 )
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, Outcome, OutcomeKind, State
-from wahookd.store import IngestItem, SqliteStore
+from wahookd.store import IngestItem
+from wahookd.store.postgres import history as pg_history
+from wahookd.store.postgres import outcomes as pg_outcomes
 from wahookd.store.sqlite import history, outcomes
+
+from .backends import AnyStore, execute, one
+from .conftest import OpenStore
 
 T0 = 1_700_000_000.0
 NOW = T0 + 100.0
@@ -63,18 +68,17 @@ def webhook_for(hook: Hook) -> HasActive | None:
     return None if hook == "deleted" else WebhookState(hook == "active")
 
 
-async def row(store: SqliteStore, delivery_id: int) -> tuple[Any, ...]:
-    def read(c: sqlite3.Connection) -> tuple[Any, ...]:
-        return tuple(c.execute(_ROW, (delivery_id,)).fetchone())
-
-    return await store.read(read)
+async def row(store: AnyStore, delivery_id: int) -> tuple[Any, ...]:
+    found = await one(store, _ROW, delivery_id)
+    assert found is not None
+    return found
 
 
 def as_row(t: Transition) -> tuple[Any, ...]:
     return (t.state.value, t.next_attempt_at, t.finished_at, t.error, t.attempts, t.cycle_base)
 
 
-async def counts(store: SqliteStore, session: str) -> tuple[int, int]:
+async def counts(store: AnyStore, session: str) -> tuple[int, int]:
     stats = await store.session_stats(session)
     return (0, 0) if stats is None else (stats.successful, stats.failed)
 
@@ -88,13 +92,13 @@ def stats_change(ts: list[Transition]) -> tuple[int, int]:
 class Log:
     """A store with one session webhook, and deliveries brought to a given point."""
 
-    def __init__(self, store: SqliteStore, session: str, hook_id: int) -> None:
+    def __init__(self, store: AnyStore, session: str, hook_id: int) -> None:
         self.store, self.session, self.hook_id = store, session, hook_id
         self.n = 0
 
     @classmethod
-    async def open(cls, tmp_path: Path, session: str = "s1") -> Log:
-        store = await SqliteStore.open(tmp_path / "w.db", "normal")
+    async def open(cls, open_store: OpenStore, session: str = "s1") -> Log:
+        store = await open_store()
         hook, _ = await store.put_session_webhook(
             session, "https://a.example/", ["*"], None, True, [], T0
         )
@@ -125,12 +129,9 @@ class Log:
     async def retry(self, delivery_id: int, at: float) -> None:
         """Retry this failed delivery by hand, and no other."""
 
-        def uid(c: sqlite3.Connection) -> str:
-            return str(
-                c.execute("SELECT uid FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()[0]
-            )
-
-        result = await self.store.retry_failed(self.session, at, await self.store.read(uid))
+        found = await one(self.store, "SELECT uid FROM deliveries WHERE id = ?", delivery_id)
+        assert found is not None
+        result = await self.store.retry_failed(self.session, at, found[0])
         assert result.retried == 1
 
     async def in_flight(self, attempt: int, retried: bool = False) -> Claimed:
@@ -153,11 +154,7 @@ class Log:
         if hook == "inactive":
             await self.store.set_webhook_active(self.hook_id, False, T0 + 50)
         elif hook == "deleted" and leave_rows:
-
-            def delete(c: sqlite3.Connection) -> None:
-                c.execute("DELETE FROM webhooks WHERE id = ?", (self.hook_id,))
-
-            await self.store.write(delete)
+            await execute(self.store, "DELETE FROM webhooks WHERE id = ?", self.hook_id)
         elif hook == "deleted":
             await self.store.delete_session_webhook(self.session)
 
@@ -168,8 +165,8 @@ class Log:
 
 # ------------------------------------------------------------------ record
 @pytest.mark.parametrize("hook", HOOKS)
-async def test_record_writes_what_transition_decides(tmp_path: Path, hook: Hook) -> None:
-    log = await Log.open(tmp_path)
+async def test_record_writes_what_transition_decides(open_store: OpenStore, hook: Hook) -> None:
+    log = await Log.open(open_store)
     try:
         batches: list[list[tuple[Claimed, Outcome]]] = [[], []]
         for kind, result in [*RESULTS.items(), ("retry", QUIET)]:
@@ -196,9 +193,9 @@ async def test_record_writes_what_transition_decides(tmp_path: Path, hook: Hook)
 
 
 async def test_record_leaves_the_webhook_on_when_no_transition_disables_it(
-    tmp_path: Path,
+    open_store: OpenStore,
 ) -> None:
-    log = await Log.open(tmp_path)
+    log = await Log.open(open_store)
     try:
         c = await log.in_flight(1)
         outcome = Outcome(c, NOW - 1, FAIL, "failed", None)
@@ -213,8 +210,8 @@ async def test_record_leaves_the_webhook_on_when_no_transition_disables_it(
 
 # ------------------------------------------------------------------ recover
 @pytest.mark.parametrize("hook", HOOKS)
-async def test_recover_writes_what_transition_decides(tmp_path: Path, hook: Hook) -> None:
-    log = await Log.open(tmp_path)
+async def test_recover_writes_what_transition_decides(open_store: OpenStore, hook: Hook) -> None:
+    log = await Log.open(open_store)
     try:
         flying = [await log.in_flight(a, r) for a, r in ((1, False), (2, False), (3, True))]
         await log.make(hook)
@@ -239,8 +236,10 @@ async def test_recover_writes_what_transition_decides(tmp_path: Path, hook: Hook
 
 # ------------------------------------------------------------- retry_failed
 @pytest.mark.parametrize("hook", HOOKS)
-async def test_retry_failed_writes_what_transition_decides(tmp_path: Path, hook: Hook) -> None:
-    log = await Log.open(tmp_path)
+async def test_retry_failed_writes_what_transition_decides(
+    open_store: OpenStore, hook: Hook
+) -> None:
+    log = await Log.open(open_store)
     try:
         failed = [await log.failed(1), await log.failed(3, retried=True)]
         await log.make(hook, leave_rows=True)
@@ -279,6 +278,12 @@ async def test_retry_failed_writes_what_transition_decides(tmp_path: Path, hook:
 
 
 # ------------------------------------------------------------------- spies
+@pytest.fixture
+def sql_modules(backend: str) -> tuple[ModuleType, ModuleType]:
+    """The backend's modules whose SQL calls transition(): (outcomes, history)."""
+    return (pg_outcomes, pg_history) if backend == "postgres" else (outcomes, history)
+
+
 def deciding(
     monkeypatch: pytest.MonkeyPatch, module: Any, decide: Transition
 ) -> list[tuple[Delivery, DeliveryOutcome, HasActive | None, float]]:
@@ -296,9 +301,12 @@ def deciding(
 
 
 async def test_record_stores_whatever_transition_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    open_store: OpenStore,
+    monkeypatch: pytest.MonkeyPatch,
+    sql_modules: tuple[ModuleType, ModuleType],
 ) -> None:
-    log = await Log.open(tmp_path)
+    outcomes, _ = sql_modules
+    log = await Log.open(open_store)
     try:
         c = await log.in_flight(2)
         before = await counts(log.store, log.session)
@@ -316,9 +324,12 @@ async def test_record_stores_whatever_transition_returns(
 
 
 async def test_recover_stores_whatever_transition_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    open_store: OpenStore,
+    monkeypatch: pytest.MonkeyPatch,
+    sql_modules: tuple[ModuleType, ModuleType],
 ) -> None:
-    log = await Log.open(tmp_path)
+    outcomes, _ = sql_modules
+    log = await Log.open(open_store)
     try:
         c = await log.in_flight(1)
         decide = Transition(State.RETRYING, NOW + 5, T0, "decided by transition()", 42, 7)
@@ -334,9 +345,12 @@ async def test_recover_stores_whatever_transition_returns(
 
 
 async def test_retry_failed_stores_whatever_transition_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    open_store: OpenStore,
+    monkeypatch: pytest.MonkeyPatch,
+    sql_modules: tuple[ModuleType, ModuleType],
 ) -> None:
-    log = await Log.open(tmp_path)
+    _, history = sql_modules
+    log = await Log.open(open_store)
     try:
         delivery_id = await log.failed(2)
         before = await row(log.store, delivery_id)

@@ -10,6 +10,7 @@ from aiohttp import web
 from ..auth import Role
 from . import (
     activity,
+    cluster,
     deliveries,
     health,
     ingest,
@@ -62,6 +63,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("POST", "/api/webhook/queue/{sessionId}/retry-failed", deliveries.retry_failed),
     Route("POST", "/api/events", ingest.post_events),
+    Route("GET", "/api/cluster", cluster.get_cluster),
     Route("GET", "/api/openapi.json", meta.get_openapi),
     Route("GET", "/healthz", health.healthz),
     Route("GET", "/readyz", health.readyz),

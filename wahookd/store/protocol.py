@@ -1,6 +1,7 @@
 """The `Store` protocol: what the rest of wahookd asks of the delivery log.
 
-Every backend implements it (SQLite in `sqlite/`; PostgreSQL is a later issue).
+Every backend implements it (SQLite in `sqlite/`, PostgreSQL in `postgres/`); `open_store`
+(store/__init__.py) opens the one the config names.
 The docstrings state the invariants the scheduler, the API and the pruner rely
 on; a backend that keeps them can be swapped in without touching its callers.
 
@@ -18,8 +19,7 @@ Times are Unix seconds, passed in (`now`): a backend never reads the clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from ..models import Claimed, DueItem, Outcome, State, Webhook
 from .types import (
@@ -49,18 +49,6 @@ class Store(Protocol):
     @property
     def faults(self) -> int:
         """Refused writes and failed reads so far: busy, I/O error, full disk (metrics)."""
-
-    @classmethod
-    async def open(cls, path: Path, synchronous: Literal["full", "normal"] = "full") -> Store:
-        """Open the delivery log at `path`, creating and migrating it; start its writer.
-
-        The factory: SQLite is the only backend so far, so this opens a
-        `SqliteStore` (mode 0600, directory 0700). Raises StorageError when the
-        file cannot be opened or has a newer schema.
-        """
-        from .sqlite import SqliteStore
-
-        return await SqliteStore.open(path, synchronous)
 
     async def close(self) -> None:
         """Commit every write already queued, then release the database.

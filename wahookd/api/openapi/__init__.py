@@ -20,7 +20,7 @@ from typing import Any, Final
 from ... import __version__
 from ...jsontext import dumps_compact
 from ..routes import ROUTES
-from . import deliveries, sessions, webhooks
+from . import cluster, deliveries, sessions, webhooks
 from .components import _COMPONENTS_EXTRA, _responses, _schemas
 from .operations import OPERATIONS as _BASE_OPERATIONS
 from .schema import URL_PATTERN, Operation, _error
@@ -34,6 +34,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     **deliveries.OPERATIONS,
     **sessions.OPERATIONS,
     **webhooks.OPERATIONS,
+    **cluster.OPERATIONS,
 }
 
 

@@ -16,7 +16,7 @@ from ...rules import (
     RESERVED_HEADERS_TEXT,
 )
 from ..common import ERROR_CODES
-from . import deliveries, sessions, webhooks
+from . import cluster, deliveries, sessions, webhooks
 from .events import event_schemas
 from .schema import (
     HEADER_NAME_PATTERN,
@@ -317,6 +317,7 @@ def _schemas() -> dict[str, Schema]:
     schemas.update(deliveries.schemas())
     schemas.update(sessions.schemas())
     schemas.update(webhooks.schemas())
+    schemas.update(cluster.schemas())
     return dict(sorted(schemas.items()))
 
 

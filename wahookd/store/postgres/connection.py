@@ -1,0 +1,66 @@
+"""The connection pool, what counts as a storage fault, and a DSN safe to show.
+
+A node holds one asyncpg pool. Every store call takes one connection from it for one
+transaction (or one read), so concurrent requests run side by side and PostgreSQL's
+own group commit shares the WAL flush of transactions that commit together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import asyncpg
+
+from ...dsn import redact as redact_dsn
+
+__all__ = ["create_pool", "is_storage_fault", "redact_dsn"]
+
+# connections per node: a few for the API's reads and writes beside the scheduler's
+POOL_MIN = 2
+POOL_MAX = 10
+# a statement that waits this long on a lock or a busy server is a storage fault (503)
+STATEMENT_TIMEOUT_MS = 30_000
+# how long connecting may take before the store gives up (a 503, not a hang)
+CONNECT_TIMEOUT_S = 10.0
+
+# connection problems and a server that cannot work right now: a 503 with Retry-After,
+# never a lost or half-written batch (the transaction rolled back, or never began)
+_FAULTS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # 08xxx
+    asyncpg.InterfaceError,  # the connection closed under the call
+    asyncpg.exceptions.InternalClientError,  # a connection the server dropped while idle
+    asyncpg.InsufficientResourcesError,  # 53xxx: disk full, out of memory, too many connections
+    asyncpg.OperatorInterventionError,  # 57xxx: shutdown, cannot connect now, cancelled
+    asyncpg.TransactionRollbackError,  # 40xxx: serialization failure, deadlock: try again
+    asyncpg.ReadOnlySQLTransactionError,  # a standby (failover in progress)
+)
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """True when exc means the database cannot serve now, not that the operation is wrong."""
+    return isinstance(exc, _FAULTS)
+
+
+async def create_pool(dsn: str, synchronous: Literal["full", "normal"]) -> Any:
+    """An asyncpg pool; "normal" commits without waiting for the WAL flush.
+
+    With `synchronous_commit = off` a commit survives a crash of wahookd but not of the
+    PostgreSQL server (its last few hundred milliseconds), as "normal" does for SQLite.
+    """
+    settings = {
+        "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+        "synchronous_commit": "on" if synchronous == "full" else "off",
+        "application_name": "wahookd",
+    }
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=POOL_MIN,
+        max_size=POOL_MAX,
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=STATEMENT_TIMEOUT_MS / 1000 + 5,
+        server_settings=settings,
+        # our statements are few and fixed: asyncpg's prepared-statement cache serves them
+        statement_cache_size=256,
+    )
