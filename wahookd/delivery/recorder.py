@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from ..clock import Clock
@@ -18,6 +18,7 @@ from ..config import DeliveryConfig
 from ..models import AttemptResult, Claimed, DueItem, Outcome, Webhook
 from ..registry import Registry
 from ..store import StorageUnavailable, Store
+from ..store.protocol import ClaimLimits
 from ..units import format_duration
 from ..webhooks import WebhookService
 from .transition import Attempted, Delivery, Recorded, transition
@@ -48,8 +49,17 @@ class Host(Protocol):
     def release(self, item_id: int, webhook_id: int) -> None:
         """Free a delivery's slot and wake the loop."""
 
-    def start(self, picked: list[DueItem], claimed: list[Claimed], now: float) -> None:
-        """Start the attempts of claimed deliveries."""
+    def claim_limits(self) -> ClaimLimits:
+        """The per-webhook limits a claim keeps."""
+
+    def start(
+        self,
+        picked: list[DueItem],
+        claimed: list[Claimed],
+        now: float,
+        refused: Mapping[int, float | None] | None = None,
+    ) -> None:
+        """Start the attempts of claimed deliveries; those a limit held back wait."""
 
     def wake(self) -> None:
         """Wake the loop."""
@@ -145,8 +155,9 @@ class Recorder:
         # (a negative count here would free phantom slots while the commit runs)
         handover = max(0, len(batch) - len(picked))
         self._handover += handover
+        limits = host.claim_limits()
         try:
-            disabled, claimed = await self._commit(batch, [item.id for item in picked], now)
+            disabled, claimed = await self._commit(batch, [item.id for item in picked], now, limits)
         except StorageUnavailable:
             host.window.unpick(picked)
             self._hold_unrecorded(batch)  # their rows stay `processing`: slots stay taken
@@ -163,7 +174,7 @@ class Recorder:
         for outcome in batch:
             self._requeue(outcome, now)
         if host.claiming:
-            host.start(picked, claimed, now)
+            host.start(picked, claimed, now, limits.refused)
         else:
             # stopped meanwhile (shutdown): start nothing; the claimed rows stay
             # `processing` and Store.recover() queues them again, attempt number unchanged
@@ -180,13 +191,17 @@ class Recorder:
         self.host.wake()
 
     async def _commit(
-        self, outcomes: list[Outcome], claim: list[int], now: float
+        self,
+        outcomes: list[Outcome],
+        claim: list[int],
+        now: float,
+        limits: ClaimLimits | None = None,
     ) -> tuple[list[int], list[Claimed]]:
         """Commit outcomes, and claim these ids in the same transaction."""
         store = self.host.store
         disable_after = self.host.config.disable_after_s or None  # "0s": never auto-disable
         if claim:
-            return await store.record_and_claim(outcomes, claim, now, disable_after)
+            return await store.record_and_claim(outcomes, claim, now, disable_after, limits=limits)
         return await store.record(outcomes, now, disable_after), []
 
     def _after_commit(self, outcomes: list[Outcome], disabled: list[int], now: float) -> None:

@@ -4,6 +4,9 @@ Thin: what is in memory and what goes next is the window's (`window.py`, pure); 
 a finished attempt does to its delivery is `transition.py`'s; committing outcomes and
 holding their slots until then is the recorder's (`recorder.py`). At most
 `concurrency` attempts are in flight, at most `per_webhook_concurrency` to one webhook.
+Every claim hands the store the per-webhook limits (`ClaimLimits`): with several nodes
+the store keeps them cluster-wide, and the ids it held back go back to the window, their
+lane waiting (`Window.defer`) instead of being picked again at once.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from ..clock import Clock
@@ -21,6 +24,7 @@ from ..config import DeliveryConfig
 from ..models import AttemptResult, Claimed, DueItem, Outcome, Webhook
 from ..registry import Registry
 from ..store import StorageUnavailable, Store
+from ..store.protocol import ClaimLimits
 from ..webhooks import WebhookService
 from .recorder import Recorder
 from .sender import Sender, internal_error
@@ -284,23 +288,50 @@ class Scheduler:
         picked = self.pick_due(now)
         if not picked:
             return False
+        limits = self.claim_limits()
         try:
-            claimed = await self.store.claim([item.id for item in picked], now)
+            claimed = await self.store.claim([item.id for item in picked], now, limits=limits)
         except BaseException:
             self.window.unpick(picked)
             self._wake.set()
             raise
-        self.start(picked, claimed, now)
+        self.start(picked, claimed, now, limits.refused)
         return True
 
-    def start(self, picked: list[DueItem], claimed: list[Claimed], now: float) -> None:
-        """Start the attempts of the claimed deliveries; free the slots of the others."""
+    def claim_limits(self) -> ClaimLimits:
+        """The per-webhook limits a claim keeps (cluster-wide on PostgreSQL)."""
+        return ClaimLimits(self.config.per_webhook_concurrency)
+
+    def start(
+        self,
+        picked: list[DueItem],
+        claimed: list[Claimed],
+        now: float,
+        refused: Mapping[int, float | None] | None = None,
+    ) -> None:
+        """Start the attempts of the claimed deliveries; free the slots of the others.
+
+        Those a cluster-wide limit held back (`refused`: their webhooks) go back to the
+        window, and their lanes wait (Window.defer).
+        """
         got = {c.id for c in claimed}
+        held_back: list[DueItem] = []
         for item in picked:
-            if item.id not in got:  # deleted, parked or claimed elsewhere meanwhile
-                self.release(item.id, item.webhook_id)
-            elif self.on_claimed is not None:
-                self.on_claimed(max(0.0, now - item.due_at))
+            if item.id not in got:
+                if refused and item.webhook_id in refused:
+                    held_back.append(item)
+                else:  # deleted, parked or claimed elsewhere meanwhile
+                    self.release(item.id, item.webhook_id)
+            else:
+                self.window.claimed(item.webhook_id)
+                if self.on_claimed is not None:
+                    self.on_claimed(max(0.0, now - item.due_at))
+        if held_back:
+            assert refused is not None
+            self.window.unpick(held_back)
+            for webhook_id in {item.webhook_id for item in held_back}:
+                self.window.defer(webhook_id, refused[webhook_id], now)
+            self._wake.set()
         for c in claimed:
             # on an idle pooled connection the attempt runs on callbacks: no task
             if not self._begin(c):

@@ -22,6 +22,12 @@ A webhook with a `rateLimit` (SPEC §8 "Throttling") takes a token from its buck
 (throttle.py) for each pick; without one its lane sits out until the token is due
 (`next_token_at`). The wait is no attempt: the delivery stays where it was, and the
 seconds a lane waited are summed per webhook for /metrics (`throttled_s`).
+
+With several nodes (PostgreSQL) both limits are also the cluster's, kept by the
+claims (store/postgres/limits.py): ids a claim held back at a limit come back here
+(`defer`) and their lane sits out the same way: until the cluster's next token, or,
+at the cluster's concurrency limit, for a backoff (BUSY_MIN_S doubling to BUSY_MAX_S
+while refused) that an attempt of the webhook ending on this node lifts at once.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ from .throttle import TokenBucket
 
 Key = tuple[float, int]
 INFINITY: Key = (math.inf, 0)
+
+# a lane refused at the cluster's per-webhook concurrency waits this long, doubled while
+# it keeps being refused: slots other nodes hold free when their attempts end
+BUSY_MIN_S = 0.05
+BUSY_MAX_S = 1.0
 
 
 @dataclass
@@ -84,6 +95,8 @@ class Window:
         self.token_at: dict[int, float] = {}
         self.waiting_since: dict[int, float] = {}
         self.throttled_s: dict[int, float] = {}
+        # lanes refused at the cluster's concurrency limit: their current backoff
+        self.busy_s: dict[int, float] = {}
 
     # --------------------------------------------------------------- queries
     @property
@@ -159,6 +172,7 @@ class Window:
         """A webhook was edited, deactivated, activated or deleted: resync its lane."""
         self.buckets.pop(webhook_id, None)  # its rate limit is read again at the next pick
         self.token_at.pop(webhook_id, None)
+        self.busy_s.pop(webhook_id, None)
         self.waiting_since.pop(webhook_id, None)
         lane = self.lanes.get(webhook_id)
         if lane is not None:
@@ -375,6 +389,27 @@ class Window:
         while lane.ready and lane.ready[0] not in self.ready_ids:
             heapq.heappop(lane.ready)
 
+    def defer(self, webhook_id: int, token_at: float | None, now: float) -> None:
+        """A claim held the webhook's picked ids back at a cluster-wide limit (unpicked).
+
+        `token_at`: when the cluster's bucket has a token (the wait counts as throttled);
+        None: at the concurrency limit, back off (see the module docstring).
+        """
+        if token_at is None:
+            backoff = self.busy_s[webhook_id] = min(
+                BUSY_MAX_S, max(BUSY_MIN_S, 2 * self.busy_s.get(webhook_id, 0.0))
+            )
+            until = now + backoff
+        else:
+            until = token_at
+            self.waiting_since.setdefault(webhook_id, now)
+        self.token_at[webhook_id] = max(until, self.token_at.get(webhook_id, until))
+
+    def claimed(self, webhook_id: int) -> None:
+        """A claim got a delivery of the webhook: its concurrency backoff starts over."""
+        if self.busy_s:
+            self.busy_s.pop(webhook_id, None)
+
     def unpick(self, picked: Iterable[DueItem]) -> None:
         """Picked deliveries whose claim did not commit go back to the window."""
         for item in picked:
@@ -384,6 +419,9 @@ class Window:
     def release(self, item_id: int, webhook_id: int) -> None:
         """An attempt is over (or never started): its delivery is no longer in flight."""
         self.inflight_ids.discard(item_id)
+        if self.busy_s and webhook_id in self.busy_s and webhook_id in self.token_at:
+            # a slot of the webhook freed here: no need to wait for the backoff
+            del self.token_at[webhook_id]
         lane = self.lanes.get(webhook_id)
         if lane is not None:
             lane.inflight -= 1

@@ -19,6 +19,7 @@ Times are Unix seconds, passed in (`now`): a backend never reads the clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..models import Claimed, DueItem, Outcome, State, Webhook
@@ -33,6 +34,21 @@ from .types import (
     WebhookFields,
     WebhookHealth,
 )
+
+
+@dataclass
+class ClaimLimits:
+    """The per-webhook limits a claim keeps, and which webhooks they held back.
+
+    In: `per_webhook`, the most deliveries of one webhook `processing` at once
+    (`per_webhook_concurrency`). Each webhook's `rateLimit` is the store's own
+    (`webhooks.rate_limit`). Out: `refused`, filled by the claim: the webhooks some of
+    whose ids were left due because a limit was reached, each with when a claim may
+    get a token again (rate limit), or None (concurrency: when a slot frees).
+    """
+
+    per_webhook: int
+    refused: dict[int, float | None] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -90,7 +106,9 @@ class Store(Protocol):
     async def load_webhook_due(self, webhook_id: int, limit: int) -> list[DueItem]:
         """Up to `limit` due deliveries of one webhook, ordered by (next_attempt_at, id)."""
 
-    async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
+    async def claim(
+        self, ids: Sequence[int], now: float, limits: ClaimLimits | None = None
+    ) -> list[Claimed]:
         """Move those of `ids` still due to `processing`, in one transaction; return them.
 
         A delivery that is no longer due (claimed already, parked, finished,
@@ -100,7 +118,17 @@ class Store(Protocol):
         (`cycle_attempt`), its ordering key and its event's body. A delivery that
         is not the lowest unfinished one of its ordering key is held instead, and
         that head, if held, made due now (`on_due`): the rule holds whatever the
-        scheduler picked. Limiting how many are in flight is the scheduler's job.
+        scheduler picked.
+
+        `limits` (None: none) are cluster-wide where several processes share the
+        store: then the claim takes at most `per_webhook` minus the webhook's
+        deliveries `processing` (every node's), and at most the tokens of the
+        webhook's rate-limit bucket (rate n/s, burst n, shared by every node); the
+        ids a limit held back stay due, untouched, and their webhooks are put in
+        `limits.refused`. Where one process owns the store (SQLite) the scheduler's
+        window already keeps both limits in memory and the store may ignore them
+        (SqliteStore does; `refused` stays empty). Limiting how many attempts this
+        process runs (`concurrency`) is the scheduler's job.
         """
 
     async def record(
@@ -127,8 +155,12 @@ class Store(Protocol):
         claim: Sequence[int],
         now: float,
         disable_after_s: float | None = None,
+        limits: ClaimLimits | None = None,
     ) -> tuple[list[int], list[Claimed]]:
-        """`record` then `claim` in one transaction: (auto-disabled webhooks, claimed)."""
+        """`record` then `claim` in one transaction: (auto-disabled webhooks, claimed).
+
+        The claim counts the deliveries the record just finished as no longer in flight.
+        """
 
     async def recover(self, now: float) -> int:
         """After a crash, return every `processing` delivery to the queue; how many.

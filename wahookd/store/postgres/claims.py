@@ -4,7 +4,9 @@ A claim locks the rows still due with `FOR UPDATE SKIP LOCKED` (a row another no
 claiming right now is skipped, never waited for nor handed out twice), moves them to
 `processing` with this node's lease and a fresh fencing token, and returns them joined
 with their events' bodies: a few statements per batch. Ordered rows are decided under
-their keys' locks (ordering.py).
+their keys' locks (ordering.py). Given `ClaimLimits`, the claim keeps the cluster-wide
+per-webhook limits (limits.py): the rows are locked first (they never wait), then the
+webhooks' limit locks are taken, after every ordering key's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import asyncpg
 
 from ...models import Claimed, DueItem, State
+from ..protocol import ClaimLimits
+from . import limits as limits_sql
 from . import ordering
 
 # the rows of ids still due, locked (one another node is claiming is skipped), with
@@ -83,13 +87,15 @@ async def claim(
     node_id: str,
     lease_until: float,
     woken: list[DueItem],
+    limits: ClaimLimits | None = None,
 ) -> tuple[list[Claimed], dict[int, int]]:
     """Move those of `ids` still due to `processing` under this node's lease.
 
     Returns the claimed deliveries (with bodies, by id) and each one's fencing token:
     its outcome is stored only while the row still holds that token. One that is not
     its ordering key's head is held instead and the head woken (appended to `woken`),
-    under the key's lock (ordering.py).
+    under the key's lock (ordering.py). With `limits`, at most what the webhook's
+    cluster-wide limits allow is claimed (limits.py); the others stay due.
     """
     if not ids:
         return [], {}
@@ -101,6 +107,10 @@ async def claim(
     await ordering.lock_keys(conn, [(r[0], r[1]) for r in keyed])
     picked = await conn.fetch(_PICK, list(ids))
     heads = [r[0] for r in picked if not r[3]]
+    if limits is not None and heads:
+        heads = await limits_sql.limit(
+            conn, [(r[0], r[1]) for r in picked if not r[3]], now, limits
+        )
     waiting = [r for r in picked if r[3]]
     await ordering.hold(conn, [r[0] for r in waiting])
     rows = await conn.fetch(_CLAIM, heads, now, node_id, lease_until) if heads else []

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Literal, TypeVar
 
 from ...models import Claimed, DueItem, Outcome, State, Webhook
+from ..protocol import ClaimLimits
 from ..types import (
     MAX_EXTRA_WEBHOOKS,
     DeliveryRow,
@@ -185,13 +186,19 @@ class PgStore:
         if woken and self.on_due is not None:
             self.on_due(woken)
 
-    async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
-        """Move queued deliveries to `processing` under this node's lease; those claimed."""
+    async def claim(
+        self, ids: Sequence[int], now: float, limits: ClaimLimits | None = None
+    ) -> list[Claimed]:
+        """Move queued deliveries to `processing` under this node's lease; those claimed.
+
+        With `limits`, no more than the webhooks' cluster-wide limits allow (limits.py).
+        """
         if not ids:
             return []
         woken: list[DueItem] = []
+        lease_until = now + self.lease_s
         claimed, tokens = await self._write(
-            lambda c: claims.claim(c, ids, now, self.node_id, now + self.lease_s, woken)
+            lambda c: claims.claim(c, ids, now, self.node_id, lease_until, woken, limits)
         )
         self._leases.update(tokens)
         self._announce(woken)
@@ -215,6 +222,7 @@ class PgStore:
         claim: Sequence[int],
         now: float,
         disable_after_s: float | None = None,
+        limits: ClaimLimits | None = None,
     ) -> tuple[list[int], list[Claimed]]:
         """`record()` and `claim()` in one transaction: (auto-disabled webhooks, claimed)."""
 
@@ -225,7 +233,9 @@ class PgStore:
             if not claim:
                 return disabled, [], {}
             lease_until = now + self.lease_s
-            claimed, tokens = await claims.claim(c, claim, now, self.node_id, lease_until, woken)
+            claimed, tokens = await claims.claim(
+                c, claim, now, self.node_id, lease_until, woken, limits
+            )
             return disabled, claimed, tokens
 
         disabled, claimed, tokens = await self._write(both)

@@ -13,7 +13,11 @@ what differs is named where it differs:
   (`lease_token`, from one sequence) that its outcome must present;
 - session stats are one row per (session, event type, node), summed on read, so nodes
   recording at once never wait on each other's counters;
-- `nodes` lists the nodes: their heartbeat, and whether they are stopping.
+- `nodes` lists the nodes: their heartbeat, and whether they are stopping;
+- (2) cluster-wide limits: claims count a webhook's deliveries in flight through the
+  partial index `deliveries_processing`, and a webhook's rate-limit bucket is a row of
+  `webhook_tokens` (UNLOGGED: a server crash empties it, i.e. fills every bucket,
+  which the SPEC's burst allows; claims write no WAL for it).
 """
 
 from __future__ import annotations
@@ -136,6 +140,15 @@ MIGRATIONS: tuple[str, ...] = (
         heartbeat_at DOUBLE PRECISION NOT NULL,
         lease_s DOUBLE PRECISION NOT NULL,
         stopping BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    """,
+    # 2: cluster-wide per_webhook_concurrency and rateLimit (claims.py, limits.py)
+    """
+    CREATE INDEX deliveries_processing ON deliveries (webhook_id) WHERE state = 'processing';
+    CREATE UNLOGGED TABLE webhook_tokens (
+        webhook_id BIGINT PRIMARY KEY,
+        tokens DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
     );
     """,
 )

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ...models import Claimed, DueItem, Outcome, State, Webhook
+from ..protocol import ClaimLimits
 from ..types import (
     MAX_EXTRA_WEBHOOKS,
     DeliveryRow,
@@ -292,8 +293,14 @@ class SqliteStore:
         if woken and self.on_due is not None:
             self.on_due(woken)
 
-    async def claim(self, ids: Sequence[int], now: float) -> list[Claimed]:
-        """Move queued deliveries to `processing`; returns those still claimable, with bodies."""
+    async def claim(
+        self, ids: Sequence[int], now: float, limits: ClaimLimits | None = None
+    ) -> list[Claimed]:
+        """Move queued deliveries to `processing`; returns those still claimable, with bodies.
+
+        `limits` are ignored: this process is the only one claiming, and the scheduler's
+        window keeps both per-webhook limits in memory.
+        """
         woken: list[DueItem] = []
         claimed = await self.write(lambda c: claims.claim(c, ids, now, woken))
         self._announce(woken)
@@ -314,8 +321,12 @@ class SqliteStore:
         claim: Sequence[int],
         now: float,
         disable_after_s: float | None = None,
+        limits: ClaimLimits | None = None,
     ) -> tuple[list[int], list[Claimed]]:
-        """`record()` and `claim()` in one transaction: (auto-disabled webhooks, claimed)."""
+        """`record()` and `claim()` in one transaction: (auto-disabled webhooks, claimed).
+
+        `limits` are ignored, as in `claim()`.
+        """
 
         woken: list[DueItem] = []
 
