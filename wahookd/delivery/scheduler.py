@@ -323,7 +323,8 @@ class Scheduler:
                 else:  # deleted, parked or claimed elsewhere meanwhile
                     self.release(item.id, item.webhook_id)
             else:
-                self.window.claimed(item.webhook_id)
+                if not refused or item.webhook_id not in refused:
+                    self.window.claimed(item.webhook_id)  # got all it asked: no backoff
                 if self.on_claimed is not None:
                     self.on_claimed(max(0.0, now - item.due_at))
         if held_back:

@@ -27,7 +27,8 @@ With several nodes (PostgreSQL) both limits are also the cluster's, kept by the
 claims (store/postgres/limits.py): ids a claim held back at a limit come back here
 (`defer`) and their lane sits out the same way: until the cluster's next token, or,
 at the cluster's concurrency limit, for a backoff (BUSY_MIN_S doubling to BUSY_MAX_S
-while refused) that an attempt of the webhook ending on this node lifts at once.
+while refused, back to none once a claim gets all it asked) that an attempt of the
+webhook ending on this node lifts (its outcome's commit claims again anyway).
 """
 
 from __future__ import annotations
@@ -406,7 +407,7 @@ class Window:
         self.token_at[webhook_id] = max(until, self.token_at.get(webhook_id, until))
 
     def claimed(self, webhook_id: int) -> None:
-        """A claim got a delivery of the webhook: its concurrency backoff starts over."""
+        """A claim got every delivery of the webhook it asked for: no more backoff."""
         if self.busy_s:
             self.busy_s.pop(webhook_id, None)
 

@@ -5,8 +5,8 @@ claiming right now is skipped, never waited for nor handed out twice), moves the
 `processing` with this node's lease and a fresh fencing token, and returns them joined
 with their events' bodies: a few statements per batch. Ordered rows are decided under
 their keys' locks (ordering.py). Given `ClaimLimits`, the claim keeps the cluster-wide
-per-webhook limits (limits.py): the rows are locked first (they never wait), then the
-webhooks' limit locks are taken, after every ordering key's.
+per-webhook limits (limits.py): the webhooks' limit locks are taken after every
+ordering key's and before the rows are locked (which never waits).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _PICK = f"""
 SELECT d.id, d.webhook_id, d.order_key, {ordering.NOT_HEAD} AS waits
 FROM deliveries d
 WHERE d.id = ANY($1::bigint[]) AND d.next_attempt_at IS NOT NULL
+    AND d.webhook_id <> ALL($2::bigint[])
 ORDER BY d.id
 FOR UPDATE OF d SKIP LOCKED
 """
@@ -99,17 +100,21 @@ async def claim(
     """
     if not ids:
         return [], {}
-    keyed = await conn.fetch(
+    due = await conn.fetch(
         "SELECT DISTINCT webhook_id, order_key FROM deliveries WHERE id = ANY($1::bigint[])"
-        " AND next_attempt_at IS NOT NULL AND order_key IS NOT NULL",
+        " AND next_attempt_at IS NOT NULL",
         list(ids),
     )
-    await ordering.lock_keys(conn, [(r[0], r[1]) for r in keyed])
-    picked = await conn.fetch(_PICK, list(ids))
+    await ordering.lock_keys(conn, [(r[0], r[1]) for r in due if r[1] is not None])
+    quota: dict[int, limits_sql.Quota] = {}
+    if limits is not None and due:
+        quota = await limits_sql.quotas(conn, {r[0] for r in due}, now, limits)
+    full = [w for w, q in quota.items() if q.room == 0]  # their rows are not even locked
+    picked = await conn.fetch(_PICK, list(ids), full)
     heads = [r[0] for r in picked if not r[3]]
     if limits is not None and heads:
-        heads = await limits_sql.limit(
-            conn, [(r[0], r[1]) for r in picked if not r[3]], now, limits
+        heads = await limits_sql.take(
+            conn, [(r[0], r[1]) for r in picked if not r[3]], quota, limits
         )
     waiting = [r for r in picked if r[3]]
     await ordering.hold(conn, [r[0] for r in waiting])

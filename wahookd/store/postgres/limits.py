@@ -4,8 +4,8 @@ Every node's scheduler keeps both limits for its own attempts in memory (the win
 the cluster's are kept here, by the claims of all nodes, with no coordinator:
 
 - a claim takes a transaction-level advisory lock per webhook of its batch (in lock id
-  order, after the ordering keys' locks), so two claims of one webhook never decide at
-  once; claims of different webhooks never wait on each other;
+  order, after the ordering keys' locks, before any row lock), so two claims of one
+  webhook never decide at once; claims of different webhooks never wait on each other;
 - under it, it counts the webhook's deliveries `processing` (every node's: the partial
   index `deliveries_processing`, one entry per attempt in flight) and claims at most
   `per_webhook - in flight` of them. Only claims ever add to that count, and each
@@ -17,16 +17,19 @@ the cluster's are kept here, by the claims of all nodes, with no coordinator:
   back. Times are the nodes' wall clocks: a time before `updated_at` refills nothing,
   so a node whose clock is behind can only claim less.
 
-Ids a limit holds back stay due and untouched; their webhook goes in `limits.refused`
-with when to ask again: the next token (rate), or None (concurrency: when an attempt
-in flight ends, on whichever node).
+The quotas are read before the rows are locked, so a claim whose webhooks are all at
+their limits locks no row and writes nothing (no WAL, no flush at its commit). Ids a
+limit holds back stay due and untouched; their webhook goes in `limits.refused` with
+when to ask again: the next token (rate), or None (concurrency: when an attempt in
+flight ends, on whichever node).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -67,44 +70,73 @@ def refill(tokens: float | None, at: float | None, rate: int, now: float) -> tup
     return tokens, at
 
 
-async def limit(
-    conn: asyncpg.Connection, heads: Sequence[tuple[int, int]], now: float, limits: ClaimLimits
-) -> list[int]:
-    """Of the ids to claim, (id, webhook id) in id order, those the webhooks' limits allow.
+@dataclass
+class Quota:
+    """How many more deliveries of one webhook a claim may take, and why no more."""
 
-    Takes the webhooks' locks (held to the commit), spends their tokens, and notes in
-    `limits.refused` the webhooks of the ids left out.
+    room: int  # the most it may claim now
+    rate: int | None = None  # its rate limit; then its bucket at `at`:
+    tokens: float = 0.0
+    at: float = 0.0
+    retry_at: float | None = None  # when short of tokens: when the next one is
+
+
+async def quotas(
+    conn: asyncpg.Connection, webhook_ids: Collection[int], now: float, limits: ClaimLimits
+) -> dict[int, Quota]:
+    """Lock these webhooks' limits (held to the commit) and say what each one allows now.
+
+    A webhook that allows nothing is put in `limits.refused` already.
     """
-    by_hook: dict[int, list[int]] = {}
-    for delivery_id, webhook_id in heads:
-        by_hook.setdefault(webhook_id, []).append(delivery_id)
-    locks = sorted({webhook_lock(w) for w in by_hook})
+    hooks = sorted(webhook_ids)
+    locks = sorted({webhook_lock(w) for w in hooks})
     await conn.execute(
         "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", locks
     )
-    rows = await conn.fetch(_STATE, sorted(by_hook))
-    allowed: list[int] = []
-    saves: tuple[list[int], list[float], list[float]] = ([], [], [])
-    for webhook_id, rate, tokens, at, inflight in rows:
-        wanted = by_hook[webhook_id]
-        room = max(0, limits.per_webhook - int(inflight))
-        retry_at: float | None = None
+    out: dict[int, Quota] = {}
+    for webhook_id, rate, tokens, at, inflight in await conn.fetch(_STATE, hooks):
+        quota = out[webhook_id] = Quota(max(0, limits.per_webhook - int(inflight)))
         if rate is not None:
-            tokens, at = refill(tokens, at, rate, now)
-            whole = math.floor(tokens + _EPSILON)
-            if whole < min(room, len(wanted)):
-                room = whole
-                left = max(0.0, tokens - whole)
-                retry_at = at + (1.0 - left) / rate
-        take = min(room, len(wanted))
-        allowed += wanted[:take]
-        if take < len(wanted):
-            limits.refused[webhook_id] = retry_at
-        if rate is not None and take:
+            quota.rate = rate
+            quota.tokens, quota.at = refill(tokens, at, rate, now)
+            whole = math.floor(quota.tokens + _EPSILON)
+            if whole < quota.room:
+                quota.room = whole
+                quota.retry_at = quota.at + (1.0 - max(0.0, quota.tokens - whole)) / rate
+        if quota.room == 0:
+            limits.refused[webhook_id] = quota.retry_at
+    return out
+
+
+async def take(
+    conn: asyncpg.Connection,
+    heads: Sequence[tuple[int, int]],
+    quota: dict[int, Quota],
+    limits: ClaimLimits,
+) -> list[int]:
+    """Of the ids to claim, (id, webhook id) in id order, those the quotas allow.
+
+    Spends the rate-limited webhooks' tokens and notes in `limits.refused` the
+    webhooks of the ids left out.
+    """
+    allowed: list[int] = []
+    taken: dict[int, int] = {}
+    for delivery_id, webhook_id in heads:
+        q = quota.get(webhook_id)
+        if q is None:  # moved to another webhook meanwhile? never: claim what is due
+            allowed.append(delivery_id)
+        elif taken.get(webhook_id, 0) < q.room:
+            taken[webhook_id] = taken.get(webhook_id, 0) + 1
+            allowed.append(delivery_id)
+        else:
+            limits.refused[webhook_id] = q.retry_at
+    saves: tuple[list[int], list[float], list[float]] = ([], [], [])
+    for webhook_id, n in sorted(taken.items()):
+        q = quota[webhook_id]
+        if q.rate is not None:
             saves[0].append(webhook_id)
-            saves[1].append(max(0.0, tokens - take))
-            saves[2].append(at)
+            saves[1].append(max(0.0, q.tokens - n))
+            saves[2].append(q.at)
     if saves[0]:
         await conn.execute(_SAVE, *saves)
-    allowed.sort()
     return allowed
