@@ -35,11 +35,14 @@ $(BENCH_STAMP): $(STAMP)
 
 # BENCH_ARGS=--quick for a smoke run; see `.venv/bin/python bench/run.py --help`
 # then the ordering rows (h), (i) (issue 13), --quick too when BENCH_ARGS has it;
-# ORDERING_ARGS="--only i" for one of them, see `.venv/bin/python bench/ordering.py --help`
+# ORDERING_ARGS="--only i" for one of them, see `.venv/bin/python bench/ordering.py --help`;
+# then the cluster rows (j)-(m) (issue 15: nodes over PostgreSQL, its own server),
+# CLUSTER_ARGS="--events 50000" say, see `.venv/bin/python bench/cluster.py --help`
 bench: $(BENCH_STAMP)  ## the speed suite (issue 6): a table, and bench/results/bench.json
 	sh bench/setup.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/ordering.py $(filter --quick,$(BENCH_ARGS)) $(ORDERING_ARGS)
+	$(BIN)/python bench/cluster.py $(filter --quick,$(BENCH_ARGS)) $(CLUSTER_ARGS)
 
 pyz: $(STAMP)  ## build dist/wahookd.pyz (shiv zipapp, pinned dependencies)
 	packaging/build-pyz.sh $(BIN)/python
