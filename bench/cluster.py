@@ -28,8 +28,8 @@ must have arrived once (distinct X-Webhook-Id).
 Without PostgreSQL (Debian's postgresql: initdb, pg_ctl; as root, a `postgres` user) the
 PostgreSQL rows are skipped with the reason. Everything runs on 127.0.0.1 in a temp
 directory; every loop is bounded; daemons, receiver and server are stopped by PID. The
-DSN's password is never printed. Results: bench/results/cluster.json. The machine is shared and small: compare the ratios and
-the CPU per delivery of one run.
+DSN's password is never printed. Results: bench/results/cluster.json. The machine is
+shared and small: compare the ratios and the CPU per delivery of one run.
 """
 
 from __future__ import annotations
@@ -349,8 +349,11 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                         args,
                     )
                 except Exception as exc:
-                    say(f"{key}: FAILED: {type(exc).__name__}: {exc}")
-                    res[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                    error = f"{type(exc).__name__}: {exc}"
+                    if server is not None:  # never the DSN's password, should it show
+                        error = error.replace(server.password, "****")
+                    say(f"{key}: FAILED: {error}")
+                    res[key] = {"error": error}
                 res.setdefault("phase_s", {})[key] = time.monotonic() - started
         finally:
             rx.stop()
