@@ -1,6 +1,6 @@
 """Nodes over PostgreSQL (issue 15, SPEC §10): four rows for `make bench`.
 
-    .venv/bin/python bench/cluster.py [--quick] [--events N] [--webhooks W] [--help]
+    .venv/bin/python bench/cluster.py [--quick] [--events N] [--webhooks W] [--only j,k,l,m]
 
 (j) one node on SQLite, (k) one node on PostgreSQL, (l) two nodes on PostgreSQL: N
     events spread round-robin over W sessions (16), each with its own webhook, to one
@@ -297,8 +297,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--webhooks", type=int, default=16, help="sessions, one webhook each")
     p.add_argument("--log-level", default="info", help="the daemons' log level")
     p.add_argument("--receiver", default="auto", choices=("auto", "nginx", "aiohttp"))
+    p.add_argument("--only", default="j,k,l,m", help="rows to run: some of j,k,l,m")
     p.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = p.parse_args(argv)
+    args.only = [x for x in args.only.split(",") if x in LABELS]
     args.events = args.events or (5_000 if args.quick else 20_000)
     args.events = max(100, min(args.events, 500_000))
     args.webhooks = max(1, min(args.webhooks, 1_000))
@@ -332,6 +334,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 res["postgres"] = f"PostgreSQL {version} (fsync on, synchronous_commit on)"
                 say(f"{res['postgres']} on 127.0.0.1:{server.port}, pid {server.pid}")
             for key, nodes, on_pg, webhooks in RUNS:
+                if key not in args.only:
+                    continue
                 if on_pg and server is None:
                     res[key] = {"skipped": f"no PostgreSQL: {reason}"}
                     continue
@@ -461,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.output}")
     # without PostgreSQL its rows are skipped (the reason shows), not failed
-    ran = [k for k, *_ in RUNS if "skipped" not in res.get(k, {})]
+    ran = [k for k, *_ in RUNS if k in args.only and "skipped" not in res.get(k, {})]
     failed = any(not _ok(res.get(k)) or not res[k]["verified"] for k in ran)
     return 1 if failed else 0
 
