@@ -23,7 +23,7 @@ from wahookd.models import AttemptResult, Claimed, DueItem, Outcome, Webhook
 from wahookd.registry import Registry
 from wahookd.store import IngestItem
 from wahookd.store.postgres import PgStore
-from wahookd.store.postgres.limits import refill
+from wahookd.store.postgres.limits import DEMAND_S, refill
 from wahookd.store.protocol import ClaimLimits
 
 T0 = 1_700_000_000.0
@@ -138,11 +138,37 @@ async def test_a_claim_with_a_record_counts_the_slots_it_frees(node: Nodes) -> N
     limits = ClaimLimits(3)
     assert await b.claim(ids[3:], T0 + 2, limits=limits) == []  # a holds every slot
     assert limits.refused == {hook.id: None}
-    # a records two of its attempts and claims in one transaction: the two slots are free
+    # later (b stopped asking: DEMAND_S), a records two of its attempts and claims in
+    # one transaction: the two slots are free
     outcomes = [Outcome(c, T0 + 1, OK, "delivered", None) for c in first[:2]]
-    _, got = await a.record_and_claim(outcomes, ids[3:], T0 + 3, limits=ClaimLimits(3))
+    later = T0 + 2 + DEMAND_S + 0.1
+    _, got = await a.record_and_claim(outcomes, ids[3:], later, limits=ClaimLimits(3))
     assert [c.id for c in got] == ids[3:5]  # the oldest first
     assert await processing(a, hook.id) == 3
+
+
+async def test_the_slots_are_shared_among_the_nodes_that_want_them(node: Nodes) -> None:
+    a, b = await node(), await node()
+    hook, ids = await queued(a, 20)
+    held = await a.claim(ids[:4], T0 + 1, limits=ClaimLimits(4))
+    assert len(held) == 4  # alone: every slot
+    limits = ClaimLimits(4)
+    assert await b.claim(ids[4:8], T0 + 2, limits=limits) == []
+    assert limits.refused == {hook.id: None}  # b now wants a share
+    # two of a's attempts end: it may not hand their slots to its own next deliveries,
+    # it holds its share (4 over 2 nodes) already
+    done = [Outcome(c, T0 + 1, OK, "delivered", None) for c in held[:2]]
+    _, got = await a.record_and_claim(done, ids[8:12], T0 + 3, limits=ClaimLimits(4))
+    assert got == []
+    got = await b.claim(ids[4:8], T0 + 3.5, limits=ClaimLimits(4))
+    assert [c.id for c in got] == ids[4:6]  # b's share
+    assert await processing(a, hook.id) == 4
+    # once b has nothing in flight and stopped asking, a is alone again: every slot
+    await a.record([Outcome(c, T0 + 4, OK, "delivered", None) for c in held[2:]], T0 + 5)
+    await b.record([Outcome(c, T0 + 4, OK, "delivered", None) for c in got], T0 + 5)
+    assert await processing(a, hook.id) == 0
+    got = await a.claim(ids[8:16], T0 + 10, limits=ClaimLimits(4))
+    assert len(got) == 4
 
 
 # -------------------------------------------------------------- rate limit

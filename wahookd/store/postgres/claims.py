@@ -108,7 +108,7 @@ async def claim(
     await ordering.lock_keys(conn, [(r[0], r[1]) for r in due if r[1] is not None])
     quota: dict[int, limits_sql.Quota] = {}
     if limits is not None and due:
-        quota = await limits_sql.quotas(conn, {r[0] for r in due}, now, limits)
+        quota = await limits_sql.quotas(conn, {r[0] for r in due}, now, node_id, limits)
     full = [w for w, q in quota.items() if q.room == 0]  # their rows are not even locked
     picked = await conn.fetch(_PICK, list(ids), full)
     heads = [r[0] for r in picked if not r[3]]
@@ -118,6 +118,10 @@ async def claim(
         )
     waiting = [r for r in picked if r[3]]
     await ordering.hold(conn, [r[0] for r in waiting])
+    if limits is not None and limits.refused:  # at a limit: this node wants a share
+        await limits_sql.want(
+            conn, [w for w, at in limits.refused.items() if at is None], now, node_id
+        )
     rows = await conn.fetch(_CLAIM, heads, now, node_id, lease_until) if heads else []
     if waiting:  # after the claims: a head claimed just now is in flight, not woken
         woken += await ordering.wake_heads(conn, [(r[1], r[2]) for r in waiting], now)

@@ -11,6 +11,12 @@ the cluster's are kept here, by the claims of all nodes, with no coordinator:
   `per_webhook - in flight` of them. Only claims ever add to that count, and each
   holds the lock until its commit; a statement run after the lock is granted sees
   every claim committed before (READ COMMITTED), so the count is exact;
+- the slots are shared fairly among the nodes that want them: those holding some,
+  and those a limit held back within DEMAND_S (a row of `webhook_demand`, written
+  when that happens). A node takes no more than its share (the limit over those
+  nodes, rounded up) unless it is alone: otherwise a node whose attempts end would
+  hand its slots to its own next deliveries in the same commit, for ever, and the
+  others would never get one;
 - a webhook with a `rate_limit` has a token bucket row (`webhook_tokens`: tokens,
   updated_at; no row: full), refilled at the rate up to a burst of the rate, as
   delivery/throttle.py's; the claim takes at most the whole tokens and writes the rest
@@ -39,13 +45,37 @@ from ..protocol import ClaimLimits
 # float refills land a hair below a whole token (as throttle.py)
 _EPSILON = 1e-9
 
+# a node that asked for a webhook at its limit within this long still wants a share
+# (longer than the scheduler's longest backoff, delivery/window.BUSY_MAX_S)
+DEMAND_S = 3.0
+# demand rows older than this are deleted (nodes gone, webhooks no longer busy)
+DEMAND_KEEP_S = 60.0
+
+_PROCESSING = f"d.webhook_id = v.id AND d.state = '{State.PROCESSING}'"
+
+# per webhook: its rate limit and bucket, its deliveries in flight (all, this node's),
+# and how many nodes share its slots: those holding some, those that asked for one
+# lately, and this one
 _STATE = f"""
 SELECT v.id, w.rate_limit, b.tokens, b.updated_at,
-    (SELECT count(*) FROM deliveries d
-     WHERE d.webhook_id = v.id AND d.state = '{State.PROCESSING}') AS inflight
+    (SELECT count(*) FROM deliveries d WHERE {_PROCESSING}) AS inflight,
+    (SELECT count(*) FROM deliveries d WHERE {_PROCESSING} AND d.lease_node = $2) AS mine,
+    (SELECT count(*) FROM (
+        SELECT d.lease_node FROM deliveries d WHERE {_PROCESSING}
+        UNION SELECT q.node_id FROM webhook_demand q WHERE q.webhook_id = v.id AND q.at >= $3
+        UNION SELECT $2) AS s) AS sharing
 FROM unnest($1::bigint[]) AS v(id)
 LEFT JOIN webhooks w ON w.id = v.id
 LEFT JOIN webhook_tokens b ON b.webhook_id = v.id
+"""
+
+_DEMAND = """
+WITH gone AS (
+    DELETE FROM webhook_demand WHERE webhook_id = ANY($1::bigint[]) AND at < $4
+)
+INSERT INTO webhook_demand (webhook_id, node_id, at)
+SELECT w, $2, $3 FROM unnest($1::bigint[]) AS w
+ON CONFLICT (webhook_id, node_id) DO UPDATE SET at = excluded.at
 """
 
 _SAVE = """
@@ -82,7 +112,11 @@ class Quota:
 
 
 async def quotas(
-    conn: asyncpg.Connection, webhook_ids: Collection[int], now: float, limits: ClaimLimits
+    conn: asyncpg.Connection,
+    webhook_ids: Collection[int],
+    now: float,
+    node_id: str,
+    limits: ClaimLimits,
 ) -> dict[int, Quota]:
     """Lock these webhooks' limits (held to the commit) and say what each one allows now.
 
@@ -94,8 +128,13 @@ async def quotas(
         "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", locks
     )
     out: dict[int, Quota] = {}
-    for webhook_id, rate, tokens, at, inflight in await conn.fetch(_STATE, hooks):
-        quota = out[webhook_id] = Quota(max(0, limits.per_webhook - int(inflight)))
+    limit = limits.per_webhook
+    for webhook_id, rate, tokens, at, inflight, mine, sharing in await conn.fetch(
+        _STATE, hooks, node_id, now - DEMAND_S
+    ):
+        # the slots left, and no more than this node's fair share of them
+        share = -(-limit // max(1, int(sharing)))
+        quota = out[webhook_id] = Quota(max(0, min(limit - int(inflight), share - int(mine))))
         if rate is not None:
             quota.rate = rate
             quota.tokens, quota.at = refill(tokens, at, rate, now)
@@ -106,6 +145,14 @@ async def quotas(
         if quota.room == 0:
             limits.refused[webhook_id] = quota.retry_at
     return out
+
+
+async def want(
+    conn: asyncpg.Connection, webhook_ids: Collection[int], now: float, node_id: str
+) -> None:
+    """Note that this node wants slots of these webhooks (held back at their limits)."""
+    if webhook_ids:
+        await conn.execute(_DEMAND, sorted(webhook_ids), node_id, now, now - DEMAND_KEEP_S)
 
 
 async def take(

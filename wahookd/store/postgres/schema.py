@@ -14,10 +14,12 @@ what differs is named where it differs:
 - session stats are one row per (session, event type, node), summed on read, so nodes
   recording at once never wait on each other's counters;
 - `nodes` lists the nodes: their heartbeat, and whether they are stopping;
-- (2) cluster-wide limits: claims count a webhook's deliveries in flight through the
-  partial index `deliveries_processing`, and a webhook's rate-limit bucket is a row of
-  `webhook_tokens` (UNLOGGED: a server crash empties it, i.e. fills every bucket,
-  which the SPEC's burst allows; claims write no WAL for it).
+- (2) cluster-wide limits: claims count a webhook's deliveries in flight (all, and by
+  node) through the partial index `deliveries_processing`; a webhook's rate-limit
+  bucket is a row of `webhook_tokens`, and the nodes a limit held back lately are rows
+  of `webhook_demand` (both UNLOGGED: claims write no WAL for them; a server crash
+  empties them, which fills every bucket, as the SPEC's burst allows, and forgets
+  who waited for a few seconds).
 """
 
 from __future__ import annotations
@@ -144,7 +146,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: cluster-wide per_webhook_concurrency and rateLimit (claims.py, limits.py)
     """
-    CREATE INDEX deliveries_processing ON deliveries (webhook_id) WHERE state = 'processing';
+    CREATE INDEX deliveries_processing ON deliveries (webhook_id, lease_node)
+        WHERE state = 'processing';
+    CREATE UNLOGGED TABLE webhook_demand (
+        webhook_id BIGINT NOT NULL,
+        node_id TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (webhook_id, node_id)
+    );
     CREATE UNLOGGED TABLE webhook_tokens (
         webhook_id BIGINT PRIMARY KEY,
         tokens DOUBLE PRECISION NOT NULL,
