@@ -25,11 +25,10 @@ seconds a lane waited are summed per webhook for /metrics (`throttled_s`).
 
 With several nodes (PostgreSQL) both limits are also the cluster's, kept by the
 claims (store/postgres/limits.py): ids a claim held back at a limit come back here
-(`defer`). Short of cluster tokens, the lane sits out the same way, until the next
-one. At the cluster's concurrency limit (or this node's share of it), the lane takes
-no more than the attempts it has in flight then (one ending frees one), none if it
-had none, for a backoff (BUSY_MIN_S doubling to BUSY_MAX_S while held back; back to
-none once an uncapped claim gets all it asked); then it probes for more.
+(`defer`) and their lane sits out the same way: until the cluster's next token, or,
+at the cluster's concurrency limit, for a backoff (BUSY_MIN_S doubling to BUSY_MAX_S
+while refused, back to none once a claim gets all it asked) that an attempt of the
+webhook ending on this node lifts (its outcome's commit claims again anyway).
 """
 
 from __future__ import annotations
@@ -97,10 +96,8 @@ class Window:
         self.token_at: dict[int, float] = {}
         self.waiting_since: dict[int, float] = {}
         self.throttled_s: dict[int, float] = {}
-        # lanes a claim held back at the cluster's concurrency limit: their backoff, and
-        # until when they take no more than the attempts they had in flight then
+        # lanes refused at the cluster's concurrency limit: their current backoff
         self.busy_s: dict[int, float] = {}
-        self.busy_cap: dict[int, tuple[int, float]] = {}
 
     # --------------------------------------------------------------- queries
     @property
@@ -177,7 +174,6 @@ class Window:
         self.buckets.pop(webhook_id, None)  # its rate limit is read again at the next pick
         self.token_at.pop(webhook_id, None)
         self.busy_s.pop(webhook_id, None)
-        self.busy_cap.pop(webhook_id, None)
         self.waiting_since.pop(webhook_id, None)
         lane = self.lanes.get(webhook_id)
         if lane is not None:
@@ -330,16 +326,13 @@ class Window:
         token_at = self.token_at
         if token_at:
             self._tokens_due(now)
-        caps = self._caps(now) if self.busy_cap else None
         # Fewest attempts in flight first, then the oldest due delivery: a freed slot
         # goes to a webhook that has none running before another backlogged one, so
         # many webhooks with due retries cannot hold every slot against a healthy one.
         heads: list[tuple[int, int, int]] = []
         for lane in self.lanes.values():
             self._clean_head(lane)
-            if lane.ready and lane.inflight < (
-                caps.get(lane.webhook_id, per_lane) if caps else per_lane
-            ):
+            if lane.ready and lane.inflight < per_lane:
                 if token_at and token_at.get(lane.webhook_id, now) > now:
                     continue  # throttled: no token before token_at
                 heads.append((lane.inflight, lane.ready[0], lane.webhook_id))
@@ -356,8 +349,7 @@ class Window:
             self.inflight_ids.add(item.id)
             picked.append(item)
             self._clean_head(lane)
-            limit = caps.get(webhook_id, per_lane) if caps else per_lane
-            if lane.ready and lane.inflight < limit:
+            if lane.ready and lane.inflight < per_lane:
                 heapq.heappush(heads, (lane.inflight, lane.ready[0], webhook_id))
         return picked
 
@@ -401,38 +393,22 @@ class Window:
     def defer(self, webhook_id: int, token_at: float | None, now: float) -> None:
         """A claim held the webhook's picked ids back at a cluster-wide limit (unpicked).
 
-        `token_at`: when the cluster's bucket has a token; the lane sits out until then
-        (the wait counts as throttled). None: at the concurrency limit; until a backoff
-        passes the lane takes no more than the attempts it has in flight now (so one
-        of them ending takes one more), none at all if it has none.
+        `token_at`: when the cluster's bucket has a token (the wait counts as throttled);
+        None: at the concurrency limit, back off (see the module docstring).
         """
-        if token_at is not None:
-            self.waiting_since.setdefault(webhook_id, now)
-            self.token_at[webhook_id] = max(token_at, self.token_at.get(webhook_id, token_at))
-            return
-        backoff = self.busy_s[webhook_id] = min(
-            BUSY_MAX_S, max(BUSY_MIN_S, 2 * self.busy_s.get(webhook_id, 0.0))
-        )
-        lane = self.lanes.get(webhook_id)
-        cap = 0 if lane is None else lane.inflight
-        self.busy_cap[webhook_id] = (cap, now + backoff)
-        if cap == 0:  # nothing of its own ends to wake it: the loop wakes for the probe
+        if token_at is None:
+            backoff = self.busy_s[webhook_id] = min(
+                BUSY_MAX_S, max(BUSY_MIN_S, 2 * self.busy_s.get(webhook_id, 0.0))
+            )
             until = now + backoff
-            self.token_at[webhook_id] = max(until, self.token_at.get(webhook_id, until))
-
-    def _caps(self, now: float) -> dict[int, int]:
-        """The capped lanes' caps; a lane whose backoff passed probes for more slots."""
-        for webhook_id, (_, until) in list(self.busy_cap.items()):
-            if until <= now:
-                del self.busy_cap[webhook_id]
-        return {w: cap for w, (cap, _) in self.busy_cap.items()}
+        else:
+            until = token_at
+            self.waiting_since.setdefault(webhook_id, now)
+        self.token_at[webhook_id] = max(until, self.token_at.get(webhook_id, until))
 
     def claimed(self, webhook_id: int) -> None:
-        """A claim got every delivery of the webhook it asked for.
-
-        Uncapped, it found the room it probed for: no more backoff.
-        """
-        if self.busy_s and webhook_id not in self.busy_cap:
+        """A claim got every delivery of the webhook it asked for: no more backoff."""
+        if self.busy_s:
             self.busy_s.pop(webhook_id, None)
 
     def unpick(self, picked: Iterable[DueItem]) -> None:
@@ -444,6 +420,9 @@ class Window:
     def release(self, item_id: int, webhook_id: int) -> None:
         """An attempt is over (or never started): its delivery is no longer in flight."""
         self.inflight_ids.discard(item_id)
+        if self.busy_s and webhook_id in self.busy_s and webhook_id in self.token_at:
+            # a slot of the webhook freed here: no need to wait for the backoff
+            del self.token_at[webhook_id]
         lane = self.lanes.get(webhook_id)
         if lane is not None:
             lane.inflight -= 1
