@@ -171,6 +171,34 @@ async def test_the_slots_are_shared_among_the_nodes_that_want_them(node: Nodes) 
     assert len(got) == 4
 
 
+async def test_ordered_deliveries_under_the_limit(node: Nodes) -> None:
+    a = await node()
+    hook, _ = await queued(a, 0)
+    items = [
+        IngestItem(
+            validate_event(
+                {"event": "session.disconnected", "sessionId": "s1", "reason": f"r{i}"},
+                now=int(T0),
+            ),
+            (hook.id,),
+            (f"chat{i % 2}",),
+        )
+        for i in range(6)
+    ]
+    await a.ingest(items, T0)
+    due = await a.fetch("SELECT id FROM deliveries WHERE next_attempt_at IS NOT NULL ORDER BY id")
+    heads = [r[0] for r in due]
+    assert len(heads) == 2  # one head per chat, the rest held
+    limits = ClaimLimits(1)
+    got = await a.claim(heads, T0 + 1, limits=limits)
+    assert [c.id for c in got] == heads[:1]  # one slot: the older head
+    assert limits.refused == {hook.id: None}
+    # the other head stays due, untouched; nothing held was woken
+    rows = await a.fetch("SELECT id FROM deliveries WHERE next_attempt_at IS NOT NULL ORDER BY id")
+    assert [r[0] for r in rows] == heads[1:]
+    assert await processing(a, hook.id) == 1
+
+
 # -------------------------------------------------------------- rate limit
 def test_the_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert refill(None, None, 5, T0) == (5.0, T0)  # no row: full

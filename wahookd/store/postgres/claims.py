@@ -27,7 +27,6 @@ _PICK = f"""
 SELECT d.id, d.webhook_id, d.order_key, {ordering.NOT_HEAD} AS waits
 FROM deliveries d
 WHERE d.id = ANY($1::bigint[]) AND d.next_attempt_at IS NOT NULL
-    AND d.webhook_id <> ALL($2::bigint[])
 ORDER BY d.id
 FOR UPDATE OF d SKIP LOCKED
 """
@@ -101,16 +100,18 @@ async def claim(
     if not ids:
         return [], {}
     due = await conn.fetch(
-        "SELECT DISTINCT webhook_id, order_key FROM deliveries WHERE id = ANY($1::bigint[])"
-        " AND next_attempt_at IS NOT NULL",
+        "SELECT id, webhook_id, order_key FROM deliveries WHERE id = ANY($1::bigint[])"
+        " AND next_attempt_at IS NOT NULL ORDER BY id",
         list(ids),
     )
-    await ordering.lock_keys(conn, [(r[0], r[1]) for r in due if r[1] is not None])
+    await ordering.lock_keys(conn, [(r[1], r[2]) for r in due if r[2] is not None])
+    ask = list(ids)
     quota: dict[int, limits_sql.Quota] = {}
     if limits is not None and due:
-        quota = await limits_sql.quotas(conn, {r[0] for r in due}, now, node_id, limits)
-    full = [w for w, q in quota.items() if q.room == 0]  # their rows are not even locked
-    picked = await conn.fetch(_PICK, list(ids), full)
+        quota = await limits_sql.quotas(conn, {r[1] for r in due}, now, node_id, limits)
+        # past a webhook's room, its unordered ids are not even locked
+        ask = limits_sql.trim([(r[0], r[1], r[2] is not None) for r in due], quota, limits)
+    picked = await conn.fetch(_PICK, ask)
     heads = [r[0] for r in picked if not r[3]]
     if limits is not None and heads:
         heads = await limits_sql.take(

@@ -23,8 +23,10 @@ the cluster's are kept here, by the claims of all nodes, with no coordinator:
   back. Times are the nodes' wall clocks: a time before `updated_at` refills nothing,
   so a node whose clock is behind can only claim less.
 
-The quotas are read before the rows are locked, so a claim whose webhooks are all at
-their limits locks no row and writes nothing (no WAL, no flush at its commit). Ids a
+The quotas are read before the rows are locked, and no more unordered rows of a
+webhook are locked than it has room for, so a claim whose webhooks are all at their
+limits locks no row and writes no WAL (only a `webhook_demand` row, UNLOGGED: its
+commit waits for no flush). Ids a
 limit holds back stay due and untouched; their webhook goes in `limits.refused` with
 when to ask again: the next token (rate), or None (concurrency: when an attempt in
 flight ends, on whichever node).
@@ -145,6 +147,26 @@ async def quotas(
         if quota.room == 0:
             limits.refused[webhook_id] = quota.retry_at
     return out
+
+
+def trim(
+    due: Sequence[tuple[int, int, bool]], quota: dict[int, Quota], limits: ClaimLimits
+) -> list[int]:
+    """Of the ids due, (id, webhook id, has an ordering key) in id order, those worth
+    locking: every ordered one (a non-head takes no room), and no more unordered ones
+    of a webhook than its room. The webhooks of those left out go in `limits.refused`."""
+    kept: list[int] = []
+    counted: dict[int, int] = {}
+    for delivery_id, webhook_id, keyed in due:
+        q = quota.get(webhook_id)
+        if keyed or q is None:
+            kept.append(delivery_id)
+        elif counted.get(webhook_id, 0) < q.room:
+            counted[webhook_id] = counted.get(webhook_id, 0) + 1
+            kept.append(delivery_id)
+        else:
+            limits.refused[webhook_id] = q.retry_at
+    return kept
 
 
 async def want(
