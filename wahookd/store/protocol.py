@@ -122,13 +122,15 @@ class Store(Protocol):
 
         `limits` (None: none) are cluster-wide where several processes share the
         store: then the claim takes at most `per_webhook` minus the webhook's
-        deliveries `processing` (every node's), and at most the tokens of the
-        webhook's rate-limit bucket (rate n/s, burst n, shared by every node); the
-        ids a limit held back stay due, untouched, and their webhooks are put in
-        `limits.refused`. Where one process owns the store (SQLite) the scheduler's
-        window already keeps both limits in memory and the store may ignore them
-        (SqliteStore does; `refused` stays empty). Limiting how many attempts this
-        process runs (`concurrency`) is the scheduler's job.
+        deliveries `processing` (every node's; and while other nodes want that
+        webhook's slots too, no more than this process's fair share of them), and
+        at most the tokens of the webhook's rate-limit bucket (rate n/s, burst n,
+        shared by every node); the ids a limit held back stay due, untouched, and
+        their webhooks are put in `limits.refused`. Where one process owns the
+        store (SQLite) the scheduler's window already keeps both limits in memory
+        and the store may ignore them (SqliteStore does; `refused` stays empty).
+        Limiting how many attempts this process runs (`concurrency`) is the
+        scheduler's job.
         """
 
     async def record(
