@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import make_config
@@ -21,8 +23,9 @@ from wahookd.delivery.scheduler import Scheduler
 from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Outcome, Webhook
 from wahookd.registry import Registry
-from wahookd.store import IngestItem
+from wahookd.store import IngestItem, StorageUnavailable
 from wahookd.store.postgres import PgStore
+from wahookd.store.postgres import limits as limits_sql
 from wahookd.store.postgres.limits import DEMAND_S, refill
 from wahookd.store.protocol import ClaimLimits
 
@@ -197,6 +200,38 @@ async def test_ordered_deliveries_under_the_limit(node: Nodes) -> None:
     rows = await a.fetch("SELECT id FROM deliveries WHERE next_attempt_at IS NOT NULL ORDER BY id")
     assert [r[0] for r in rows] == heads[1:]
     assert await processing(a, hook.id) == 1
+
+
+async def test_a_node_stalled_inside_a_claim_does_not_stall_the_others(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a short lease: a claim's limit locks may sit idle 1 s (half of it) at most
+    a = await PgStore.open(pg_dsn, "normal", lease_s=2.0)
+    b = await PgStore.open(pg_dsn, "normal", lease_s=2.0)
+    try:
+        _, ids = await queued(a, 4)
+        holding = asyncio.Event()
+        real_take = limits_sql.take
+
+        async def stalls(*args: Any) -> list[int]:
+            if not holding.is_set():  # the first claim: it holds the locks, then stalls
+                holding.set()
+                await asyncio.sleep(4.0)  # SIGSTOP, a long pause
+            return await real_take(*args)
+
+        monkeypatch.setattr(limits_sql, "take", stalls)
+        stalled = asyncio.create_task(a.claim(ids, T0 + 1, limits=ClaimLimits(10)))
+        await holding.wait()
+        started = time.monotonic()
+        got = await b.claim(ids, T0 + 1, limits=ClaimLimits(10))
+        waited = time.monotonic() - started
+        assert len(got) == 4
+        assert waited < 3.0, waited  # the server ended the stalled transaction
+        with pytest.raises(StorageUnavailable):
+            await stalled  # its connection is gone; it claimed nothing
+    finally:
+        await a.close()
+        await b.close()
 
 
 # -------------------------------------------------------------- rate limit

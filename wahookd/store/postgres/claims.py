@@ -108,7 +108,8 @@ async def claim(
     ask = list(ids)
     quota: dict[int, limits_sql.Quota] = {}
     if limits is not None and due:
-        quota = await limits_sql.quotas(conn, {r[1] for r in due}, now, node_id, limits)
+        hold_s = min(limits_sql.HOLD_S, max(1.0, (lease_until - now) / 2))
+        quota = await limits_sql.quotas(conn, {r[1] for r in due}, now, node_id, limits, hold_s)
         # past a webhook's room, its unordered ids are not even locked
         ask = limits_sql.trim([(r[0], r[1], r[2] is not None) for r in due], quota, limits)
     picked = await conn.fetch(_PICK, ask)

@@ -11,6 +11,9 @@ the cluster's are kept here, by the claims of all nodes, with no coordinator:
   `per_webhook - in flight` of them. Only claims ever add to that count, and each
   holds the lock until its commit; a statement run after the lock is granted sees
   every claim committed before (READ COMMITTED), so the count is exact;
+- a node stalled (SIGSTOP, a long pause) inside a claim would hold these locks and
+  stall every claim of its webhooks: the claim sets `idle_in_transaction_session_timeout`
+  for its own transaction (HOLD_S, at most half the lease), so the server ends it;
 - the slots are shared fairly among the nodes that want them: those holding some,
   and those a limit held back within DEMAND_S (a row of `webhook_demand`, written
   when that happens). A node takes no more than its share (the limit over those
@@ -52,6 +55,9 @@ _EPSILON = 1e-9
 DEMAND_S = 3.0
 # demand rows older than this are deleted (nodes gone, webhooks no longer busy)
 DEMAND_KEEP_S = 60.0
+# the longest a claim holding limit locks may sit idle (its node stalled) before the
+# server ends it; claims.py makes it shorter with a short lease
+HOLD_S = 10.0
 
 _PROCESSING = f"d.webhook_id = v.id AND d.state = '{State.PROCESSING}'"
 
@@ -60,6 +66,7 @@ _PROCESSING = f"d.webhook_id = v.id AND d.state = '{State.PROCESSING}'"
 # lately, and this one
 _STATE = f"""
 SELECT v.id, w.rate_limit, b.tokens, b.updated_at,
+    set_config('idle_in_transaction_session_timeout', $4, true) AS idle_timeout,
     (SELECT count(*) FROM deliveries d WHERE {_PROCESSING}) AS inflight,
     (SELECT count(*) FROM deliveries d WHERE {_PROCESSING} AND d.lease_node = $2) AS mine,
     (SELECT count(*) FROM (
@@ -119,6 +126,7 @@ async def quotas(
     now: float,
     node_id: str,
     limits: ClaimLimits,
+    hold_s: float = HOLD_S,
 ) -> dict[int, Quota]:
     """Lock these webhooks' limits (held to the commit) and say what each one allows now.
 
@@ -131,9 +139,12 @@ async def quotas(
     )
     out: dict[int, Quota] = {}
     limit = limits.per_webhook
-    for webhook_id, rate, tokens, at, inflight, mine, sharing in await conn.fetch(
-        _STATE, hooks, node_id, now - DEMAND_S
-    ):
+    # a node that stalls (SIGSTOP, a long pause) while holding these locks would stall
+    # every claim of these webhooks in the cluster: the server ends its transaction
+    # once it has sent nothing for `hold_s` (set for this transaction only)
+    idle = f"{max(1, int(hold_s * 1000))}ms"
+    rows = await conn.fetch(_STATE, hooks, node_id, now - DEMAND_S, idle)
+    for webhook_id, rate, tokens, at, _, inflight, mine, sharing in rows:
         # the slots left, and no more than this node's fair share of them
         share = -(-limit // max(1, int(sharing)))
         quota = out[webhook_id] = Quota(max(0, min(limit - int(inflight), share - int(mine))))
