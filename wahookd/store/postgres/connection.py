@@ -43,11 +43,11 @@ def is_storage_fault(exc: BaseException) -> bool:
     return isinstance(exc, _FAULTS)
 
 
-def _settings(synchronous: Literal["full", "normal"]) -> dict[str, str]:
+def _settings(synchronous: Literal["full", "normal"], name: str = "wahookd") -> dict[str, str]:
     return {
         "statement_timeout": str(STATEMENT_TIMEOUT_MS),
         "synchronous_commit": "on" if synchronous == "full" else "off",
-        "application_name": "wahookd",
+        "application_name": name,
     }
 
 
@@ -57,7 +57,8 @@ async def connect(dsn: str, synchronous: Literal["full", "normal"]) -> Any:
         dsn,
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=STATEMENT_TIMEOUT_MS / 1000 + 5,
-        server_settings=_settings(synchronous),
+        # its own name: pg_stat_activity tells it from the pool's connections
+        server_settings=_settings(synchronous, "wahookd-listen"),
     )
 
 
