@@ -306,7 +306,9 @@ class PgStore:
     async def heartbeat(self, now: float) -> list[DueItem]:
         """Beat: renew this node's leases, reclaim expired ones; the deliveries now due."""
         return await self._write_waking(
-            lambda c: nodes.heartbeat(c, self.node_id, self.host, self.pid, now, self.lease_s),
+            lambda c: nodes.heartbeat(
+                c, self.node_id, self.host, self.pid, now, self.lease_s, list(self._leases.values())
+            ),
             bool,
         )
 
