@@ -38,9 +38,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 KILLS = 10
 SESSIONS = ("s0", "s1", "s2")
 DELAY_S = 0.15  # each attempt stays in flight this long at the receiver
-# an attempt in flight when its node is killed arrived at the receiver at most this long
-# before the kill: its answer's delay, then the outcome's batch commit (a loaded machine)
-IN_FLIGHT_S = DELAY_S + 2.0
+# the receiver runs on the test's own event loop: a request a node sent just before it
+# was killed may be handled (and timed) a little after the kill
+LOOP_LAG_S = 0.5
 
 
 @pytest.fixture
@@ -163,9 +163,13 @@ async def test_kill_9_of_random_nodes_under_load_loses_nothing_acknowledged(
     for uid, reqs in repeated.items():
         # the same attempt made again (the receiver always answered 200)
         assert {r.headers["X-Webhook-Attempt"] for r in reqs} == {"1"}, (seed, uid)
-        # ... because the first one was in flight on a node when it was killed
-        first = reqs[0].at
-        assert any(0 <= kill - first <= IN_FLIGHT_S for kill in kills), (seed, uid, first, kills)
+        # ... because the earlier ones were in flight on nodes that were killed: a live
+        # node records every attempt it makes (a fenced late one too), a killed one
+        # none, so the log holds one attempt for all the requests the receiver saw
+        assert reqs[0].at <= kills[-1] + LOOP_LAG_S, (seed, uid, reqs[0].at, kills)
+        session = json.loads(reqs[0].body)["sessionId"]
+        row = await api(cluster[0], "GET", f"/api/webhook/deliveries/{session}/{uid}")
+        assert len(row["delivery"]["attempts"]) == 1, (seed, uid, row)
     # stats are exact: every delivery counted once, whichever node finished it
     assert await delivered_count(cluster[0]) == len(by_uid), seed
     print(
