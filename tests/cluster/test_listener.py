@@ -1,8 +1,9 @@
 """A node's LISTEN connection (store/postgres/listener.py) against a real PostgreSQL.
 
-Two stores on one database stand for two nodes: what one commits, the other's listener
-hears at once (no poll in these tests runs but the listener's own); a listener whose
-connection the server drops comes back by itself and reads every webhook again.
+Two stores on one database, each with its listener, stand for two nodes: what one
+commits, the other's listener hears at once (no poll in these tests runs but the
+listeners' own); a listener whose connection the server drops comes back by itself and
+reads every webhook again.
 """
 
 from __future__ import annotations
@@ -52,23 +53,30 @@ async def eventually(check: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 async def two_nodes(pg_dsn: str) -> AsyncIterator[tuple[PgStore, PgStore, Listener, Heard]]:
-    """Nodes a and b; b listens."""
-    a = await PgStore.open(pg_dsn, node_id="a")
-    b = await PgStore.open(pg_dsn, node_id="b")
-    heard = Heard()
-    beat = Heartbeat(b, SystemClock(), heard.on_due)
-    listener = Listener(b, on_webhook=heard.webhook, on_resync=heard.resync, poll=beat.poll)
-    task = asyncio.create_task(listener.run())
+    """Nodes a and b, each listening; what b's listener hands on."""
+    stores, tasks, heards, listeners = [], [], [], []
     try:
-        await asyncio.wait_for(listener.connected.wait(), WAIT_S)
-        await eventually(lambda: len(heard.resyncs) == 1, "the first resync")
-        yield a, b, listener, heard
+        for name in ("a", "b"):
+            store = await PgStore.open(pg_dsn, node_id=name)
+            stores.append(store)
+            heard = Heard()
+            beat = Heartbeat(store, SystemClock(), heard.on_due)
+            listener = Listener(
+                store, on_webhook=heard.webhook, on_resync=heard.resync, poll=beat.poll
+            )
+            tasks.append(asyncio.create_task(listener.run()))
+            await asyncio.wait_for(listener.connected.wait(), WAIT_S)
+            await eventually(lambda h=heard: len(h.resyncs) == 1, "the first resync")
+            heards.append(heard)
+            listeners.append(listener)
+        yield stores[0], stores[1], listeners[1], heards[1]
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await a.close()
-        await b.close()
+        for task in tasks:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        for store in stores:
+            await store.close()
 
 
 FIELDS = WebhookFields(url="https://a.example/", events=("*",), secret=None, is_active=True)
@@ -109,10 +117,11 @@ async def test_deliveries_another_node_makes_due_are_polled_at_once(
     await eventually(lambda: item.id in {d.id for d in heard.due}, "the wake-up poll")
     assert listener.polls > polls
     # a node ignores its own signal: it holds what it committed in memory already
-    polls = listener.polls
+    polls, signals = listener.polls, listener.signals
     await b.ingest(
         [IngestItem(validate_event(body | {"reason": "s"}, now=int(now)), (hook.id,))], now
     )
+    await eventually(lambda: listener.signals > signals, "b's own signal sent")
     await asyncio.sleep(0.5)
     assert listener.polls == polls
 
@@ -125,7 +134,7 @@ async def test_a_dropped_listen_connection_comes_back_and_reads_every_webhook_ag
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE application_name = 'wahookd-listen' AND datname = current_database()"
     )
-    assert killed == [(True,)]
+    assert killed == [(True,), (True,)]  # both nodes' listeners
     # a change made while it is down is not heard, but read by the resync
     hook = await a.create_webhook("s1", FIELDS, time.time())
     await eventually(lambda: listener.connections == 2, "the reconnection")

@@ -51,14 +51,18 @@ def _settings(synchronous: Literal["full", "normal"], name: str = "wahookd") -> 
     }
 
 
-async def connect(dsn: str, synchronous: Literal["full", "normal"]) -> Any:
-    """One connection outside the pool, set up as the pool's are (the LISTEN connection)."""
+async def connect(dsn: str) -> Any:
+    """One connection outside the pool (the LISTEN connection).
+
+    It commits only its wake-up signals: with `synchronous_commit = off`, so a signal
+    never waits for a WAL flush (a signal lost in a server crash costs a poll's delay).
+    """
     return await asyncpg.connect(
         dsn,
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=STATEMENT_TIMEOUT_MS / 1000 + 5,
         # its own name: pg_stat_activity tells it from the pool's connections
-        server_settings=_settings(synchronous, "wahookd-listen"),
+        server_settings=_settings("normal", "wahookd-listen"),
     )
 
 

@@ -38,7 +38,7 @@ from ..types import (
     WebhookHealth,
 )
 from . import activity as activity_sql
-from . import claims, history, ingest, nodes, notify, outcomes, queue, schema, stats, webhooks
+from . import claims, history, ingest, nodes, outcomes, queue, schema, stats, webhooks
 from .connection import connect, create_pool, is_storage_fault, redact_dsn
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,9 @@ class PgStore:
         node_id: str,
         lease_s: float,
         dsn: str | None = None,
-        synchronous: Literal["full", "normal"] = "full",
     ) -> None:
         self._pool = pool
         self._dsn = dsn  # for the node's LISTEN connection (listener.py); never logged
-        self._synchronous: Literal["full", "normal"] = synchronous
         self.node_id = node_id
         self.lease_s = lease_s
         self.host = socket.gethostname()
@@ -85,6 +83,9 @@ class PgStore:
         self.read_fault: Callable[[], BaseException] | None = None
         # told, after their commit, of deliveries an ordering key's turn made due
         self.on_due: Callable[[Sequence[DueItem]], None] | None = None
+        # called after each commit that made deliveries due now (ingest, retry, a key's
+        # turn, reclaim): the listener tells the other nodes (listener.py)
+        self.after_due: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -115,7 +116,7 @@ class PgStore:
         except Exception as exc:
             await pool.close()
             raise StorageError(f"{redact_dsn(dsn)}: {_safe(exc, dsn)}") from None
-        return cls(pool, node_id or new_node_id(), lease_s, dsn, synchronous)
+        return cls(pool, node_id or new_node_id(), lease_s, dsn)
 
     async def close(self) -> None:
         """Let the calls under way finish, then close the pool."""
@@ -133,7 +134,7 @@ class PgStore:
         if self._dsn is None or self._closing:
             raise StorageUnavailable("the store is closing")
         try:
-            return await connect(self._dsn, self._synchronous)
+            return await connect(self._dsn)
         except Exception as exc:
             if is_storage_fault(exc):
                 raise StorageUnavailable(_safe(exc, self._dsn)) from None
@@ -159,19 +160,20 @@ class PgStore:
         self.commits += 1
         return result
 
-    def _write_waking(
+    async def _write_waking(
         self, fn: Callable[[Conn], Awaitable[T]], woke: Callable[[T], bool]
-    ) -> Awaitable[T]:
-        """`_write(fn)`; when `woke(result)`, the commit tells the other nodes (notify.DUE)
-        that deliveries became due, so they share them without waiting for a poll."""
+    ) -> T:
+        """`_write(fn)`; when `woke(result)`, `after_due` hears of it once committed.
 
-        async def run(c: Conn) -> T:
-            result = await fn(c)
-            if woke(result):
-                await notify.due(c, self.node_id)
-            return result
-
-        return self._write(run)
+        Not a NOTIFY in the transaction itself: PostgreSQL serializes the commits of
+        notifying transactions (one global lock held through the WAL flush), which would
+        undo the group commit of concurrent ingests; the listener sends one coalesced
+        signal after the commits instead.
+        """
+        result = await self._write(fn)
+        if self.after_due is not None and woke(result):
+            self.after_due()
+        return result
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         try:

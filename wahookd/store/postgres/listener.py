@@ -14,6 +14,10 @@ notify.py. What it hears is handled by one worker task, in order:
   (`poll`, the heartbeat's backstop poll), at most one per MIN_POLL_S however many
   signals arrive; the 2 s backstop stays the safety net.
 
+It also sends this node's own `wahookd_due` signal: the store calls `signal_due()` after
+each commit that made deliveries due (`PgStore.after_due`), and the connection sends one
+NOTIFY for all the commits since its last one, at most one per MIN_SIGNAL_S.
+
 A dropped connection (the server restarting, a network cut; a ping every PING_S finds a
 half-open one) is reconnected with a growing delay, up to MAX_BACKOFF_S.
 """
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 PING_S = 5.0  # how often an idle LISTEN connection is checked
 PING_TIMEOUT_S = 5.0
 MIN_POLL_S = 0.05  # wake-up polls, at most one per this
+MIN_SIGNAL_S = 0.01  # this node's own wake-up signals, at most one per this
 RETRY_READ_S = 1.0  # a failed re-read is tried again after this
 MIN_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
@@ -60,10 +65,19 @@ class Listener:
         self.connected = asyncio.Event()
         self.mirrored = 0  # webhooks read again after a notification
         self.polls = 0  # wake-up polls run
+        self.signals = 0  # wake-up signals sent
         self._changed: set[int] = set()
         self._resync = False
         self._wake = False
         self._work = asyncio.Event()
+        self._to_signal = False
+        self._poke = asyncio.Event()  # a signal to send, or the connection lost
+        store.after_due = self.signal_due
+
+    def signal_due(self) -> None:
+        """This node committed deliveries due now: tell the others (coalesced)."""
+        self._to_signal = True
+        self._poke.set()
 
     # --------------------------------------------------- notification callbacks
 
@@ -108,8 +122,13 @@ class Listener:
         """One connection's life: listen, resync, ping until it is lost."""
         conn = await self.store.connect()
         lost = asyncio.Event()
+
+        def on_lost(_conn: Any) -> None:
+            lost.set()
+            self._poke.set()
+
         try:
-            conn.add_termination_listener(lambda _conn: lost.set())
+            conn.add_termination_listener(on_lost)
             await conn.add_listener(notify.WEBHOOKS, self._heard_webhook)
             await conn.add_listener(notify.DUE, self._heard_due)
             self.connections += 1
@@ -119,11 +138,21 @@ class Listener:
             self._resync = self._wake = True
             self._work.set()
             self.connected.set()
-            while not lost.is_set():
+            while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), PING_S)
-                if not lost.is_set():
-                    await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT_S)
+                    await asyncio.wait_for(self._poke.wait(), PING_S)
+                self._poke.clear()
+                if lost.is_set():
+                    break
+                if self._to_signal:
+                    # one statement of its own for every commit since the last one
+                    self._to_signal = False
+                    async with asyncio.timeout(PING_TIMEOUT_S):
+                        await notify.due(conn, self.store.node_id)
+                    self.signals += 1
+                    await asyncio.sleep(MIN_SIGNAL_S)
+                else:
+                    await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT_S)  # still there?
             log.warning("LISTEN connection closed by the server")
         finally:
             conn.terminate()

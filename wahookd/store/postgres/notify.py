@@ -12,7 +12,11 @@ one. Two channels, each with a compact payload (far under the 8000-byte limit):
 - `wahookd_due`: deliveries became due now (ingest, manual retry, an ordering key's
   turn, a reclaim or a hand-back of leases). Payload: the id of the node that committed
   them (it holds them in memory already and ignores its own signal); the others run one
-  bounded poll of the due index at once instead of waiting for the backstop.
+  bounded poll of the due index at once instead of waiting for the backstop. Sent by
+  the node's listener on its own connection just after those commits, coalesced, never
+  inside them: PostgreSQL serializes the commits of notifying transactions (a global
+  lock held through the WAL flush), which would undo the group commit of concurrent
+  ingests (measured: 16 committers, ~6000 tx/s plain, ~3200 tx/s with a NOTIFY each).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ async def webhook_changed(conn: Conn, webhook_id: int | None) -> None:
 
 
 async def due(conn: Conn, node_id: str) -> None:
-    """Tell the other nodes, at commit, that deliveries became due now."""
+    """Tell the other nodes that deliveries became due now (a statement of its own)."""
     await conn.execute("SELECT pg_notify($1, $2)", DUE, node_id)
 
 
