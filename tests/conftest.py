@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import support
 import trustme
 import uvloop
 from support import Receiver
@@ -29,6 +30,22 @@ TESTS_DIR = Path(__file__).parent
 # every other async test: the loop pytest-asyncio makes without the hook; a single factory
 # leaves the test id as it was
 DEFAULT_LOOP: Mapping[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def daemon_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a module's in-process daemons on SQLite, then on a fresh PostgreSQL database.
+
+    For modules with `pytestmark = pytest.mark.usefixtures("daemon_backend")`: their
+    `make_config` names the backend (support.BACKEND_DSN). Without a PostgreSQL server
+    the postgres run skips with the reason (tests/pg.py).
+    """
+    if request.param == "postgres":
+        support.BACKEND_DSN = request.getfixturevalue("pg_dsn")
+    try:
+        yield str(request.param)
+    finally:
+        support.BACKEND_DSN = None
 
 
 def pytest_asyncio_loop_factories(

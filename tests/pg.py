@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -154,35 +154,9 @@ def start_server() -> PgServer:
         pwfile.unlink()
         for attempt in range(3):  # another process may take the free port meanwhile
             port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
-                " -c fsync=on -c synchronous_commit=on -c max_connections=200"
-                " -c shared_buffers=32MB -c log_min_messages=warning"
-            )
-            started = subprocess.run(
-                _as_owner(
-                    [
-                        str(bindir / "pg_ctl"),
-                        "start",
-                        "-w",
-                        "-t",
-                        str(int(START_TIMEOUT_S)),
-                        "-D",
-                        str(datadir),
-                        "-l",
-                        str(root / "server.log"),
-                        "-o",
-                        options,
-                    ]
-                ),
-                capture_output=True,
-                text=True,
-                timeout=START_TIMEOUT_S + 10,
-                check=False,
-            )
+            started = _pg_ctl_start(bindir, datadir, port)
             if started.returncode == 0:
-                pid = int((datadir / "postmaster.pid").read_text().split()[0])
-                return PgServer(bindir, datadir, port, password, pid)
+                return PgServer(bindir, datadir, port, password, _postmaster_pid(datadir))
             if attempt == 2:
                 log = (root / "server.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}\n{log}")
@@ -192,8 +166,41 @@ def start_server() -> PgServer:
     raise AssertionError("unreachable")
 
 
-def stop_server(server: PgServer) -> None:
-    """Stop the server by its PID (SIGINT: PostgreSQL's fast shutdown), then remove it."""
+def _pg_ctl_start(bindir: Path, datadir: Path, port: int) -> subprocess.CompletedProcess[str]:
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
+        " -c fsync=on -c synchronous_commit=on -c max_connections=200"
+        " -c shared_buffers=32MB -c log_min_messages=warning"
+    )
+    return subprocess.run(
+        _as_owner(
+            [
+                str(bindir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT_S)),
+                "-D",
+                str(datadir),
+                "-l",
+                str(datadir.parent / "server.log"),
+                "-o",
+                options,
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S + 10,
+        check=False,
+    )
+
+
+def _postmaster_pid(datadir: Path) -> int:
+    return int((datadir / "postmaster.pid").read_text().split()[0])
+
+
+def halt_server(server: PgServer) -> None:
+    """Stop the server by its PID (SIGINT: PostgreSQL's fast shutdown); its files stay."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(server.pid, signal.SIGINT)
     deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -201,11 +208,27 @@ def stop_server(server: PgServer) -> None:
         try:
             os.kill(server.pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.05)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(server.pid, signal.SIGKILL)  # immediate: it would not stop
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(server.pid, signal.SIGKILL)  # immediate: it would not stop
+
+
+def start_again(server: PgServer) -> PgServer:
+    """Start a halted server again on its data and port; the server with its new PID.
+
+    Only for a server of the test's own (`start_server`), never the session's.
+    """
+    started = _pg_ctl_start(server.bindir, server.datadir, server.port)
+    if started.returncode != 0:
+        log = (server.datadir.parent / "server.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}\n{log}")
+    return replace(server, pid=_postmaster_pid(server.datadir))
+
+
+def stop_server(server: PgServer) -> None:
+    """Stop the server by its PID, then remove it."""
+    halt_server(server)
     shutil.rmtree(server.datadir.parent, ignore_errors=True)
 
 

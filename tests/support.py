@@ -121,8 +121,13 @@ def ca_file(ca: trustme.CA, directory: Path) -> Path:
     return path
 
 
+# The PostgreSQL database the in-process daemons of a test use, None for SQLite: set by
+# the `daemon_backend` fixture (tests/conftest.py) for modules that run on both backends
+BACKEND_DSN: str | None = None
+
+
 def make_config(tmp_path: Path, extra: str = "", **delivery: Any) -> Config:
-    """A config for tests: database in tmp_path, test CA trusted, short defaults."""
+    """A config for tests: database in tmp_path (or BACKEND_DSN), test CA, short defaults."""
     settings: dict[str, Any] = {
         "timeout": "2s",
         "retry_schedule": ["1s", "2s"],
@@ -136,6 +141,7 @@ def make_config(tmp_path: Path, extra: str = "", **delivery: Any) -> Config:
 listen = "127.0.0.1:8787"
 [storage]
 path = "{tmp_path / "data" / "wahookd.db"}"
+{f'backend = "postgres"{chr(10)}dsn = "{BACKEND_DSN}"' if BACKEND_DSN else ""}
 [auth]
 jwt_secret = "{"s" * 64}"
 [delivery]

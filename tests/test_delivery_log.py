@@ -11,6 +11,9 @@ import pytest
 import trustme
 from support import Receiver, Reply, ca_file, make_config, running_daemon
 
+# the in-process daemons here run on SQLite and on PostgreSQL (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("daemon_backend")
+
 
 @pytest.mark.slow
 async def test_the_daemon_disables_a_failing_webhook_and_a_put_resumes_it(

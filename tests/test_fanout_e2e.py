@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import trustme
 from delivery.test_signing import verify_webhook_signature
 from support import Receiver, ca_file, eventually, make_config, running_daemon
+
+# the in-process daemons here run on SQLite and on PostgreSQL (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("daemon_backend")
 
 SESSION = "fan"
 SECRETS = {"/default": "default-secret", "/groups": "groups-secret", "/direct": "direct-secret"}

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 from support import (
     Daemon,
@@ -25,6 +26,9 @@ from support import (
     make_config,
     running_daemon,
 )
+
+# the in-process daemons here run on SQLite and on PostgreSQL (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("daemon_backend")
 
 SESSION = "ord"
 

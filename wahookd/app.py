@@ -38,6 +38,7 @@ from .registry import Registry
 from .retention import Pruner
 from .store import PgStore, StaticRow, StorageUnavailable, Store, open_store
 from .store.postgres.heartbeat import Heartbeat
+from .store.postgres.listener import Listener
 from .webhooks import WebhookService
 
 log = logging.getLogger("wahookd")
@@ -171,17 +172,27 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
         pruner = Pruner(store, clock, config.storage.keep_finished_s)
         app[PRUNER] = pruner
         pruning = asyncio.create_task(pruner.run(), name="wahookd-pruner")
-        beating = None
+        beating = listening = None
         if isinstance(store, PgStore):
             # reclaimed leases and deliveries due that no node holds go to this scheduler
             heartbeat = Heartbeat(store, clock, scheduler.push)
             beating = asyncio.create_task(heartbeat.run(), name="wahookd-heartbeat")
+            # the other nodes' webhook changes and due work, as they commit
+            listener = Listener(
+                store,
+                on_webhook=webhooks.mirror,
+                on_resync=webhooks.mirror_all,
+                poll=heartbeat.poll,
+            )
+            listening = asyncio.create_task(listener.run(), name="wahookd-listener")
         try:
             yield
         finally:
-            pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruning
+            for task in (pruning, listening):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             cancelled = await scheduler.drain(config.server.shutdown_grace_s)
             await runner
             if cancelled:

@@ -233,6 +233,33 @@ class WebhookService:
             self.notify(after.get(webhook_id), webhook_id)
         _audit_statics(before, list(after.values()))
 
+    def mirror(self, webhook_id: int, hook: Webhook | None) -> None:
+        """Mirror a change committed elsewhere: `hook` as read back after another node's
+        NOTIFY (store/postgres/listener.py), None when it is gone.
+
+        Only mirrors and notifies the scheduler's lane when what the lane depends on
+        changed; no audit line (the node that made the change wrote it). A change this
+        node made itself comes back too and finds the registry up to date already.
+        """
+        old = self.registry.get(webhook_id)
+        if hook is None:
+            if old is not None:
+                self.registry.remove(webhook_id)
+                self.notify(None, webhook_id)
+            return
+        if old == hook:
+            return
+        self.registry.put(hook)
+        if old is None or _lane_fields(old) != _lane_fields(hook):
+            self.notify(hook, webhook_id)
+
+    def mirror_all(self, hooks: Sequence[Webhook]) -> None:
+        """Mirror every webhook as committed (the listener reconnected: a change may have
+        been missed); those not among `hooks` were deleted meanwhile."""
+        now = {hook.id: hook for hook in hooks}
+        for webhook_id in sorted({hook.id for hook in self.registry.all()} | set(now)):
+            self.mirror(webhook_id, now.get(webhook_id))
+
 
 def _nobody(webhook: Webhook | None, webhook_id: int) -> None:
     """No scheduler subscribed (yet)."""

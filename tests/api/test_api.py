@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 import trustme
 from support import ca_file, make_config, running_daemon
+
+# the in-process daemons here run on SQLite and on PostgreSQL (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("daemon_backend")
 
 SESSION = "5bc99cea8975b95fe7077c64a3312145"
 

@@ -15,6 +15,9 @@ from support import Receiver, Reply, ca_file, eventually, make_config, running_d
 
 from wahookd.events import format_timestamp
 
+# the in-process daemons here run on SQLite and on PostgreSQL (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("daemon_backend")
+
 EVENT = {
     "event": "message.received",
     "sessionId": "s1",

@@ -15,6 +15,7 @@ from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Claimed, DueItem, Webhook
 from wahookd.registry import Registry
 from wahookd.store import IngestItem, SqliteStore, StorageUnavailable, Store
+from wahookd.store.postgres import PgStore
 
 OK = AttemptResult(200, None, 5, "OK", None, "2xx")
 FAIL = AttemptResult(500, "HTTP 500", 5, "", None, "5xx")
@@ -46,9 +47,14 @@ class ScriptedSender:
             self.open_now -= 1
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await SqliteStore.open(tmp_path / "q.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """The scheduler's tests run on both backends (a fresh PostgreSQL database each)."""
+    s: Store
+    if request.param == "postgres":
+        s = await PgStore.open(request.getfixturevalue("pg_dsn"), "normal")
+    else:
+        s = await SqliteStore.open(tmp_path / "q.db")
     yield s
     await s.close()
 
@@ -361,14 +367,18 @@ async def test_processing_never_exceeds_concurrency_while_outcomes_commit(
     await ingest(store, hook, 60, clock.time())
     sched = make_scheduler(tmp_path, store, registry, sender, clock, delivery={"concurrency": 4})
     peaks: list[int] = []
-    original = store.write
 
-    async def write_and_count(fn):  # type: ignore[no-untyped-def]
-        result = await original(fn)
-        peaks.append((await store.queue_counts(None))["processing"])
-        return result
+    def counted(write):  # type: ignore[no-untyped-def]
+        async def write_and_count(*args, **kwargs):  # type: ignore[no-untyped-def]
+            result = await write(*args, **kwargs)
+            peaks.append((await store.queue_counts(None))["processing"])
+            return result
 
-    store.write = write_and_count  # type: ignore[method-assign]
+        return write_and_count
+
+    # every write of the scheduler's, on either backend
+    for name in ("claim", "record", "record_and_claim"):
+        setattr(store, name, counted(getattr(store, name)))
     await sched.run_until_idle()
     assert len(sender.calls) == 60
     assert peaks and max(peaks) <= 4, peaks

@@ -13,7 +13,7 @@ import asyncpg
 
 from ...dsn import redact as redact_dsn
 
-__all__ = ["create_pool", "is_storage_fault", "redact_dsn"]
+__all__ = ["connect", "create_pool", "is_storage_fault", "redact_dsn"]
 
 # connections per node: a few for the API's reads and writes beside the scheduler's
 POOL_MIN = 2
@@ -43,17 +43,36 @@ def is_storage_fault(exc: BaseException) -> bool:
     return isinstance(exc, _FAULTS)
 
 
+def _settings(synchronous: Literal["full", "normal"], name: str = "wahookd") -> dict[str, str]:
+    return {
+        "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+        "synchronous_commit": "on" if synchronous == "full" else "off",
+        "application_name": name,
+    }
+
+
+async def connect(dsn: str) -> Any:
+    """One connection outside the pool (the LISTEN connection).
+
+    It commits only its wake-up signals: with `synchronous_commit = off`, so a signal
+    never waits for a WAL flush (a signal lost in a server crash costs a poll's delay).
+    """
+    return await asyncpg.connect(
+        dsn,
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=STATEMENT_TIMEOUT_MS / 1000 + 5,
+        # its own name: pg_stat_activity tells it from the pool's connections
+        server_settings=_settings("normal", "wahookd-listen"),
+    )
+
+
 async def create_pool(dsn: str, synchronous: Literal["full", "normal"]) -> Any:
     """An asyncpg pool; "normal" commits without waiting for the WAL flush.
 
     With `synchronous_commit = off` a commit survives a crash of wahookd but not of the
     PostgreSQL server (its last few hundred milliseconds), as "normal" does for SQLite.
     """
-    settings = {
-        "statement_timeout": str(STATEMENT_TIMEOUT_MS),
-        "synchronous_commit": "on" if synchronous == "full" else "off",
-        "application_name": "wahookd",
-    }
+    settings = _settings(synchronous)
     return await asyncpg.create_pool(
         dsn,
         min_size=POOL_MIN,

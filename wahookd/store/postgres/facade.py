@@ -40,7 +40,7 @@ from ..types import (
 )
 from . import activity as activity_sql
 from . import claims, history, ingest, nodes, outcomes, queue, schema, stats, webhooks
-from .connection import create_pool, is_storage_fault, redact_dsn
+from .connection import connect, create_pool, is_storage_fault, redact_dsn
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,15 @@ def new_node_id() -> str:
 class PgStore:
     """The delivery log in PostgreSQL. Create with `await PgStore.open(dsn, ...)`."""
 
-    def __init__(self, pool: Any, node_id: str, lease_s: float) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        node_id: str,
+        lease_s: float,
+        dsn: str | None = None,
+    ) -> None:
         self._pool = pool
+        self._dsn = dsn  # for the node's LISTEN connection (listener.py); never logged
         self.node_id = node_id
         self.lease_s = lease_s
         self.host = socket.gethostname()
@@ -77,6 +84,9 @@ class PgStore:
         self.read_fault: Callable[[], BaseException] | None = None
         # told, after their commit, of deliveries an ordering key's turn made due
         self.on_due: Callable[[Sequence[DueItem]], None] | None = None
+        # called after each commit that made deliveries due now (ingest, retry, a key's
+        # turn, reclaim): the listener tells the other nodes (listener.py)
+        self.after_due: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -107,7 +117,7 @@ class PgStore:
         except Exception as exc:
             await pool.close()
             raise StorageError(f"{redact_dsn(dsn)}: {_safe(exc, dsn)}") from None
-        return cls(pool, node_id or new_node_id(), lease_s)
+        return cls(pool, node_id or new_node_id(), lease_s, dsn)
 
     async def close(self) -> None:
         """Let the calls under way finish, then close the pool."""
@@ -116,6 +126,20 @@ class PgStore:
             await _close(self._pool)
         finally:
             self._leases.clear()
+
+    async def connect(self) -> Conn:
+        """A new connection of its own, outside the pool (the node's LISTEN connection).
+
+        Raises StorageUnavailable when the server cannot be reached.
+        """
+        if self._dsn is None or self._closing:
+            raise StorageUnavailable("the store is closing")
+        try:
+            return await connect(self._dsn)
+        except Exception as exc:
+            if is_storage_fault(exc):
+                raise StorageUnavailable(_safe(exc, self._dsn)) from None
+            raise
 
     # ---------------------------------------------- the paths to the database
 
@@ -135,6 +159,21 @@ class PgStore:
                 raise StorageUnavailable(str(exc)) from exc
             raise
         self.commits += 1
+        return result
+
+    async def _write_waking(
+        self, fn: Callable[[Conn], Awaitable[T]], woke: Callable[[T], bool]
+    ) -> T:
+        """`_write(fn)`; when `woke(result)`, `after_due` hears of it once committed.
+
+        Not a NOTIFY in the transaction itself: PostgreSQL serializes the commits of
+        notifying transactions (one global lock held through the WAL flush), which would
+        undo the group commit of concurrent ingests; the listener sends one coalesced
+        signal after the commits instead.
+        """
+        result = await self._write(fn)
+        if self.after_due is not None and woke(result):
+            self.after_due()
         return result
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
@@ -169,7 +208,10 @@ class PgStore:
 
     async def ingest(self, items: Sequence[IngestItem], now: float) -> list[IngestResult]:
         """Commit events and their deliveries, skipping duplicates (same session and id, 24 h)."""
-        return await self._write(lambda c: ingest.ingest(c, items, now))
+        return await self._write_waking(
+            lambda c: ingest.ingest(c, items, now),
+            lambda results: any(r.deliveries for r in results),
+        )
 
     async def load_due(
         self, after: tuple[float, int] | None, limit: int, exclude_webhooks: Collection[int]
@@ -197,8 +239,9 @@ class PgStore:
             return []
         woken: list[DueItem] = []
         lease_until = now + self.lease_s
-        claimed, tokens = await self._write(
-            lambda c: claims.claim(c, ids, now, self.node_id, lease_until, woken, limits)
+        claimed, tokens = await self._write_waking(
+            lambda c: claims.claim(c, ids, now, self.node_id, lease_until, woken, limits),
+            lambda _: bool(woken),
         )
         self._leases.update(tokens)
         self._announce(woken)
@@ -209,8 +252,9 @@ class PgStore:
     ) -> list[int]:
         """Log attempts and move their deliveries on (fenced by lease); webhooks auto-disabled."""
         woken: list[DueItem] = []
-        disabled = await self._write(
-            lambda c: self._record(c, outcomes, now, disable_after_s, woken)
+        disabled = await self._write_waking(
+            lambda c: self._record(c, outcomes, now, disable_after_s, woken),
+            lambda _: bool(woken),
         )
         self._forget(outcomes)
         self._announce(woken)
@@ -238,7 +282,7 @@ class PgStore:
             )
             return disabled, claimed, tokens
 
-        disabled, claimed, tokens = await self._write(both)
+        disabled, claimed, tokens = await self._write_waking(both, lambda _: bool(woken))
         self._forget(outcomes)
         self._leases.update(tokens)
         self._announce(woken)
@@ -263,7 +307,9 @@ class PgStore:
 
         Never a live node's: its leases are its attempts in flight.
         """
-        count, _ = await self._write(lambda c: outcomes.recover(c, now, self.node_id, own=True))
+        count, _ = await self._write_waking(
+            lambda c: outcomes.recover(c, now, self.node_id, own=True), lambda r: bool(r[1])
+        )
         self._leases.clear()
         return count
 
@@ -271,13 +317,16 @@ class PgStore:
 
     async def heartbeat(self, now: float) -> list[DueItem]:
         """Beat: renew this node's leases, reclaim expired ones; the deliveries now due."""
-        return await self._write(
-            lambda c: nodes.heartbeat(c, self.node_id, self.host, self.pid, now, self.lease_s)
+        return await self._write_waking(
+            lambda c: nodes.heartbeat(
+                c, self.node_id, self.host, self.pid, now, self.lease_s, list(self._leases.values())
+            ),
+            bool,
         )
 
     async def leave(self, now: float) -> list[DueItem]:
         """Hand this node's leases back at once and leave the node list (graceful stop)."""
-        due = await self._write(lambda c: nodes.leave(c, self.node_id, now))
+        due = await self._write_waking(lambda c: nodes.leave(c, self.node_id, now), bool)
         self._leases.clear()
         return due
 
@@ -290,6 +339,10 @@ class PgStore:
     async def webhooks(self) -> list[Webhook]:
         """Every webhook, session and static."""
         return await self._read(webhooks.webhooks)
+
+    async def webhook(self, webhook_id: int) -> Webhook | None:
+        """One webhook as committed, None when gone (a change another node told of)."""
+        return await self._read(lambda c: webhooks.webhook(c, webhook_id))
 
     async def put_session_webhook(
         self,
@@ -377,10 +430,11 @@ class PgStore:
         webhook_id: int | None = None,
     ) -> RetryResult:
         """Failed deliveries back to pending for a new ladder run; how many, which are due."""
-        return await self._write(
+        return await self._write_waking(
             lambda c: history.retry_failed(
                 c, session_id, now, self.node_id, uid, finished_since, webhook_id
-            )
+            ),
+            lambda result: bool(result.due),
         )
 
     async def prune_finished(self, before: float, limit: int) -> tuple[int, list[int]]:
@@ -414,7 +468,9 @@ class PgStore:
     ) -> dict[str, int]:
         """Delete a session's queued deliveries in the given states (never those in flight)."""
         woken: list[DueItem] = []
-        removed = await self._write(lambda c: queue.clear_queue(c, session_id, states, now, woken))
+        removed = await self._write_waking(
+            lambda c: queue.clear_queue(c, session_id, states, now, woken), lambda _: bool(woken)
+        )
         self._announce(woken)
         return removed
 

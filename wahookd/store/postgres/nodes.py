@@ -10,6 +10,7 @@ at once (`recover(own=True)`) and leaves the list.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import asyncpg
@@ -53,18 +54,30 @@ async def register(
 
 
 async def heartbeat(
-    conn: asyncpg.Connection, node_id: str, host: str, pid: int, now: float, lease_s: float
+    conn: asyncpg.Connection,
+    node_id: str,
+    host: str,
+    pid: int,
+    now: float,
+    lease_s: float,
+    tokens: Collection[int],
 ) -> list[DueItem]:
     """Beat: renew this node's leases, reclaim the expired ones; the deliveries now due.
 
-    The node's row comes back if it was forgotten meanwhile (a node frozen for a day).
+    Only the leases of `tokens` (the attempts this node has in flight) are renewed, not
+    every row naming this node: a claim whose commit reached the server but whose answer
+    was lost (the connection cut at that instant) names this node while its scheduler
+    never started the attempt; that lease runs out and the delivery is reclaimed, instead
+    of being renewed forever. The node's row comes back if it was forgotten meanwhile.
     """
     await register(conn, node_id, host, pid, now, lease_s)
     await conn.execute(
         "UPDATE deliveries SET lease_until = $1"
-        f" WHERE lease_node = $2 AND state = '{State.PROCESSING}'",
+        f" WHERE lease_node = $2 AND state = '{State.PROCESSING}'"
+        " AND lease_token = ANY($3::bigint[])",
         now + lease_s,
         node_id,
+        list(tokens),
     )
     await conn.execute(
         "DELETE FROM nodes WHERE heartbeat_at < $1 AND id <> $2", now - FORGET_AFTER_S, node_id

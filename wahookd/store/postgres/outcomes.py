@@ -33,7 +33,7 @@ from ...delivery.transition import (
     transition,
 )
 from ...models import DueItem, Outcome, State
-from . import ordering
+from . import notify, ordering
 from .stats import StatsDelta
 from .webhooks import set_parked, set_webhook_active
 
@@ -125,6 +125,7 @@ async def record(
             "UPDATE webhooks SET is_active = FALSE, updated_at = $1 WHERE id = $2", now, webhook_id
         )
         await set_parked(conn, webhook_id, parked=True, now=now)
+        await notify.webhook_changed(conn, webhook_id)  # the other nodes stop it too
     if finished_keys:  # after a 410's parking: a head behind an inactive webhook stays parked
         await ordering.lock_keys(conn, finished_keys)
         woken += await ordering.wake_heads(conn, finished_keys, now)

@@ -16,7 +16,7 @@ import asyncpg
 from ...models import CLEARABLE_STATES, State, Webhook
 from ..sqlite.webhooks import SECRET_OVERLAP_S, new_public_id
 from ..types import StaticRow, WebhookFields, WebhookHealth, WebhookLimitReached
-from . import ordering
+from . import notify, ordering
 
 _QUEUED = f"('{State.PENDING}', '{State.RETRYING}')"
 _CLEARABLE = "(" + ", ".join(f"'{s}'" for s in CLEARABLE_STATES) + ")"
@@ -32,6 +32,12 @@ __all__ = ["SECRET_OVERLAP_S", "new_public_id"]
 async def webhooks(conn: asyncpg.Connection) -> list[Webhook]:
     """Every webhook, session and static."""
     return [_webhook(r) for r in await conn.fetch(_WEBHOOK_SELECT + " ORDER BY id")]
+
+
+async def webhook(conn: asyncpg.Connection, webhook_id: int) -> Webhook | None:
+    """One webhook as committed; None when there is none with this id."""
+    row = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", webhook_id)
+    return None if row is None else _webhook(row)
 
 
 async def put_session_webhook(
@@ -72,6 +78,7 @@ async def put_session_webhook(
         webhook_id, was_active = old.id, old.is_active
         await _update(conn, old, enc, now)
     await set_parked(conn, webhook_id, parked=not is_active, now=now)
+    await notify.webhook_changed(conn, webhook_id)
     new = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", webhook_id)
     return _webhook(new), is_active and not was_active
 
@@ -144,6 +151,7 @@ async def create_webhook(
         *_enc_extras(fields),
         now,
     )
+    await notify.webhook_changed(conn, row[0])
     hook = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", row[0])
     return _webhook(hook)
 
@@ -166,6 +174,7 @@ async def update_webhook(
         webhook_id,
     )
     await set_parked(conn, webhook_id, parked=not fields.is_active, now=now)
+    await notify.webhook_changed(conn, webhook_id)
     new = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", webhook_id)
     return _webhook(new), fields.is_active and not old.is_active
 
@@ -212,6 +221,7 @@ async def webhook_health(
 async def _delete(conn: asyncpg.Connection, webhook_id: int) -> None:
     """Delete a webhook and its queued deliveries (those in flight fail when recorded)."""
     await conn.execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
+    await notify.webhook_changed(conn, webhook_id)
     await conn.execute(
         "WITH gone AS (DELETE FROM deliveries WHERE webhook_id = $1"
         f" AND state IN {_CLEARABLE} RETURNING id)"
@@ -232,6 +242,7 @@ async def set_webhook_active(
         webhook_id,
     )
     await set_parked(conn, webhook_id, parked=not active, now=now)
+    await notify.webhook_changed(conn, webhook_id)
 
 
 async def sync_static_webhooks(
@@ -294,6 +305,8 @@ async def sync_static_webhooks(
             webhook_id,
         )
         await conn.execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
+    # every node reads them all again (a node starting, or a reload on one node)
+    await notify.webhook_changed(conn, None)
     return await webhooks(conn)
 
 
