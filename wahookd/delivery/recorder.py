@@ -78,6 +78,11 @@ class Recorder:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.auto_disabled = 0  # webhooks turned off for failing too long (metrics)
+        # outcome commits so far, and each webhook's latest: a claim that ran beside one
+        # may have counted its rows as still in flight (PostgreSQL), so the scheduler
+        # does not back off on that
+        self.commits = 0
+        self.committed: dict[int, int] = {}
         self.task: asyncio.Task[None] | None = None  # commits `_outcomes` while any wait
         self._outcomes: list[Outcome] = []  # finished attempts waiting for the task
         self._unrecorded: list[Outcome] = []  # refused by storage: the loop retries them
@@ -116,6 +121,7 @@ class Recorder:
         now = self.host.clock.time()
         # still unwritten while this runs: they keep their slots (ahead of any refused since)
         disabled, _ = await self._commit(outcomes, [], now)
+        self._committed(outcomes)
         # their rows are no longer `processing`: the slots they held are free
         del self._unrecorded[: len(outcomes)]
         self._after_commit(outcomes, disabled, now)
@@ -170,6 +176,7 @@ class Recorder:
         finally:
             self._handover -= handover
             host.wake()
+        self._committed(batch)
         self._after_commit(batch, disabled, now)
         for outcome in batch:
             self._requeue(outcome, now)
@@ -180,6 +187,14 @@ class Recorder:
             # `processing` and Store.recover() queues them again, attempt number unchanged
             for item in picked:
                 host.release(item.id, item.webhook_id)
+
+    def _committed(self, outcomes: list[Outcome]) -> None:
+        """Outcomes are in: their webhooks' slots are free in the database too."""
+        self.commits += 1
+        hooks = {o.claimed.webhook_id for o in outcomes}
+        for webhook_id in hooks:
+            self.committed[webhook_id] = self.commits
+        self.host.window.lift(hooks)
 
     def _hold_unrecorded(self, outcomes: list[Outcome]) -> None:
         """Outcomes storage refused, their slots released: the loop records them later.

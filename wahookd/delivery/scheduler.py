@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from typing import Any
 
 from ..clock import Clock
@@ -289,13 +289,17 @@ class Scheduler:
         if not picked:
             return False
         limits = self.claim_limits()
+        commits = self.recorder.commits
         try:
             claimed = await self.store.claim([item.id for item in picked], now, limits=limits)
         except BaseException:
             self.window.unpick(picked)
             self._wake.set()
             raise
-        self.start(picked, claimed, now, limits.refused)
+        # outcomes committed meanwhile: the claim may have counted their rows in flight
+        done = self.recorder.committed
+        stale = {w for w in limits.refused if done.get(w, 0) > commits}
+        self.start(picked, claimed, now, limits.refused, stale=stale)
         return True
 
     def claim_limits(self) -> ClaimLimits:
@@ -308,11 +312,15 @@ class Scheduler:
         claimed: list[Claimed],
         now: float,
         refused: Mapping[int, float | None] | None = None,
+        *,
+        stale: Collection[int] = (),
     ) -> None:
         """Start the attempts of the claimed deliveries; free the slots of the others.
 
         Those a cluster-wide limit held back (`refused`: their webhooks) go back to the
-        window, and their lanes wait (Window.defer).
+        window, and their lanes wait (Window.defer); not at the concurrency limit for
+        webhooks in `stale` (outcomes of theirs committed while the claim ran: it may
+        have counted them in flight). A commit still under way lifts the wait when in.
         """
         got = {c.id for c in claimed}
         held_back: list[DueItem] = []
@@ -331,7 +339,8 @@ class Scheduler:
             assert refused is not None
             self.window.unpick(held_back)
             for webhook_id in {item.webhook_id for item in held_back}:
-                self.window.defer(webhook_id, refused[webhook_id], now)
+                if refused[webhook_id] is not None or webhook_id not in stale:
+                    self.window.defer(webhook_id, refused[webhook_id], now)
             self._wake.set()
         for c in claimed:
             # on an idle pooled connection the attempt runs on callbacks: no task

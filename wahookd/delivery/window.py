@@ -406,6 +406,12 @@ class Window:
             self.waiting_since.setdefault(webhook_id, now)
         self.token_at[webhook_id] = max(until, self.token_at.get(webhook_id, until))
 
+    def lift(self, webhook_ids: Iterable[int]) -> None:
+        """Slots of these webhooks freed here: their lanes need not wait out a backoff."""
+        for webhook_id in webhook_ids:
+            if webhook_id in self.busy_s:
+                self.token_at.pop(webhook_id, None)
+
     def claimed(self, webhook_id: int) -> None:
         """A claim got every delivery of the webhook it asked for: no more backoff."""
         if self.busy_s:
@@ -420,9 +426,8 @@ class Window:
     def release(self, item_id: int, webhook_id: int) -> None:
         """An attempt is over (or never started): its delivery is no longer in flight."""
         self.inflight_ids.discard(item_id)
-        if self.busy_s and webhook_id in self.busy_s and webhook_id in self.token_at:
-            # a slot of the webhook freed here: no need to wait for the backoff
-            del self.token_at[webhook_id]
+        if self.busy_s:
+            self.lift((webhook_id,))  # a slot of the webhook freed here
         lane = self.lanes.get(webhook_id)
         if lane is not None:
             lane.inflight -= 1
