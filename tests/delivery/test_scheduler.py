@@ -588,3 +588,29 @@ async def test_a_bug_after_the_commit_strands_no_claimed_delivery(
     await sched.run_until_idle()
     assert len(sender.calls) == 6
     await assert_nothing_queued(store)
+
+
+async def test_a_bug_in_a_round_is_logged_and_the_loop_goes_on(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a non-storage error in a claim once ended the loop's task with nothing logged:
+    # the daemon stayed up and delivered nothing
+    clock, registry, sender = FakeClock(), Registry(), ScriptedSender()
+    hook = await add_webhook(store, registry, "a")
+    await ingest(store, hook, 3, clock.time())
+    sched = make_scheduler(tmp_path, store, registry, sender, clock)
+    real = store.claim
+    bugs = [RuntimeError("a bug in the claim")]
+
+    async def buggy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if bugs:
+            raise bugs.pop()
+        return await real(*args, **kwargs)
+
+    store.claim = buggy  # type: ignore[method-assign]
+    assert await sched.step() is False
+    assert "scheduler round failed" in caplog.text and "a bug in the claim" in caplog.text
+    assert sched.backoffs == 1 and sched.inflight == 0  # what it picked went back
+    await sched.run_until_idle()
+    assert len(sender.calls) == 3
+    await assert_nothing_queued(store)

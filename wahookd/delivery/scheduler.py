@@ -220,6 +220,14 @@ class Scheduler:
             log.warning("storage unavailable, scheduler backs off %.1fs: %s", self._backoff_s, exc)
             await self._sleep(self._backoff_s)
             return False
+        except Exception:
+            # a bug in a round must not end delivery silently: say it, back off, go on
+            # (what was picked went back to the window; outcomes wait in the recorder)
+            self._backoff_s = min(max(self._backoff_s * 2, 0.5), 30.0)
+            self.backoffs += 1
+            log.exception("scheduler round failed, it backs off %.1fs", self._backoff_s)
+            await self._sleep(self._backoff_s)
+            return False
         self._backoff_s = 0.0
         return loaded or started
 
