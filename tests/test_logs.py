@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wahookd.delivery.recorder import log_attempt as _log_attempt
-from wahookd.logs import JsonFormatter, TextFormatter
+from wahookd.logs import JsonFormatter, TextFormatter, setup_logging
 from wahookd.models import AttemptResult, Claimed, Outcome, OutcomeKind
 
 DEFAULT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,3 +93,23 @@ def test_an_answered_attempt_shows_its_status(caplog: pytest.LogCaptureFixture) 
     assert (
         record.getMessage() == "attempt dlv_1 #2 s1 message.received: HTTP 200 in 84ms, delivered"
     )
+
+
+def test_asyncpg_pool_reconnect_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # while PostgreSQL is down, asyncpg's pool logs each failed reconnect with a traceback
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    setup_logging("info", "text")
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+        except ConnectionRefusedError:
+            logging.getLogger("asyncpg.pool").exception(
+                "Failed to restore the pool connection floor"
+            )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "Failed to restore the pool connection floor: ConnectionRefusedError:" in err

@@ -84,6 +84,27 @@ class RateLimitedLog:
         self.logger.warning(msg, *args, extra={**extra, "suppressed": held})
 
 
+class OneLine(logging.Filter):
+    """A record's traceback folded into its message: one line with the error's text.
+
+    For asyncpg's pool, which logs a traceback for each failed attempt to reconnect
+    while PostgreSQL is down: an outage is not a bug, and its error says enough.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, without its traceback."""
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+ONE_LINE_LOGGERS = ("asyncpg.pool",)
+
+
 def setup_logging(level: str, fmt: str) -> None:
     """Configure the root logger once, to stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -102,6 +123,10 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would print every request; our own lines say what matters
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in ONE_LINE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLine) for f in logger.filters):
+            logger.addFilter(OneLine())
 
 
 def set_level(level: str) -> None:
