@@ -17,7 +17,7 @@ from wahookd.store import (
     WebhookFields,
     WebhookLimitReached,
 )
-from wahookd.store.sqlite.webhooks import SECRET_OVERLAP_S
+from wahookd.store.columns import SECRET_OVERLAP_S
 
 from .backends import AnyStore, rows
 from .conftest import OpenStore

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from ...models import CLEARABLE_STATES, State, Webhook
-from ..sqlite.webhooks import SECRET_OVERLAP_S, new_public_id
+from ..columns import SECRET_OVERLAP_S, encode_headers, new_public_id, webhook_of
 from ..types import StaticRow, WebhookFields, WebhookHealth, WebhookLimitReached
 from . import notify, ordering
 
@@ -26,18 +26,16 @@ _WEBHOOK_SELECT = (
     " description, filter_chats, ordering, rate_limit FROM webhooks"
 )
 
-__all__ = ["SECRET_OVERLAP_S", "new_public_id"]
-
 
 async def webhooks(conn: asyncpg.Connection) -> list[Webhook]:
     """Every webhook, session and static."""
-    return [_webhook(r) for r in await conn.fetch(_WEBHOOK_SELECT + " ORDER BY id")]
+    return [webhook_of(r) for r in await conn.fetch(_WEBHOOK_SELECT + " ORDER BY id")]
 
 
 async def webhook(conn: asyncpg.Connection, webhook_id: int) -> Webhook | None:
     """One webhook as committed; None when there is none with this id."""
     row = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", webhook_id)
-    return None if row is None else _webhook(row)
+    return None if row is None else webhook_of(row)
 
 
 async def put_session_webhook(
@@ -55,7 +53,7 @@ async def put_session_webhook(
     row = await conn.fetchrow(
         _WEBHOOK_SELECT + " WHERE kind = 'session' AND session_id = $1 FOR UPDATE", session_id
     )
-    enc = (url, json.dumps(list(events)), secret, _enc_headers(headers), is_active)
+    enc = (url, json.dumps(list(events)), secret, encode_headers(headers), is_active)
     if row is None:
         webhook_id = await conn.fetchval(
             "INSERT INTO webhooks (public_id, kind, session_id, url, events, secret, headers,"
@@ -74,13 +72,13 @@ async def put_session_webhook(
             )
         was_active = True
     else:
-        old = _webhook(row)
+        old = webhook_of(row)
         webhook_id, was_active = old.id, old.is_active
         await _update(conn, old, enc, now)
     await set_parked(conn, webhook_id, parked=not is_active, now=now)
     await notify.webhook_changed(conn, webhook_id)
     new = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", webhook_id)
-    return _webhook(new), is_active and not was_active
+    return webhook_of(new), is_active and not was_active
 
 
 async def _update(conn: asyncpg.Connection, old: Webhook, enc: tuple[Any, ...], now: float) -> None:
@@ -112,7 +110,7 @@ def _enc_fields(fields: WebhookFields) -> tuple[Any, ...]:
         fields.url,
         json.dumps(list(fields.events)),
         fields.secret,
-        _enc_headers(fields.headers),
+        encode_headers(fields.headers),
         fields.is_active,
     )
 
@@ -153,7 +151,7 @@ async def create_webhook(
     )
     await notify.webhook_changed(conn, row[0])
     hook = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", row[0])
-    return _webhook(hook)
+    return webhook_of(hook)
 
 
 async def update_webhook(
@@ -165,7 +163,7 @@ async def update_webhook(
     )
     if row is None:
         return None
-    old = _webhook(row)
+    old = webhook_of(row)
     await _update(conn, old, _enc_fields(fields), now)
     await conn.execute(
         "UPDATE webhooks SET description = $1, filter_chats = $2, ordering = $3,"
@@ -176,7 +174,7 @@ async def update_webhook(
     await set_parked(conn, webhook_id, parked=not fields.is_active, now=now)
     await notify.webhook_changed(conn, webhook_id)
     new = await conn.fetchrow(_WEBHOOK_SELECT + " WHERE id = $1", webhook_id)
-    return _webhook(new), fields.is_active and not old.is_active
+    return webhook_of(new), fields.is_active and not old.is_active
 
 
 async def delete_webhook(conn: asyncpg.Connection, webhook_id: int) -> Webhook | None:
@@ -186,7 +184,7 @@ async def delete_webhook(conn: asyncpg.Connection, webhook_id: int) -> Webhook |
     )
     if row is None:
         return None
-    hook = _webhook(row)
+    hook = webhook_of(row)
     await _delete(conn, hook.id)
     return hook
 
@@ -198,7 +196,7 @@ async def delete_session_webhook(conn: asyncpg.Connection, session_id: str) -> W
     )
     if row is None:
         return None
-    hook = _webhook(row)
+    hook = webhook_of(row)
     await _delete(conn, hook.id)
     return hook
 
@@ -281,7 +279,7 @@ async def sync_static_webhooks(
             s.url,
             json.dumps(list(s.events)),
             s.secret,
-            _enc_headers(s.headers),
+            encode_headers(s.headers),
             now,
             now + SECRET_OVERLAP_S,
             s.description,
@@ -329,33 +327,3 @@ async def set_parked(
             now,
             webhook_id,
         )
-
-
-def _enc_headers(headers: Sequence[tuple[str, str]] | None) -> str | None:
-    return json.dumps(dict(headers)) if headers else None
-
-
-def _webhook(row: Any) -> Webhook:
-    """A webhook from a row of `_WEBHOOK_SELECT`, by column name."""
-    headers = tuple(json.loads(row["headers"]).items()) if row["headers"] else ()
-    chats = row["filter_chats"]
-    return Webhook(
-        id=row["id"],
-        kind=row["kind"],
-        session=row["session_id"],
-        url=row["url"],
-        events=tuple(json.loads(row["events"])),
-        secret=row["secret"],
-        headers=headers,
-        is_active=bool(row["is_active"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        static_key=row["static_key"],
-        previous_secret=row["previous_secret"],
-        previous_secret_until=row["previous_secret_until"],
-        public_id=row["public_id"],
-        description=row["description"],
-        filter_chats=None if chats is None else tuple(json.loads(chats)),
-        ordering=row["ordering"],
-        rate_limit=row["rate_limit"],
-    )

@@ -13,7 +13,8 @@ from typing import Any
 
 from ...delivery.transition import Delivery, ManualRetry, NotAllowed, transition
 from ...models import DueItem, State
-from ..types import AttemptRow, DeliveryRow, RetryResult
+from ..columns import deliveries_of
+from ..types import DeliveryRow, RetryResult
 from . import ordering
 from .batching import update_rows
 from .rows import named, webhook_state
@@ -81,47 +82,17 @@ def get_delivery(
 
 def _with_attempts(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[DeliveryRow]:
     """DeliveryRows from rows of `_DELIVERY_SELECT`, each with its attempts, by column name."""
-    by_id: dict[int, list[AttemptRow]] = {row["id"]: [] for row in rows}
-    if by_id:
-        marks = ",".join("?" * len(by_id))
-        for a in named(
+    attempts: list[sqlite3.Row] = []
+    if rows:
+        marks = ",".join("?" * len(rows))
+        attempts = named(
             conn,
             "SELECT delivery_id, attempt, started_at, duration_ms, status_code, outcome,"
             f" error, response_body FROM attempts WHERE delivery_id IN ({marks})"
             " ORDER BY delivery_id, id",
-            list(by_id),
-        ):
-            by_id[a["delivery_id"]].append(
-                AttemptRow(
-                    attempt=a["attempt"],
-                    started_at=a["started_at"],
-                    duration_ms=a["duration_ms"],
-                    status_code=a["status_code"],
-                    outcome=a["outcome"],
-                    error=a["error"],
-                    response_body=a["response_body"],
-                )
-            )
-    return [
-        DeliveryRow(
-            row_id=row["id"],
-            uid=row["uid"],
-            event_uid=row["event_uid"],
-            session_id=row["session_id"],
-            event_type=row["event_type"],
-            state=row["state"],
-            attempts=row["attempts"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            next_attempt_at=row["next_attempt_at"],
-            finished_at=row["finished_at"],
-            last_status=row["last_status"],
-            last_error=row["last_error"],
-            webhook_id=row["webhook_id"],
-            attempt_log=tuple(by_id[row["id"]]),
-        )
-        for row in rows
-    ]
+            [row["id"] for row in rows],
+        ).fetchall()
+    return deliveries_of(rows, attempts)
 
 
 _RETRY_SQL = (

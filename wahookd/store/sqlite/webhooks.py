@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from ...models import CLEARABLE_STATES, State, Webhook
+from ..columns import SECRET_OVERLAP_S, encode_headers, new_public_id, webhook_of
 from ..types import StaticRow, WebhookFields, WebhookHealth, WebhookLimitReached
 from . import ordering
 from .rows import named
-
-# after a secret changes, deliveries are signed with the previous one too for this long
-SECRET_OVERLAP_S = 24 * 3600.0
 
 _QUEUED = f"('{State.PENDING}', '{State.RETRYING}')"
 _CLEARABLE = "(" + ", ".join(f"'{s}'" for s in CLEARABLE_STATES) + ")"
@@ -25,14 +22,9 @@ _WEBHOOK_SELECT = (
 )
 
 
-def new_public_id() -> str:
-    """A webhook's public id: `wh_` and 16 random hex digits."""
-    return "wh_" + secrets.token_hex(8)
-
-
 def webhooks(conn: sqlite3.Connection) -> list[Webhook]:
     """Every webhook, session and static."""
-    return [_webhook(r) for r in named(conn, _WEBHOOK_SELECT)]
+    return [webhook_of(r) for r in named(conn, _WEBHOOK_SELECT)]
 
 
 def put_session_webhook(
@@ -49,7 +41,7 @@ def put_session_webhook(
     row = named(
         conn, _WEBHOOK_SELECT + " WHERE kind = 'session' AND session_id = ?", (session_id,)
     ).fetchone()
-    enc = (url, json.dumps(list(events)), secret, _enc_headers(headers), is_active)
+    enc = (url, json.dumps(list(events)), secret, encode_headers(headers), is_active)
     if row is None:
         conn.execute(
             "INSERT INTO webhooks (public_id, kind, session_id, url, events, secret, headers,"
@@ -59,12 +51,12 @@ def put_session_webhook(
         (webhook_id,) = conn.execute("SELECT last_insert_rowid()").fetchone()
         was_active = True
     else:
-        old = _webhook(row)
+        old = webhook_of(row)
         webhook_id, was_active = old.id, old.is_active
         _update(conn, old, enc, now)
     set_parked(conn, webhook_id, parked=not is_active, now=now)
     new = named(conn, _WEBHOOK_SELECT + " WHERE id = ?", (webhook_id,)).fetchone()
-    return _webhook(new), is_active and not was_active
+    return webhook_of(new), is_active and not was_active
 
 
 def _update(conn: sqlite3.Connection, old: Webhook, enc: tuple[Any, ...], now: float) -> None:
@@ -93,7 +85,7 @@ def _enc_fields(fields: WebhookFields) -> tuple[Any, ...]:
         fields.url,
         json.dumps(list(fields.events)),
         fields.secret,
-        _enc_headers(fields.headers),
+        encode_headers(fields.headers),
         fields.is_active,
     )
 
@@ -107,7 +99,7 @@ def _enc_extras(fields: WebhookFields) -> tuple[Any, ...]:
 def webhook_by_public_id(conn: sqlite3.Connection, public_id: str) -> Webhook | None:
     """The webhook with this `wh_...` id, if any."""
     row = named(conn, _WEBHOOK_SELECT + " WHERE public_id = ?", (public_id,)).fetchone()
-    return None if row is None else _webhook(row)
+    return None if row is None else webhook_of(row)
 
 
 def create_webhook(
@@ -147,7 +139,7 @@ def update_webhook(
     ).fetchone()
     if row is None:
         return None
-    old = _webhook(row)
+    old = webhook_of(row)
     _update(conn, old, _enc_fields(fields), now)
     conn.execute(
         "UPDATE webhooks SET description = ?, filter_chats = ?, ordering = ?, rate_limit = ?"
@@ -156,7 +148,7 @@ def update_webhook(
     )
     set_parked(conn, webhook_id, parked=not fields.is_active, now=now)
     new = named(conn, _WEBHOOK_SELECT + " WHERE id = ?", (webhook_id,)).fetchone()
-    return _webhook(new), fields.is_active and not old.is_active
+    return webhook_of(new), fields.is_active and not old.is_active
 
 
 def delete_webhook(conn: sqlite3.Connection, webhook_id: int) -> Webhook | None:
@@ -166,7 +158,7 @@ def delete_webhook(conn: sqlite3.Connection, webhook_id: int) -> Webhook | None:
     ).fetchone()
     if row is None:
         return None
-    hook = _webhook(row)
+    hook = webhook_of(row)
     _delete(conn, hook.id)
     return hook
 
@@ -208,7 +200,7 @@ def delete_session_webhook(conn: sqlite3.Connection, session_id: str) -> Webhook
     ).fetchone()
     if row is None:
         return None
-    hook = _webhook(row)
+    hook = webhook_of(row)
     _delete(conn, hook.id)
     return hook
 
@@ -268,7 +260,7 @@ def sync_static_webhooks(
                 s.url,
                 json.dumps(list(s.events)),
                 s.secret,
-                _enc_headers(s.headers),
+                encode_headers(s.headers),
                 now,
                 now,
                 s.description,
@@ -318,33 +310,3 @@ def set_parked(conn: sqlite3.Connection, webhook_id: int, *, parked: bool, now: 
             f" AND (order_key IS NULL OR {ordering.IS_LOWEST})",
             (now, webhook_id),
         )
-
-
-def _enc_headers(headers: Sequence[tuple[str, str]] | None) -> str | None:
-    return json.dumps(dict(headers)) if headers else None
-
-
-def _webhook(row: sqlite3.Row) -> Webhook:
-    """A webhook from a row of `_WEBHOOK_SELECT`, by column name."""
-    headers = tuple(json.loads(row["headers"]).items()) if row["headers"] else ()
-    chats = row["filter_chats"]
-    return Webhook(
-        id=row["id"],
-        kind=row["kind"],
-        session=row["session_id"],
-        url=row["url"],
-        events=tuple(json.loads(row["events"])),
-        secret=row["secret"],
-        headers=headers,
-        is_active=bool(row["is_active"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        static_key=row["static_key"],
-        previous_secret=row["previous_secret"],
-        previous_secret_until=row["previous_secret_until"],
-        public_id=row["public_id"],
-        description=row["description"],
-        filter_chats=None if chats is None else tuple(json.loads(chats)),
-        ordering=row["ordering"],
-        rate_limit=row["rate_limit"],
-    )
