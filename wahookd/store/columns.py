@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..models import Webhook
-from .types import AttemptRow, DeliveryRow
+from .types import AttemptRow, DeliveryRow, WebhookFields
 
 # after a secret changes, deliveries are signed with the previous one too for this long
 SECRET_OVERLAP_S = 24 * 3600.0
@@ -33,6 +33,23 @@ def new_public_id() -> str:
 def encode_headers(headers: Sequence[tuple[str, str]] | None) -> str | None:
     """A webhook's extra headers as stored: a JSON object, or NULL for none."""
     return json.dumps(dict(headers)) if headers else None
+
+
+def encode_fields(fields: WebhookFields) -> tuple[Any, ...]:
+    """(url, events, secret, headers, is_active) as stored."""
+    return (
+        fields.url,
+        json.dumps(list(fields.events)),
+        fields.secret,
+        encode_headers(fields.headers),
+        fields.is_active,
+    )
+
+
+def encode_extras(fields: WebhookFields) -> tuple[Any, ...]:
+    """(description, filter_chats, ordering, rate_limit) as stored."""
+    chats = None if fields.filter_chats is None else json.dumps(list(fields.filter_chats))
+    return (fields.description, chats, fields.ordering, fields.rate_limit)
 
 
 def webhook_of(row: Row) -> Webhook:

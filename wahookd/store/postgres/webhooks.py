@@ -14,7 +14,14 @@ from typing import Any
 import asyncpg
 
 from ...models import CLEARABLE_STATES, State, Webhook
-from ..columns import SECRET_OVERLAP_S, encode_headers, new_public_id, webhook_of
+from ..columns import (
+    SECRET_OVERLAP_S,
+    encode_extras,
+    encode_fields,
+    encode_headers,
+    new_public_id,
+    webhook_of,
+)
 from ..types import StaticRow, WebhookFields, WebhookHealth, WebhookLimitReached
 from . import notify, ordering
 
@@ -104,23 +111,6 @@ async def _update(conn: asyncpg.Connection, old: Webhook, enc: tuple[Any, ...], 
     )
 
 
-def _enc_fields(fields: WebhookFields) -> tuple[Any, ...]:
-    """(url, events, secret, headers, is_active) as stored."""
-    return (
-        fields.url,
-        json.dumps(list(fields.events)),
-        fields.secret,
-        encode_headers(fields.headers),
-        fields.is_active,
-    )
-
-
-def _enc_extras(fields: WebhookFields) -> tuple[Any, ...]:
-    """(description, filter_chats, ordering, rate_limit) as stored."""
-    chats = None if fields.filter_chats is None else json.dumps(list(fields.filter_chats))
-    return (fields.description, chats, fields.ordering, fields.rate_limit)
-
-
 async def create_webhook(
     conn: asyncpg.Connection,
     session_id: str,
@@ -145,8 +135,8 @@ async def create_webhook(
         " RETURNING id",
         new_public_id(),
         session_id,
-        *_enc_fields(fields),
-        *_enc_extras(fields),
+        *encode_fields(fields),
+        *encode_extras(fields),
         now,
     )
     await notify.webhook_changed(conn, row[0])
@@ -164,11 +154,11 @@ async def update_webhook(
     if row is None:
         return None
     old = webhook_of(row)
-    await _update(conn, old, _enc_fields(fields), now)
+    await _update(conn, old, encode_fields(fields), now)
     await conn.execute(
         "UPDATE webhooks SET description = $1, filter_chats = $2, ordering = $3,"
         " rate_limit = $4 WHERE id = $5",
-        *_enc_extras(fields),
+        *encode_extras(fields),
         webhook_id,
     )
     await set_parked(conn, webhook_id, parked=not fields.is_active, now=now)

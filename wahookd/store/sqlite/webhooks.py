@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...models import CLEARABLE_STATES, State, Webhook
-from ..columns import SECRET_OVERLAP_S, encode_headers, new_public_id, webhook_of
+from ..columns import (
+    SECRET_OVERLAP_S,
+    encode_extras,
+    encode_fields,
+    encode_headers,
+    new_public_id,
+    webhook_of,
+)
 from ..types import StaticRow, WebhookFields, WebhookHealth, WebhookLimitReached
 from . import ordering
 from .rows import named
@@ -79,23 +86,6 @@ def _update(conn: sqlite3.Connection, old: Webhook, enc: tuple[Any, ...], now: f
 
 
 # ------------------------------------------------------------ the collection
-def _enc_fields(fields: WebhookFields) -> tuple[Any, ...]:
-    """(url, events, secret, headers, is_active) as stored."""
-    return (
-        fields.url,
-        json.dumps(list(fields.events)),
-        fields.secret,
-        encode_headers(fields.headers),
-        fields.is_active,
-    )
-
-
-def _enc_extras(fields: WebhookFields) -> tuple[Any, ...]:
-    """(description, filter_chats, ordering, rate_limit) as stored."""
-    chats = None if fields.filter_chats is None else json.dumps(list(fields.filter_chats))
-    return (fields.description, chats, fields.ordering, fields.rate_limit)
-
-
 def webhook_by_public_id(conn: sqlite3.Connection, public_id: str) -> Webhook | None:
     """The webhook with this `wh_...` id, if any."""
     row = named(conn, _WEBHOOK_SELECT + " WHERE public_id = ?", (public_id,)).fetchone()
@@ -120,7 +110,7 @@ def create_webhook(
         "INSERT INTO webhooks (public_id, kind, session_id, url, events, secret, headers,"
         " is_active, description, filter_chats, ordering, rate_limit, created_at, updated_at)"
         " VALUES (?, 'extra', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (public_id, session_id, *_enc_fields(fields), *_enc_extras(fields), now, now),
+        (public_id, session_id, *encode_fields(fields), *encode_extras(fields), now, now),
     )
     hook = webhook_by_public_id(conn, public_id)
     assert hook is not None
@@ -140,11 +130,11 @@ def update_webhook(
     if row is None:
         return None
     old = webhook_of(row)
-    _update(conn, old, _enc_fields(fields), now)
+    _update(conn, old, encode_fields(fields), now)
     conn.execute(
         "UPDATE webhooks SET description = ?, filter_chats = ?, ordering = ?, rate_limit = ?"
         " WHERE id = ?",
-        (*_enc_extras(fields), webhook_id),
+        (*encode_extras(fields), webhook_id),
     )
     set_parked(conn, webhook_id, parked=not fields.is_active, now=now)
     new = named(conn, _WEBHOOK_SELECT + " WHERE id = ?", (webhook_id,)).fetchone()
