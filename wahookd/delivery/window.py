@@ -20,8 +20,9 @@ due delivery; each lane is limited to `per_lane` attempts in flight.
 
 A webhook with a `rateLimit` (SPEC §8 "Throttling") takes a token from its bucket
 (throttle.py) for each pick; without one its lane sits out until the token is due
-(`token_at`, which `next_due_at` includes). The wait is no attempt: the delivery stays where it was, and the
-seconds a lane waited are summed per webhook for /metrics (`throttled_s`).
+(`token_at`, which `next_due_at` includes). The wait is no attempt: the delivery
+stays where it was, and the seconds a lane waited are summed per webhook for /metrics
+(`throttled_s`).
 
 With several nodes (PostgreSQL) both limits are also the cluster's, kept by the
 claims (store/postgres/limits.py): ids a claim held back at a limit come back here
