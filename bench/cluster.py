@@ -37,13 +37,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -435,35 +432,7 @@ def notes(res: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the rows, print the table, write the JSON; 1 when a run failed."""
     args = parse_args(argv)
-    load_before = os.getloadavg()
-    started = time.monotonic()
-    runner: Callable[[Any], Any]
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    res = runner(run_all(args))
-    res["runtime_s"] = time.monotonic() - started
-    res["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
-    }
-    res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    table = rows(res)
-    print()
-    report.print_table(table)
-    print()
-    for line in notes(res):
-        print(f"- {line}")
-    print(f"- runtime {res['runtime_s']:.0f} s{' (--quick)' if args.quick else ''}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    res = report.run_and_report(lambda: run_all(args), rows, notes, args.output, quick=args.quick)
     # without PostgreSQL its rows are skipped (the reason shows), not failed
     ran = [k for k, *_ in RUNS if k in args.only and "skipped" not in res.get(k, {})]
     failed = any(not _ok(res.get(k)) or not res[k]["verified"] for k in ran)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 # issue 12, item 4 (met on the 2-core reference machine in one `make bench` run;
@@ -247,3 +254,44 @@ def print_table(table: list[Row]) -> None:
     widths = [max(len(r[i]) for r in [head, *table]) for i in range(4)]
     for r in [head, tuple("-" * w for w in widths), *table]:
         print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+
+
+def run_and_report(
+    run_all: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    rows_of: Callable[[dict[str, Any]], list[Row]],
+    notes_of: Callable[[dict[str, Any]], list[str]],
+    output: Path,
+    *,
+    quick: bool,
+) -> dict[str, Any]:
+    """Run a bench script's rows (on uvloop when present), print its table and notes, and
+    write its JSON with the machine and the load around the run; the results."""
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    runner: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]]
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    res = runner(run_all())
+    res["runtime_s"] = time.monotonic() - started
+    res["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+    }
+    res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print()
+    print_table(rows_of(res))
+    print()
+    for line in notes_of(res):
+        print(f"- {line}")
+    print(f"- runtime {res['runtime_s']:.0f} s{' (--quick)' if quick else ''}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {output}")
+    return res
