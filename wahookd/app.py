@@ -183,6 +183,7 @@ async def _daemon(app: web.Application) -> AsyncIterator[None]:
                 on_webhook=webhooks.mirror,
                 on_resync=webhooks.mirror_all,
                 poll=heartbeat.poll,
+                local_version=lambda: registry.version,
             )
             listening = asyncio.create_task(listener.run(), name="wahookd-listener")
         try:

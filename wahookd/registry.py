@@ -22,6 +22,9 @@ class Registry:
         # static webhooks apart, so matching an event costs its session's own webhooks
         # and the statics, not every webhook of every session
         self._statics: dict[int, None] = {}
+        # counts every put and remove: a reader of the store that saw it move while its
+        # read ran knows the read may predate a change this node made (listener.py)
+        self.version = 0
         self.replace_all(hooks)
 
     def replace_all(self, hooks: Iterable[Webhook]) -> None:
@@ -37,6 +40,7 @@ class Registry:
     def put(self, hook: Webhook) -> None:
         """Add or replace one webhook."""
         self.remove(hook.id)
+        self.version += 1
         self._by_id[hook.id] = hook
         if hook.public_id:
             self._by_public[hook.public_id] = hook.id
@@ -49,6 +53,7 @@ class Registry:
 
     def remove(self, webhook_id: int) -> None:
         """Forget one webhook."""
+        self.version += 1
         hook = self._by_id.pop(webhook_id, None)
         if hook is None:
             return

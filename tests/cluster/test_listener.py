@@ -17,9 +17,11 @@ import pytest
 from wahookd.clock import SystemClock
 from wahookd.events import validate_event
 from wahookd.models import DueItem, Webhook
+from wahookd.registry import Registry
 from wahookd.store import IngestItem, PgStore, WebhookFields
 from wahookd.store.postgres.heartbeat import Heartbeat
 from wahookd.store.postgres.listener import Listener
+from wahookd.webhooks import SessionWebhookFields, WebhookService
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,3 +146,53 @@ async def test_a_dropped_listen_connection_comes_back_and_reads_every_webhook_ag
     )
     await a.delete_webhook(hook.id)  # and it listens again
     await eventually(lambda: (hook.id, None) in heard.webhooks, "a change after reconnecting")
+
+
+async def test_a_read_that_overlaps_a_change_of_this_node_is_made_again(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the daemon starts listening while the operator already creates a webhook: the
+    # resync's read predates the commit, and mirroring it would drop the new webhook
+    # from the registry for a moment (an event posted then fans out to nothing)
+    store = await PgStore.open(pg_dsn, node_id="a")
+    registry = Registry()
+    told: list[tuple[int, bool]] = []  # (webhook id, still there) the scheduler heard
+    service = WebhookService(store, registry, lambda hook, i: told.append((i, hook is not None)))
+    resyncs: list[int] = []
+
+    def resync(hooks: Sequence[Webhook]) -> None:
+        resyncs.append(len(hooks))
+        service.mirror_all(hooks)
+
+    snapshot_taken, go_on = asyncio.Event(), asyncio.Event()
+    read_all = store.webhooks
+
+    async def slow_read_all() -> list[Webhook]:
+        hooks = await read_all()
+        snapshot_taken.set()
+        await go_on.wait()
+        return hooks
+
+    monkeypatch.setattr(store, "webhooks", slow_read_all)
+    beat = Heartbeat(store, SystemClock(), lambda items: None)
+    listener = Listener(
+        store,
+        on_webhook=service.mirror,
+        on_resync=resync,
+        poll=beat.poll,
+        local_version=lambda: registry.version,
+    )
+    task = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(snapshot_taken.wait(), WAIT_S)
+        fields = SessionWebhookFields("https://a.example/", ("*",), None, True, ())
+        hook = await service.put_session("s1", fields, now=time.time(), by="test")
+        go_on.set()
+        await eventually(lambda: resyncs == [1], "the resync read again, with the webhook")
+        assert registry.get(hook.id) == hook
+        assert (hook.id, False) not in told  # never mirrored as gone
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.close()

@@ -10,6 +10,10 @@ notify.py. What it hears is handled by one worker task, in order:
 - `*` (static webhooks synced), and every (re)connection: every webhook is read again
   and handed to `on_resync` (WebhookService.mirror_all): while the connection was down a
   change may have been missed.
+- A read during which this node changed a webhook itself (`local_version`, the
+  registry's count of changes, moved) is thrown away and made again: it may predate
+  that change, and mirroring it would undo it for a moment (a webhook just created
+  gone from the registry, and the events posted meanwhile fanned out to nothing).
 - deliveries due (`wahookd_due`, from another node): one bounded poll of the due index
   (`poll`, the heartbeat's backstop poll), at most one per MIN_POLL_S however many
   signals arrive; the 2 s backstop stays the safety net.
@@ -56,8 +60,10 @@ class Listener:
         on_webhook: Callable[[int, Webhook | None], None],
         on_resync: Callable[[Sequence[Webhook]], None],
         poll: Callable[[], Awaitable[int]],
+        local_version: Callable[[], int] = lambda: 0,
     ) -> None:
         self.store = store
+        self.local_version = local_version
         self.on_webhook = on_webhook
         self.on_resync = on_resync
         self.poll = poll
@@ -178,20 +184,29 @@ class Listener:
         if self._resync:
             self._resync = False
             self._changed.clear()  # all of them are read again
+            before = self.local_version()
             try:
                 hooks = await self.store.webhooks()
             except BaseException:
                 self._resync = True
                 raise
+            if self.local_version() != before:
+                self._resync = True  # may predate a change of this node's: read again
+                self._work.set()
+                return
             self.on_resync(hooks)
         while self._changed:
             webhook_id = min(self._changed)
             self._changed.discard(webhook_id)
+            before = self.local_version()
             try:
                 hook = await self.store.webhook(webhook_id)
             except BaseException:
                 self._changed.add(webhook_id)
                 raise
+            if self.local_version() != before:
+                self._changed.add(webhook_id)  # may predate a change of this node's
+                continue
             self.mirrored += 1
             self.on_webhook(webhook_id, hook)
         if self._wake:
