@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--huey-workers", type=int, default=4)
     p.add_argument("--huey-worker-type", choices=("thread", "process"), default="process")
     p.add_argument("--only", default=",".join(PHASES), help="phases to run, e.g. a,b or b,g")
-    p.add_argument("--profile", type=Path, help="record (b), (g) with py-spy into this directory")
+    p.add_argument("--profile", type=Path, help="py-spy (b), (g), (c) into this directory")
     p.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = p.parse_args(argv)
     args.events = args.events or (5_000 if args.quick else 50_000)
@@ -171,6 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         batch_parallel=8,
                         concurrency=args.concurrency,
                         log_level=args.log_level,
+                        profile_dir=args.profile,
                     ),
                 ),
             ),
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.notes(res):
         print(f"- {line}")
     print(f"- runtime {res['runtime_s']:.0f} s{' (--quick)' if args.quick else ''}")
-    for key in ("b", "g"):
+    for key in ("b", "g", "c-single", "c-batched"):
         if args.profile is not None and (args.profile / f"wahookd-{key}.txt").exists():
             print(f"\npy-spy during ({key}), {args.profile}/wahookd-{key}.svg:\n")
             print(summarize(args.profile / f"wahookd-{key}.txt", 20))

@@ -36,8 +36,10 @@ from .common import (
     put_webhook,
     queue_counts,
     running_daemon,
+    say,
     self_cpu_s,
 )
+from .profile import Profiler
 from .receiver import Blackhole
 
 JSON = {"Content-Type": "application/json"}
@@ -54,6 +56,7 @@ class Options:
     batch_parallel: int  # batched requests in flight
     concurrency: int
     log_level: str
+    profile_dir: Path | None = None  # py-spy each half into wahookd-c-{single,batched}.*
 
 
 async def hammer(
@@ -64,6 +67,7 @@ async def hammer(
     clients: int,
     seconds: float,
     pid: int,
+    profile: tuple[Path, str] | None = None,
 ) -> dict[str, Any]:
     """`clients` workers POST make_body(n) back to back until `seconds` pass."""
     numbers = itertools.count()
@@ -84,9 +88,15 @@ async def hammer(
                 else:
                     errors += 1
 
-    cpu0, self0, start = cpu_s(pid), self_cpu_s(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    elapsed = time.perf_counter() - start
+    profiler = None if profile is None else await Profiler.attach(pid, *profile)
+    try:
+        cpu0, self0, start = cpu_s(pid), self_cpu_s(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    finally:
+        if profiler is not None:
+            outputs = await profiler.stop()
+            say("profile: " + ", ".join(str(p) for p in outputs))
     return {
         "requests": ok,
         "errors": errors,
@@ -123,8 +133,18 @@ async def measure(tmp: Path, opts: Options) -> dict[str, Any]:
             for n in range(WARMUP_REQUESTS):
                 async with http.post(url, data=event_body(3 * base + n), headers=JSON) as resp:
                     await resp.read()
+            profile = opts.profile_dir
+            if profile is not None:
+                profile.mkdir(parents=True, exist_ok=True)
             single = await hammer(
-                http, url, lambda n: event_body(base + n), 1, opts.clients, opts.seconds, pid
+                http,
+                url,
+                lambda n: event_body(base + n),
+                1,
+                opts.clients,
+                opts.seconds,
+                pid,
+                None if profile is None else (profile, "wahookd-c-single"),
             )
             size = opts.batch
             batched = await hammer(
@@ -135,6 +155,7 @@ async def measure(tmp: Path, opts: Options) -> dict[str, Any]:
                 opts.batch_parallel,
                 opts.seconds,
                 pid,
+                None if profile is None else (profile, "wahookd-c-batched"),
             )
             queue = await queue_counts(http, daemon.base)
             _, hwm_kb = mem_kb(pid)

@@ -1,9 +1,10 @@
 """py-spy on the daemon during a measurement, and a text summary of what it saw.
 
 `--profile DIR` makes the suite record (b) with two py-spy processes attached to the
-daemon's PID (non-blocking sampling, 100 Hz): DIR/wahookd-b.svg, a flame graph of every
-busy thread, and DIR/wahookd-b.txt, collapsed stacks of the thread holding the GIL
-only: the Python work that bounds the daemon, since its threads share one GIL.
+daemon's PID (non-blocking sampling, 100 Hz or $BENCH_PROFILE_RATE): DIR/wahookd-b.svg,
+a flame graph of every busy thread, and DIR/wahookd-b.txt, collapsed stacks of the
+thread holding the GIL only: the Python work that bounds the daemon (its threads share
+one GIL).
 `python -m suite.profile DIR/wahookd-b.txt` prints where those samples went: by area
 (ingest, send, SQLite thread, ...), then by function on its own (self) and with what
 it calls (inclusive). Sampling costs the daemon a little: a profiled run's figures are
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
 import shutil
 import signal
@@ -83,7 +85,7 @@ class Profiler:
                     "--pid",
                     str(pid),
                     "--rate",
-                    "100",
+                    os.environ.get("BENCH_PROFILE_RATE", "100"),
                     "--nonblocking",
                     "--format",
                     fmt,
