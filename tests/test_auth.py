@@ -9,7 +9,15 @@ from pathlib import Path
 import jwt
 import pytest
 
-from wahookd.auth import AuthError, Keys, Verifier, load_keys, mint_token, principal_from_claims
+from wahookd.auth import (
+    VERIFIED_CACHE,
+    AuthError,
+    Keys,
+    Verifier,
+    load_keys,
+    mint_token,
+    principal_from_claims,
+)
 from wahookd.config import AuthConfig
 
 SECRET = "x" * 64
@@ -150,3 +158,30 @@ def test_minted_tokens_verify(tmp_path: Path) -> None:
     )
     who = Verifier(auth, keys).verify(f"Bearer {token}")
     assert (who.subject, who.role, who.sessions) == ("s", "ingest", frozenset({"x"}))
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    now = [time.time()]
+    check = Verifier(replace(AuthConfig(), leeway_s=5), Keys(SECRET, None), lambda: now[0])
+    header = bearer({"exp": int(now[0]) + 60, "role": "ingest", "sessions": ["s1"]})
+    first = check.verify(header)
+    assert first.role == "ingest" and first.sessions == frozenset({"s1"})
+    now[0] += 60  # past exp, within the leeway
+    assert check.verify(header) == first
+    now[0] += 5  # past the leeway: remembered, but expired all the same
+    with pytest.raises(AuthError) as raised:
+        check.verify(header)
+    assert (raised.value.status, str(raised.value)) == (401, "token expired")
+
+
+def test_only_tokens_that_passed_are_remembered_and_no_more_than_the_cache_holds() -> None:
+    check = verifier()
+    good = jwt.encode({"exp": exp()}, SECRET, algorithm="HS256")
+    forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    check.verify(f"Bearer {good}")
+    for _ in range(2):  # a refused token stays refused: it was never remembered
+        with pytest.raises(AuthError):
+            check.verify(f"Bearer {forged}")
+    for n in range(VERIFIED_CACHE + 10):
+        check.verify(bearer({"exp": exp(), "sub": f"u{n}"}))
+    assert len(check._verified) <= VERIFIED_CACHE

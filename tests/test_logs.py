@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wahookd.delivery.recorder import log_attempt as _log_attempt
-from wahookd.logs import JsonFormatter, TextFormatter, setup_logging
+from wahookd.logs import JsonFormatter, PassHandler, TextFormatter, setup_logging
 from wahookd.models import AttemptResult, Claimed, Outcome, OutcomeKind
 
 DEFAULT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -113,3 +116,40 @@ def test_asyncpg_pool_reconnect_errors_are_one_line(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "Failed to restore the pool connection floor: ConnectionRefusedError:" in err
+
+
+def handler_on(stream: io.StringIO) -> tuple[logging.Logger, PassHandler]:
+    handler = PassHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("wahookd.test-pass-handler")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+async def test_the_loops_info_lines_are_written_once_its_pass_ends() -> None:
+    stream = io.StringIO()
+    logger, _ = handler_on(stream)
+    logger.info("one")
+    logger.info("two")
+    assert stream.getvalue() == ""  # waiting for the end of this pass of the loop
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "INFO one\nINFO two\n"
+    logger.info("three")
+    logger.warning("four")  # a warning goes out at once, after what waited
+    assert stream.getvalue().endswith("INFO three\nWARNING four\n")
+
+
+def test_lines_of_other_threads_or_without_a_loop_are_written_at_once() -> None:
+    stream = io.StringIO()
+    logger, handler = handler_on(stream)
+    logger.info("no loop")
+    assert stream.getvalue() == "INFO no loop\n"
+    thread = threading.Thread(target=logger.info, args=("a thread",))
+    thread.start()
+    thread.join()
+    assert stream.getvalue().endswith("INFO a thread\n")
+    stream.close()
+    logger.info("stderr is gone")  # nothing raised: there is nobody left to tell
+    handler.flush()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -19,6 +20,7 @@ ROLES: Final[tuple[Role, ...]] = get_args(Role)
 # what each role may do: a route needing rank r admits every role of rank >= r
 ROLE_RANK: Final[dict[str, int]] = {role: rank for rank, role in enumerate(ROLES)}
 MAX_TOKEN_BYTES = 8192
+VERIFIED_CACHE = 256  # tokens remembered after a full check (Verifier)
 SECRET_FILE_NAME = "jwt.secret"
 # the claims RFC 7519 §2 types as NumericDate: a JSON number, never a string or a boolean
 NUMERIC_DATE_CLAIMS: Final[tuple[str, ...]] = ("exp", "nbf", "iat")
@@ -127,11 +129,22 @@ def _ensure_secret_file(path: Path) -> str:
 
 
 class Verifier:
-    """Checks bearer tokens against the configured keys and claims."""
+    """Checks bearer tokens against the configured keys and claims.
 
-    def __init__(self, auth: AuthConfig, keys: Keys) -> None:
+    A token that passed is remembered with its `exp` (at most VERIFIED_CACHE tokens):
+    the gateway sends the same token with every event, and checking its signature and
+    claims again was an eighth of a single-event ingest's CPU. A remembered token is
+    still refused once it expires. A reload builds a new Verifier, so a key change
+    forgets them all.
+    """
+
+    def __init__(
+        self, auth: AuthConfig, keys: Keys, clock: Callable[[], float] = time.time
+    ) -> None:
         self.auth = auth
         self.keys = keys
+        self.clock = clock
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (who, exp)
 
     def verify(self, authorization: str | None) -> Principal:
         """Turn an Authorization header into a Principal, or raise AuthError(401)."""
@@ -143,6 +156,21 @@ class Verifier:
             raise AuthError(401, "Authorization must be 'Bearer <token>'", "not_bearer")
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError(401, f"token longer than {MAX_TOKEN_BYTES} bytes", "too_long")
+        known = self._verified.get(token)
+        if known is not None:
+            # pyjwt's rule: expired when exp <= now - leeway
+            if known[1] > self.clock() - self.auth.leeway_s:
+                return known[0]
+            del self._verified[token]
+            raise AuthError(401, "token expired", "expired")
+        principal, exp = self._check(token)
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()
+        self._verified[token] = (principal, exp)
+        return principal
+
+    def _check(self, token: str) -> tuple[Principal, float]:
+        """Verify the token in full: its principal and `exp`, or AuthError(401)."""
         try:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
@@ -183,7 +211,7 @@ class Verifier:
                 raise AuthError(
                     401, f"the '{name}' claim must be a number (NumericDate)", "numeric_date"
                 )
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"])
 
 
 def is_numeric_date(value: object) -> bool:

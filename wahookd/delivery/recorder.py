@@ -28,6 +28,10 @@ from .window import Window
 log = logging.getLogger("wahookd.scheduler")
 
 
+# the outcomes whose transition may queue the delivery again or turn its webhook off
+_MAY_REQUEUE = frozenset({"retry", "gone"})
+
+
 class Host(Protocol):
     """What the recorder needs of the scheduler that owns it."""
 
@@ -250,6 +254,8 @@ class Recorder:
 
     def _requeue(self, outcome: Outcome, now: float) -> None:
         """Mirror a committed outcome in memory: the same transition the store applied."""
+        if outcome.kind not in _MAY_REQUEUE:
+            return  # delivered or failed: nothing goes back into memory (the callers wake)
         host = self.host
         c = outcome.claimed
         hook = host.registry.get(c.webhook_id)
