@@ -177,3 +177,17 @@ def test_a_changed_rate_limit_is_read_again() -> None:
     w.add(DueItem(0.0, 2, 1), from_refill=True)
     w.promote(now=0.0)
     assert [i.id for i in w.pick(free=5, now=0.0)] == [2]
+
+
+def test_a_pick_visits_only_the_lanes_with_something_due() -> None:
+    w = Window(size=10_000, lane_cap=100, per_lane=4)
+    w.exhausted = True
+    # 1,000 webhooks with a retry due later, one with a delivery due now
+    w.push([DueItem(100.0, i, i) for i in range(1, 1001)] + [DueItem(0.0, 5000, 7)])
+    w.promote(1.0)
+    assert w.ready_lanes == {7}
+    assert [item.id for item in w.pick(10, 1.0)] == [5000]
+    assert w.pick(10, 1.0) == [] and w.ready_lanes == set()  # emptied, then forgotten
+    w.promote(100.0)  # the retries come due: every lane has one
+    assert len(w.ready_lanes) == 1000
+    assert len(w.pick(2000, 100.0)) == 1000

@@ -83,6 +83,9 @@ class Window:
         self.per_lane = per_lane  # per_webhook_concurrency; a reload may change it
         self.items: dict[int, DueItem] = {}  # queued deliveries in memory
         self.ready_ids: set[int] = set()  # of those, the ones already due
+        # webhooks whose lanes got a due delivery (promote) and may still hold one: a
+        # pick visits these, not every lane (200 webhooks cost 200 visits a pick)
+        self.ready_lanes: set[int] = set()
         self.inflight_ids: set[int] = set()
         self.timers: list[Key] = []  # heap of (due_at, id)
         self.lanes: dict[int, Lane] = {}
@@ -320,6 +323,7 @@ class Window:
                 continue
             self.ready_ids.add(item_id)
             heapq.heappush(self.lanes[item.webhook_id].ready, item_id)
+            self.ready_lanes.add(item.webhook_id)
 
     def pick(self, free: int, now: float) -> list[DueItem]:
         """Take up to `free` due deliveries out of memory and count them in flight."""
@@ -331,9 +335,16 @@ class Window:
         # goes to a webhook that has none running before another backlogged one, so
         # many webhooks with due retries cannot hold every slot against a healthy one.
         heads: list[tuple[int, int, int]] = []
-        for lane in self.lanes.values():
-            self._clean_head(lane)
-            if lane.ready and lane.inflight < per_lane:
+        lanes = self.lanes
+        ready_lanes = self.ready_lanes
+        for webhook_id in list(ready_lanes):
+            lane = lanes.get(webhook_id)
+            if lane is not None:
+                self._clean_head(lane)
+            if lane is None or not lane.ready:
+                ready_lanes.discard(webhook_id)  # nothing due left in it
+                continue
+            if lane.inflight < per_lane:
                 if token_at and token_at.get(lane.webhook_id, now) > now:
                     continue  # throttled: no token before token_at
                 heads.append((lane.inflight, lane.ready[0], lane.webhook_id))
