@@ -1,11 +1,15 @@
-"""The group commit's transaction and the multi-row statements, on plain sqlite3."""
+"""The group commit: its transaction, its multi-row statements, and when a batch starts."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+from pathlib import Path
 
 import pytest
 
+from wahookd.store import SqliteStore
 from wahookd.store.sqlite.batching import apply_batch, insert_rows, is_storage_fault, update_rows
 
 
@@ -80,3 +84,29 @@ def test_storage_faults_are_database_states_not_bad_operations() -> None:
     assert is_storage_fault(sqlite3.DatabaseError("file is not a database"))
     assert not is_storage_fault(sqlite3.IntegrityError("UNIQUE constraint failed"))
     assert not is_storage_fault(ValueError("bug"))
+
+
+async def test_a_write_reaches_the_writer_thread_before_the_loop_moves_on(tmp_path: Path) -> None:
+    # the thread starts inserting while the loop parses the requests that came with it
+    store = await SqliteStore.open(tmp_path / "w.db")
+    try:
+        started, release = threading.Event(), threading.Event()
+
+        def first(conn: sqlite3.Connection) -> int:
+            started.set()
+            release.wait(10)
+            return 1
+
+        one = asyncio.ensure_future(store.write(first))
+        await asyncio.sleep(0)  # write() ran: its batch is on the thread already
+        # the loop blocks here, on no await: only the thread itself can set `started`
+        assert started.wait(5), "the batch waited for another pass of the loop"
+        two = asyncio.ensure_future(store.write(lambda conn: 2))  # waits for the next batch
+        await asyncio.sleep(0.05)
+        assert not two.done()
+        release.set()
+        assert await asyncio.gather(one, two) == [1, 2]
+        assert store.commits >= 2
+    finally:
+        release.set()
+        await store.close()

@@ -47,9 +47,13 @@ class Connection:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Call fn(connection) on the connection's thread; one hop whatever fn does."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Hand fn to the thread now (it may start at once); the future gets its result."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._calls.put((future, fn))
-        return await future
+        return future
 
     async def close(self) -> None:
         """Close the connection on its thread, then let the thread end."""

@@ -4,8 +4,9 @@ Writes go through the writer connection and are group-committed: every write
 queued while the previous transaction ran is applied in the next one, so
 concurrent ingest requests, claims and attempt outcomes share a commit (and an
 fsync). Each batch runs as a single call on the writer's thread, so a batch costs
-one thread hop whatever its size. Reads use a second connection, which WAL lets
-run beside the writer.
+one thread hop whatever its size. A write that finds the writer idle starts its batch
+at once, from `write()` itself, so the thread works while the loop goes on. Reads use
+a second connection, which WAL lets run beside the writer.
 
 A third connection checkpoints the WAL (copies its pages into the database file and
 syncs it) on its own thread, beside the writer, once the WAL has grown to SQLite's
@@ -91,12 +92,13 @@ class SqliteStore:
         self._checkpoint_at = 0.0  # loop time the last checkpoint started
         self._checkpoint_from_bytes = CHECKPOINT_FROM_PAGES * 4096  # set from page_size
         self._wal_grown = False  # the WAL file reached _checkpoint_from_bytes
-        self._ops: list[_Op] = []
-        self._wake = asyncio.Event()
+        self._ops: list[_Op] = []  # writes waiting for the next batch
+        self._batch: list[_Op] | None = None  # the batch the writer thread runs now
+        self._idle = asyncio.Event()  # no batch running and none waiting
+        self._idle.set()
         self._closing = False
         # only the writer thread takes ids from it, inside ingest.ingest
         self._ids = ingest.Ids(next_event=0, next_delivery=0)
-        self._task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions committed by the writer (each one fsync)
         self.checkpoints = 0  # WAL checkpoints the checkpointer thread ran
         self.faults = 0  # refused batches and failed reads: busy, I/O error, full disk (metrics)
@@ -140,15 +142,12 @@ class SqliteStore:
         except BaseException:
             await store._close_connections()
             raise
-        store._task = asyncio.create_task(store._write_loop(), name="wahookd-store-writer")
         return store
 
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""
         self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+        await self._idle.wait()  # the batches queued before go on to their commits
         if self._checkpointing is not None:
             await self._checkpointing
         await self._close_connections()
@@ -206,38 +205,54 @@ class SqliteStore:
             raise StorageUnavailable("the store is closing")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._ops.append(_Op(fn, future))
-        self._wake.set()
+        if self._batch is None:
+            self._start_batch()
         return await future
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            ops, self._ops = self._ops, []
-            if ops:
-                await self._run_batch(ops)
-            if self._closing and not self._ops:
-                return
+    def _start_batch(self) -> None:
+        """Hand every waiting write to the writer thread as one transaction, now.
 
-    async def _run_batch(self, ops: list[_Op]) -> None:
-        try:
-            results = await self._in_writer(lambda c: apply_batch(c, [op.fn for op in ops]))
-        except Exception as exc:
+        Now, not on the loop's next pass: the thread inserts the first request's rows
+        while the loop parses the requests that came with it (they make the next batch,
+        which starts when this one commits).
+        """
+        ops, self._ops = self._ops, []
+        self._batch = ops
+        self._idle.clear()
+        fns = [op.fn for op in ops]
+        if self.write_fault is not None:
+            done: asyncio.Future[list[tuple[bool, Any]]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            done.set_exception(self.write_fault())
+        else:
+            done = self._writer.submit(lambda c: apply_batch(c, fns))
+        done.add_done_callback(self._batch_done)
+
+    def _batch_done(self, done: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+        """Settle the batch's writes, then start the next batch if writes wait."""
+        ops, self._batch = self._batch or [], None
+        exc = None if done.cancelled() else done.exception()
+        if done.cancelled() or exc is not None:
             log.warning("storage write failed, %d operations refused: %s", len(ops), exc)
             self.faults += 1
             for op in ops:
                 if not op.future.done():
                     op.future.set_exception(StorageUnavailable(str(exc)))
-            return
-        self.commits += 1
-        self._checkpoint_soon()
-        for op, (ok, value) in zip(ops, results, strict=True):
-            if op.future.done():
-                continue
-            if ok:
-                op.future.set_result(value)
-            else:
-                op.future.set_exception(value)
+        else:
+            self.commits += 1
+            self._checkpoint_soon()
+            for op, (ok, value) in zip(ops, done.result(), strict=True):
+                if op.future.done():
+                    continue
+                if ok:
+                    op.future.set_result(value)
+                else:
+                    op.future.set_exception(value)
+        if self._ops:
+            self._start_batch()
+        else:
+            self._idle.set()
 
     def _checkpoint_soon(self) -> None:
         """After a commit: copy the WAL into the database on the checkpointer's thread.
