@@ -234,11 +234,12 @@ class SqliteStore:
         ops, self._batch = self._batch or [], None
         exc = None if done.cancelled() else done.exception()
         if done.cancelled() or exc is not None:
-            log.warning("storage write failed, %d operations refused: %s", len(ops), exc)
+            why = "the write was cancelled" if exc is None else str(exc)
+            log.warning("storage write failed, %d operations refused: %s", len(ops), why)
             self.faults += 1
             for op in ops:
                 if not op.future.done():
-                    op.future.set_exception(StorageUnavailable(str(exc)))
+                    op.future.set_exception(StorageUnavailable(why))
         else:
             self.commits += 1
             self._checkpoint_soon()
