@@ -1,0 +1,81 @@
+"""The SQLite indexes a delivery's claim and outcome touch stay local, however many
+sessions a batch spans (SQLite only: it counts WAL frames).
+
+A batch of outcomes and claims to 200 sessions once wrote half again as many pages
+as the same batch to one session: the state index was keyed (state, session, id), so
+each delivery's entry moved inside its own session's range, a leaf page per session
+(issue 12's row (g)). Keyed (state, id, session), a batch's entries sit together.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from wahookd.events import validate_event
+from wahookd.models import AttemptResult, Outcome
+from wahookd.store import IngestItem, SqliteStore
+from wahookd.store.sqlite import facade
+
+T0 = 1_700_000_000.0
+OK = AttemptResult(200, None, 3, "ok", None, "2xx")
+BATCH = 32  # outcomes and claims per commit, as the recorder makes them under load
+DELIVERIES = 6_400
+COMMITS = 60
+
+
+def wal_size(wal: str) -> int:
+    """The WAL file's size (a stat: no need to leave the loop for it)."""
+    return os.stat(wal).st_size
+
+
+async def frames_per_commit(path: Path, sessions: int) -> float:
+    """WAL frames one record-and-claim commit writes, on average, to `sessions` sessions."""
+    store = await SqliteStore.open(path)
+    try:
+        # nor does the writer checkpoint: the WAL only grows, its size counts frames
+        await store.on_writer(lambda c: c.execute("PRAGMA wal_autocheckpoint = 0"))
+        hooks = []
+        for s in range(sessions):
+            hook, _ = await store.put_session_webhook(
+                f"s{s}", "https://a.example/", ["*"], None, True, [], T0
+            )
+            hooks.append(hook.id)
+        for lo in range(0, DELIVERIES, 100):
+            items = [
+                IngestItem(
+                    validate_event(
+                        {"event": "session.disconnected", "sessionId": f"s{n % sessions}"}
+                        | {"reason": "r"},
+                        now=T0,
+                    ),
+                    (hooks[n % sessions],),
+                )
+                for n in range(lo, lo + 100)
+            ]
+            await store.ingest(items, T0)
+        ids = [item.id for item in await store.load_due(None, DELIVERIES, ())]
+        claimed = await store.claim(ids[:BATCH], T0)
+        wal = f"{path}-wal"
+        before = wal_size(wal)
+        for n in range(1, COMMITS + 1):
+            outcomes = [Outcome(c, T0, OK, "delivered", None) for c in claimed]
+            _, claimed = await store.record_and_claim(
+                outcomes, ids[n * BATCH : (n + 1) * BATCH], T0 + n
+            )
+        frame = 24 + (await store.read(lambda c: c.execute("PRAGMA page_size").fetchone()))[0]
+        return (wal_size(wal) - before) / frame / COMMITS
+    finally:
+        await store.close()
+
+
+async def test_a_batch_to_200_sessions_writes_about_the_pages_of_a_batch_to_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no checkpointer thread either
+    monkeypatch.setattr(facade, "CHECKPOINT_FROM_PAGES", 10**9)
+    one = await frames_per_commit(tmp_path / "one.db", 1)
+    many = await frames_per_commit(tmp_path / "many.db", 200)
+    assert many <= 1.5 * one, (one, many)  # 1.3 now; 2.0 keyed (state, session, id)
