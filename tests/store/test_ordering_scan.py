@@ -2,12 +2,13 @@
 
 `ordering.wake_heads` runs in the commit of every final outcome of an ordered delivery.
 Its outer query (`FROM deliveries h WHERE h.id IN (<heads>) AND h.state IN ('pending',
-'retrying') ...`) is planned as `SEARCH h USING INDEX deliveries_state_session
-(state=?)`: SQLite walks every queued row and tests each against the few heads, instead
-of looking the heads up by rowid. So each wake costs O(queued deliveries): with 10,000
-held behind one stuck chat, about 2.5 ms of the writer's time per outcome batch instead
-of about 30 µs (bench/ordering.py row (i): other chats' daemon CPU per delivery +40-50 %,
-throughput 0.72-0.82 of the same run without the stuck chat).
+'retrying') ...`) was planned as `SEARCH h USING INDEX deliveries_state_session
+(state=?)` (now `deliveries_state`, migration 8): SQLite walks every queued row and
+tests each against the few heads, instead of looking the heads up by rowid. So each wake
+costs O(queued deliveries): with 10,000 held behind one stuck chat, about 2.5 ms of the
+writer's time per outcome batch instead of about 30 µs (bench/ordering.py row (i): other
+chats' daemon CPU per delivery +40-50 %, throughput 0.72-0.82 of the same run without
+the stuck chat).
 
 Counted here in SQLite VM steps (the progress handler), not time: the same wake, before
 and after 10,000 deliveries are held behind another key, must cost about the same.
