@@ -7,13 +7,16 @@ import io
 import json
 import logging
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wahookd.delivery.recorder import log_attempt as _log_attempt
-from wahookd.logs import JsonFormatter, PassHandler, TextFormatter, setup_logging
+from wahookd.delivery.recorder import log_attempts
+from wahookd.logs import JsonFormatter, PassHandler, TextFormatter, direct_handler, setup_logging
 from wahookd.models import AttemptResult, Claimed, Outcome, OutcomeKind
 
 DEFAULT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -153,3 +156,98 @@ def test_lines_of_other_threads_or_without_a_loop_are_written_at_once() -> None:
     stream.close()
     logger.info("stderr is gone")  # nothing raised: there is nobody left to tell
     handler.flush()
+
+
+# ------------------------------------------------ the attempt lines' direct path
+
+
+@pytest.fixture
+def root_on_stream() -> Iterator[io.StringIO]:
+    """The daemon's logging (setup_logging) writing to a StringIO; restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _setup(stream: io.StringIO, fmt: str, level: str = "info") -> PassHandler:
+    setup_logging(level, fmt)
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, PassHandler)
+    handler.setStream(stream)
+    return handler
+
+
+BATCH = [
+    _outcome(AttemptResult(200, None, 84, "OK", None, "2xx"), "delivered"),
+    _outcome(AttemptResult(None, "connection refused", 3, "", None, "network")),
+    _outcome(AttemptResult(503, "HTTP 503", 12, "busy", None, "5xx")),
+]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_the_direct_path_writes_what_the_records_would(
+    root_on_stream: io.StringIO, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the same clock reading for both paths, with milliseconds that round badly
+    monkeypatch.setattr("time.time", lambda: 1_704_110_400.0995)
+    _setup(root_on_stream, fmt)
+    assert direct_handler(logging.getLogger("wahookd.scheduler")) is not None
+    log_attempts(BATCH)
+    await asyncio.sleep(0)
+    direct = root_on_stream.getvalue()
+    root_on_stream.truncate(0)
+    root_on_stream.seek(0)
+    for outcome in BATCH:
+        _log_attempt(outcome)  # through a LogRecord
+    await asyncio.sleep(0)
+    assert direct == root_on_stream.getvalue()
+    assert len(direct.splitlines()) == 3
+    if fmt == "text":
+        assert direct.startswith(
+            time.strftime("%Y-%m-%d %H:%M:%S,099 INFO", time.localtime(1_704_110_400))
+        )
+    else:
+        first = json.loads(direct.splitlines()[0])
+        assert (first["delivery"], first["status"], first["outcome"]) == ("dlv_1", 200, "delivered")
+
+
+async def test_the_direct_path_steps_aside_for_anything_else_that_listens(
+    root_on_stream: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = _setup(root_on_stream, "text")
+    scheduler = logging.getLogger("wahookd.scheduler")
+    assert direct_handler(scheduler) is handler
+    root = logging.getLogger()
+    root.addHandler(caplog.handler)  # a second handler would miss the lines
+    try:
+        assert direct_handler(scheduler) is None
+        log_attempts(BATCH[:1])
+        assert [r.getMessage() for r in caplog.records] == [
+            "attempt dlv_1 #2 s1 message.received: HTTP 200 in 84ms, delivered"
+        ]
+    finally:
+        root.removeHandler(caplog.handler)
+    await asyncio.sleep(0)
+    root_on_stream.truncate(0)
+    root_on_stream.seek(0)
+    dropped = logging.Filter("nothing")
+    handler.addFilter(dropped)
+    assert direct_handler(scheduler) is None
+    handler.removeFilter(dropped)
+    root.setLevel(logging.WARNING)
+    assert direct_handler(scheduler) is None
+    log_attempts(BATCH)
+    await asyncio.sleep(0)
+    assert root_on_stream.getvalue() == ""  # below the level: nothing, either way
+    root.setLevel(logging.INFO)
+    assert direct_handler(scheduler) is handler
+
+
+def test_the_direct_path_is_only_for_the_loops_thread(root_on_stream: io.StringIO) -> None:
+    _setup(root_on_stream, "text")
+    assert direct_handler(logging.getLogger("wahookd.scheduler")) is None
+    log_attempts(BATCH[:1])  # no loop here: written at once, through a record
+    assert root_on_stream.getvalue().endswith("HTTP 200 in 84ms, delivered\n")

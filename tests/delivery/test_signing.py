@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from wahookd.delivery.signing import signature_headers, standard_key
+from wahookd.delivery.headers import USER_AGENT, attempt_lines, delivery_headers, lane_lines
+from wahookd.delivery.signing import hmac_sha256, signature_headers, standard_key
 
 BODY = (
     '{"event":"message.received","sessionId":"5bc99cea8975b95fe7077c64a3312145",'
@@ -190,3 +193,36 @@ def test_signature_binds_id_and_timestamp() -> None:
     base = signature_headers(GUIDE_SECRET, BODY, "msg_1", 1704110400)["webhook-signature"]
     assert signature_headers(GUIDE_SECRET, BODY, "msg_2", 1704110400)["webhook-signature"] != base
     assert signature_headers(GUIDE_SECRET, BODY, "msg_1", 1704110401)["webhook-signature"] != base
+
+
+@given(key=st.binary(max_size=200), parts=st.lists(st.binary(max_size=300), max_size=4))
+def test_hmac_sha256_is_hmac(key: bytes, parts: list[bytes]) -> None:
+    # keys past the 64-byte block are hashed first (RFC 2104); empty parts change nothing
+    assert hmac_sha256(key, *parts) == hmac.digest(key, b"".join(parts), "sha256")
+    assert hmac_sha256(key, *parts) == hmac_sha256(key, *parts)  # the cached states are copied
+
+
+@pytest.mark.parametrize("secret", [None, GUIDE_SECRET, WHSEC])
+def test_attempt_lines_are_delivery_headers_in_order(secret: str | None) -> None:
+    custom = [("Authorization", "Bearer t")]
+    headers = delivery_headers(
+        event_type="message.received",
+        msg_id="msg_1",
+        attempt=2,
+        timestamp=1704110400,
+        body=BODY,
+        secret=secret,
+        previous_secrets=["older"],
+        custom=custom,
+    )
+    lines = lane_lines(custom) + attempt_lines(
+        event_type="message.received",
+        msg_id="msg_1",
+        attempt=2,
+        timestamp=1704110400,
+        body=BODY,
+        secret=secret,
+        previous_secrets=["older"],
+    )
+    assert lines == "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    assert f"User-Agent: {USER_AGENT}\r\n" in lines

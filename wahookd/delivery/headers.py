@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .. import __version__
-from .signing import signature_headers
+from .signing import legacy_signature, signature_headers, standard_signatures
 
 USER_AGENT = f"wahookd/{__version__}"
 
@@ -75,5 +75,10 @@ def attempt_lines(
     )
     if secret is None:
         return lines
-    signed = signature_headers(secret, body, msg_id, timestamp, previous_secrets=previous_secrets)
-    return lines + "".join(f"{name}: {value}\r\n" for name, value in signed.items())
+    # signature_headers()'s names and order, formatted without the dict
+    signatures = standard_signatures(secret, body, msg_id, timestamp, previous_secrets)
+    return (
+        f"{lines}X-Webhook-Signature: {legacy_signature(secret, body)}\r\n"
+        f"webhook-id: {msg_id}\r\nwebhook-timestamp: {timestamp}\r\n"
+        f"webhook-signature: {signatures}\r\n"
+    )

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..clock import Clock
 from ..config import DeliveryConfig
+from ..logs import direct_handler
 from ..models import AttemptResult, Claimed, DueItem, Outcome, Webhook
 from ..registry import Registry
 from ..store import StorageUnavailable, Store
@@ -229,9 +230,9 @@ class Recorder:
         try:
             for webhook_id in disabled:
                 self._auto_disabled(webhook_id, now)
-            for outcome in outcomes:
-                log_attempt(outcome)
-                if on_outcome is not None:
+            log_attempts(outcomes)
+            if on_outcome is not None:
+                for outcome in outcomes:
                     on_outcome(outcome)
         except Exception:
             log.exception("after recording %d attempt outcomes", len(outcomes))
@@ -270,12 +271,28 @@ class Recorder:
         host.wake()
 
 
+def log_attempts(outcomes: list[Outcome]) -> None:
+    """log_attempt() for each; the whole batch at once when logs.direct_handler() allows."""
+    handler = direct_handler(log)
+    if handler is None:
+        for outcome in outcomes:
+            log_attempt(outcome)
+        return
+    handler.info_lines(log.name, [_attempt_line(outcome) for outcome in outcomes])
+
+
 def log_attempt(outcome: Outcome) -> None:
     """One info line per finished attempt; never the URL, headers or bodies (secrets).
 
     It names the answer ("HTTP 503") or why there was none ("connection refused"), with the
     text the attempt log stores (attempt_errors.py), so the two always agree.
     """
+    message, fields = _attempt_line(outcome)
+    log.info(message, extra=fields)  # no args: a "%" in an error text stays as it is
+
+
+def _attempt_line(outcome: Outcome) -> tuple[str, dict[str, Any]]:
+    """The attempt line's message and its `extra` fields (the JSON format shows them)."""
     c, r = outcome.claimed, outcome.result
     if r.error is not None:
         result = r.error
@@ -283,24 +300,19 @@ def log_attempt(outcome: Outcome) -> None:
         result = f"HTTP {r.status_code}"
     else:
         result = r.error_class
-    log.info(
-        "attempt %s #%d %s %s: %s in %dms, %s",
-        c.uid,
-        c.attempt,
-        c.session_id,
-        c.event_type,
-        result,
-        r.duration_ms,
-        outcome.kind,
-        extra={
-            "delivery": c.uid,
-            "session": c.session_id,
-            "event": c.event_type,
-            "attempt": c.attempt,
-            "status": r.status_code,
-            "ms": r.duration_ms,
-            "outcome": outcome.kind,
-            "error_class": r.error_class,
-            "error": r.error,
-        },
+    message = (
+        f"attempt {c.uid} #{c.attempt} {c.session_id} {c.event_type}: {result}"
+        f" in {r.duration_ms}ms, {outcome.kind}"
     )
+    fields = {
+        "delivery": c.uid,
+        "session": c.session_id,
+        "event": c.event_type,
+        "attempt": c.attempt,
+        "status": r.status_code,
+        "ms": r.duration_ms,
+        "outcome": outcome.kind,
+        "error_class": r.error_class,
+        "error": r.error,
+    }
+    return message, fields
