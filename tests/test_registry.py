@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from wahookd.models import Webhook
 from wahookd.registry import Registry
 
@@ -64,3 +66,25 @@ def test_default_extras_and_lookups() -> None:
     registry.remove(2)
     registry.remove(3)
     assert registry.session_ids() == set() and registry.all() == []
+
+
+def test_a_remembered_fan_out_follows_every_change() -> None:
+    registry = Registry([hook(1, kind="session"), hook(2, filter_chats=("group",))])
+    assert ids(registry.match(GROUP)) == [1, 2]
+    assert registry.match(GROUP) is registry.match(GROUP)  # remembered, not recomputed
+    registry.put(hook(2, filter_chats=("group",), is_active=False))  # deactivated
+    assert ids(registry.match(GROUP)) == [1]
+    registry.put(hook(3, kind="static", session="*"))  # a static one appears
+    assert ids(registry.match(GROUP)) == [1, 3]
+    registry.remove(1)
+    assert ids(registry.match(GROUP)) == [3]
+    registry.replace_all([])
+    assert ids(registry.match(GROUP)) == []
+
+
+def test_the_remembered_fan_outs_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("wahookd.registry.MATCHES_KEPT", 8)
+    registry = Registry([hook(1, kind="static", session="*")])
+    for n in range(50):
+        assert ids(registry.match({**CONNECTED, "sessionId": f"s{n}"})) == [1]
+    assert len(registry._matches) <= 8

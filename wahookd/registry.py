@@ -8,6 +8,10 @@ from .chats import ChatKind, kind_of, passes_kind
 from .events import webhook_matches
 from .models import Webhook
 
+# (session, event type, kind of chat) fan-outs remembered between changes; a table that
+# grows past this starts over
+MATCHES_KEPT = 4096
+
 
 class Registry:
     """Webhooks by id, by public id and by session; the store is the source of truth,
@@ -25,10 +29,14 @@ class Registry:
         # counts every put and remove: a reader of the store that saw it move while its
         # read ran knows the read may predate a change this node made (listener.py)
         self.version = 0
+        # match_kind's answers since the last change (webhooks are frozen: only put,
+        # remove and replace_all change what an event fans out to, and they clear it)
+        self._matches: dict[tuple[str, str, ChatKind | None], tuple[Webhook, ...]] = {}
         self.replace_all(hooks)
 
     def replace_all(self, hooks: Iterable[Webhook]) -> None:
         """Forget everything and mirror these webhooks."""
+        self._matches.clear()
         self._by_id.clear()
         self._by_public.clear()
         self._by_session.clear()
@@ -41,6 +49,7 @@ class Registry:
         """Add or replace one webhook."""
         self.remove(hook.id)
         self.version += 1
+        self._matches.clear()
         self._by_id[hook.id] = hook
         if hook.public_id:
             self._by_public[hook.public_id] = hook.id
@@ -54,6 +63,7 @@ class Registry:
     def remove(self, webhook_id: int) -> None:
         """Forget one webhook."""
         self.version += 1
+        self._matches.clear()
         hook = self._by_id.pop(webhook_id, None)
         if hook is None:
             return
@@ -106,13 +116,20 @@ class Registry:
         self, session_id: str, event_type: str, chat: ChatKind | None
     ) -> tuple[Webhook, ...]:
         """`match` for an event already reduced to its session, type and kind of chat."""
-        return tuple(
-            hook
-            for hook in self._candidates(session_id)
-            if hook.is_active
-            and webhook_matches(hook.events, event_type)
-            and passes_kind(hook.filter_chats, chat)
-        )
+        key = (session_id, event_type, chat)
+        found = self._matches.get(key)
+        if found is None:
+            found = tuple(
+                hook
+                for hook in self._candidates(session_id)
+                if hook.is_active
+                and webhook_matches(hook.events, event_type)
+                and passes_kind(hook.filter_chats, chat)
+            )
+            if len(self._matches) >= MATCHES_KEPT:
+                self._matches.clear()
+            self._matches[key] = found
+        return found
 
     def session_ids(self) -> set[str]:
         """Sessions a webhook names: their own, or a static one's (not "*")."""
