@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -205,24 +206,16 @@ def test_hmac_sha256_is_hmac(key: bytes, parts: list[bytes]) -> None:
 @pytest.mark.parametrize("secret", [None, GUIDE_SECRET, WHSEC])
 def test_attempt_lines_are_delivery_headers_in_order(secret: str | None) -> None:
     custom = [("Authorization", "Bearer t")]
-    headers = delivery_headers(
-        event_type="message.received",
-        msg_id="msg_1",
-        attempt=2,
-        timestamp=1704110400,
-        body=BODY,
-        secret=secret,
-        previous_secrets=["older"],
-        custom=custom,
-    )
-    lines = lane_lines(custom) + attempt_lines(
-        event_type="message.received",
-        msg_id="msg_1",
-        attempt=2,
-        timestamp=1704110400,
-        body=BODY,
-        secret=secret,
-        previous_secrets=["older"],
-    )
+    attempt: dict[str, Any] = {
+        "event_type": "message.received",
+        "msg_id": "msg_1",
+        "attempt": 2,
+        "timestamp": 1704110400,
+        "body": BODY,
+        "secret": secret,
+        "previous_secrets": ["older"],
+    }
+    headers = delivery_headers(**attempt, custom=custom)
+    lines = lane_lines(custom) + attempt_lines(**attempt)
     assert lines == "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     assert f"User-Agent: {USER_AGENT}\r\n" in lines
