@@ -88,3 +88,16 @@ def test_the_remembered_fan_outs_stay_bounded(monkeypatch: pytest.MonkeyPatch) -
     for n in range(50):
         assert ids(registry.match({**CONNECTED, "sessionId": f"s{n}"})) == [1]
     assert len(registry._matches) <= 8
+
+
+def test_filters_chats_follows_every_change() -> None:
+    registry = Registry([hook(1, kind="session"), hook(2, session="s2", filter_chats=("group",))])
+    assert not registry.filters_chats("s1") and registry.filters_chats("s2")
+    registry.put(hook(3, filter_chats=("direct",), is_active=False))  # inactive counts too
+    assert registry.filters_chats("s1")
+    registry.remove(3)
+    assert not registry.filters_chats("s1")
+    registry.put(hook(4, kind="static", session="*", filter_chats=("group",)))
+    assert registry.filters_chats("s1") and registry.filters_chats("elsewhere")
+    registry.replace_all([hook(1, kind="session")])
+    assert not registry.filters_chats("s1") and not registry.filters_chats("s2")

@@ -32,11 +32,12 @@ class Registry:
         # match_kind's answers since the last change (webhooks are frozen: only put,
         # remove and replace_all change what an event fans out to, and they clear it)
         self._matches: dict[tuple[str, str, ChatKind | None], tuple[Webhook, ...]] = {}
+        self._filtering: dict[str, bool] = {}  # filters_chats()'s answers, the same way
         self.replace_all(hooks)
 
     def replace_all(self, hooks: Iterable[Webhook]) -> None:
         """Forget everything and mirror these webhooks."""
-        self._matches.clear()
+        self._forget_matches()
         self._by_id.clear()
         self._by_public.clear()
         self._by_session.clear()
@@ -49,7 +50,7 @@ class Registry:
         """Add or replace one webhook."""
         self.remove(hook.id)
         self.version += 1
-        self._matches.clear()
+        self._forget_matches()
         self._by_id[hook.id] = hook
         if hook.public_id:
             self._by_public[hook.public_id] = hook.id
@@ -63,7 +64,7 @@ class Registry:
     def remove(self, webhook_id: int) -> None:
         """Forget one webhook."""
         self.version += 1
-        self._matches.clear()
+        self._forget_matches()
         hook = self._by_id.pop(webhook_id, None)
         if hook is None:
             return
@@ -130,6 +131,24 @@ class Registry:
                 self._matches.clear()
             self._matches[key] = found
         return found
+
+    def filters_chats(self, session_id: str) -> bool:
+        """True when a webhook covering this session has a chat filter, active or not.
+
+        When none has, an event's kind of chat changes nothing in its fan-out, and
+        ingest need not work it out.
+        """
+        found = self._filtering.get(session_id)
+        if found is None:
+            found = any(hook.filter_chats is not None for hook in self._candidates(session_id))
+            if len(self._filtering) >= MATCHES_KEPT:
+                self._filtering.clear()
+            self._filtering[session_id] = found
+        return found
+
+    def _forget_matches(self) -> None:
+        self._matches.clear()
+        self._filtering.clear()
 
     def session_ids(self) -> set[str]:
         """Sessions a webhook names: their own, or a static one's (not "*")."""

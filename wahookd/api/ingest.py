@@ -27,27 +27,30 @@ async def post_events(request: web.Request) -> web.Response:
     objects = body["events"] if batch else [body]
     registry = app[REGISTRY]
     items = []
-    # a batch mostly repeats one session, a few types and kinds of chat: check and match
-    # each combination once
-    checked: set[str] = set()
-    fan_out: dict[tuple[str, str, ChatKind | None], tuple[Webhook, ...]] = {}
+    # a batch mostly repeats one session, a few types and kinds of chat: check each
+    # session and match each combination once
+    filtering: dict[str, bool] = {}  # session -> a webhook of it filters chats
+    fan_out: dict[tuple[str, str, ChatKind | None], _Plan] = {}
     for i, (event, obj) in enumerate(zip(events, objects, strict=True)):
         session_id = event.session_id
-        if session_id not in checked:
+        filters = filtering.get(session_id)
+        if filters is None:
             check_session(request, session_id, f"events[{i}].sessionId" if batch else "sessionId")
-            checked.add(session_id)
-        chat = chat_of(obj)
-        kind = None if chat is None else chat_kind(chat)
+            filters = filtering[session_id] = registry.filters_chats(session_id)
+        kind = None
+        if filters:  # else the kind of chat changes nothing: no need to work it out
+            chat = chat_of(obj)
+            kind = None if chat is None else chat_kind(chat)
         key = (session_id, event.type, kind)
-        hooks = fan_out.get(key)
-        if hooks is None:
-            hooks = fan_out[key] = registry.match_kind(session_id, event.type, kind)
-        ids = tuple(hook.id for hook in hooks)
-        if any(hook.ordering != "none" for hook in hooks):
-            keys = tuple(ordering_key(hook.ordering, obj) for hook in hooks)
-            items.append(IngestItem(event, ids, keys))
-        else:
+        plan = fan_out.get(key)
+        if plan is None:
+            plan = fan_out[key] = _plan(registry.match_kind(session_id, event.type, kind))
+        ids, orderings = plan
+        if orderings is None:
             items.append(IngestItem(event, ids))
+        else:
+            keys = tuple(ordering_key(ordering, obj) for ordering in orderings)
+            items.append(IngestItem(event, ids, keys))
     results = await app[STORE].ingest(items, now)
     app[METRICS].observe_ingest(items, results)
     queued = [due for r in results for due in r.deliveries]
@@ -62,3 +65,14 @@ async def post_events(request: web.Request) -> web.Response:
         },
         status=202,
     )
+
+
+# the webhook ids an event goes to, and their orderings when any of them orders
+_Plan = tuple[tuple[int, ...], tuple[str, ...] | None]
+
+
+def _plan(hooks: tuple[Webhook, ...]) -> _Plan:
+    ids = tuple(hook.id for hook in hooks)
+    if any(hook.ordering != "none" for hook in hooks):
+        return ids, tuple(hook.ordering for hook in hooks)
+    return ids, None
