@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from wahookd.models import DueItem
 from wahookd.store import SqliteStore
 from wahookd.store.sqlite.batching import apply_batch, insert_rows, is_storage_fault, update_rows
 
@@ -107,6 +109,71 @@ async def test_a_write_reaches_the_writer_thread_before_the_loop_moves_on(tmp_pa
         release.set()
         assert await asyncio.gather(one, two) == [1, 2]
         assert store.commits >= 2
+    finally:
+        release.set()
+        await store.close()
+
+
+def test_a_batch_runs_again_with_savepoints_only_when_an_operation_fails() -> None:
+    conn = memory()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    runs = {"a": 0, "c": 0}
+
+    def op(name: str, row: int) -> Callable[[sqlite3.Connection], int]:
+        def run(c: sqlite3.Connection) -> int:
+            runs[name] += 1
+            return c.execute(f"INSERT INTO t VALUES ({row}, '{name}')").rowcount
+
+        return run
+
+    assert apply_batch(conn, [op("a", 1), op("c", 3)]) == [(True, 1), (True, 1)]
+    assert not any("SAVEPOINT" in s for s in statements)  # all went well: one pass, no savepoint
+    assert runs == {"a": 1, "c": 1}
+
+    def bad(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (2, 'lost')")
+        raise ValueError("a bug in one operation")
+
+    statements.clear()
+    results = apply_batch(conn, [op("a", 4), bad, op("c", 6)])
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert runs == {"a": 3, "c": 2}  # "a" ran twice, its first run rolled back; "c" once
+    assert any("SAVEPOINT" in s for s in statements)
+    assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(1,), (3,), (4,), (6,)]
+    assert not conn.in_transaction
+
+
+async def test_a_write_that_ran_twice_announces_what_it_woke_once(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "w.db")
+    announced: list[list[DueItem]] = []
+    store.on_due = lambda items: announced.append(list(items))
+    try:
+        started, release = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:
+            started.set()
+            release.wait(10)
+
+        def bad(conn: sqlite3.Connection) -> None:
+            raise ValueError("a bug in one operation")
+
+        def wakes(conn: sqlite3.Connection, woken: list[DueItem]) -> str:
+            woken.append(DueItem(1.0, 7, 3))
+            return "woke one"
+
+        holding = asyncio.ensure_future(store.write(hold))
+        assert await asyncio.to_thread(started.wait, 5)
+        # both wait for the next batch: it runs `wakes` once, fails on `bad`, runs it again
+        waking = asyncio.ensure_future(store._write_waking(wakes))
+        failing = asyncio.ensure_future(store.write(bad))
+        await asyncio.sleep(0)
+        release.set()
+        await holding
+        assert await waking == "woke one"
+        with pytest.raises(ValueError):
+            await failing
+        assert announced == [[DueItem(1.0, 7, 3)]]
     finally:
         release.set()
         await store.close()

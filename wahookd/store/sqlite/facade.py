@@ -199,7 +199,8 @@ class SqliteStore:
 
         fn's changes are committed when this returns; an exception from fn rolls
         back fn's changes only and is raised here; a storage fault refuses the whole
-        batch (StorageUnavailable).
+        batch (StorageUnavailable). fn may run twice (apply_batch): it keeps its
+        effects to the database and its return value.
         """
         if self._closing:
             raise StorageUnavailable("the store is closing")
@@ -304,10 +305,21 @@ class SqliteStore:
         """One webhook's soonest `limit` queued deliveries."""
         return await self._in_reader(lambda c: claims.load_webhook_due(c, webhook_id, limit))
 
-    def _announce(self, woken: Sequence[DueItem]) -> None:
-        """Tell `on_due` of the deliveries a committed write woke (ordering.py)."""
+    async def _write_waking(self, fn: Callable[[sqlite3.Connection, list[DueItem]], T]) -> T:
+        """write() of fn(conn, woken); then tell `on_due` of the deliveries it woke.
+
+        `woken` is new for each run of fn: a run that apply_batch rolled back and ran
+        again must not announce its deliveries twice.
+        """
+
+        def run(c: sqlite3.Connection) -> tuple[T, list[DueItem]]:
+            woken: list[DueItem] = []
+            return fn(c, woken), woken
+
+        value, woken = await self.write(run)
         if woken and self.on_due is not None:
             self.on_due(woken)
+        return value
 
     async def claim(
         self, ids: Sequence[int], now: float, limits: ClaimLimits | None = None
@@ -317,19 +329,15 @@ class SqliteStore:
         `limits` are ignored: this process is the only one claiming, and the scheduler's
         window keeps both per-webhook limits in memory.
         """
-        woken: list[DueItem] = []
-        claimed = await self.write(lambda c: claims.claim(c, ids, now, woken))
-        self._announce(woken)
-        return claimed
+        return await self._write_waking(lambda c, woken: claims.claim(c, ids, now, woken))
 
     async def record(
         self, outcomes: Sequence[Outcome], now: float, disable_after_s: float | None = None
     ) -> list[int]:
         """Log attempts and move their deliveries on; the webhooks auto-disabled."""
-        woken: list[DueItem] = []
-        disabled = await self.write(lambda c: _record(c, outcomes, now, disable_after_s, woken))
-        self._announce(woken)
-        return disabled
+        return await self._write_waking(
+            lambda c, woken: _record(c, outcomes, now, disable_after_s, woken)
+        )
 
     async def record_and_claim(
         self,
@@ -344,15 +352,11 @@ class SqliteStore:
         `limits` are ignored, as in `claim()`.
         """
 
-        woken: list[DueItem] = []
-
-        def both(c: sqlite3.Connection) -> tuple[list[int], list[Claimed]]:
+        def both(c: sqlite3.Connection, woken: list[DueItem]) -> tuple[list[int], list[Claimed]]:
             disabled = _record(c, outcomes, now, disable_after_s, woken)
             return disabled, claims.claim(c, claim, now, woken) if claim else []
 
-        result = await self.write(both)
-        self._announce(woken)
-        return result
+        return await self._write_waking(both)
 
     async def recover(self, now: float) -> int:
         """Return deliveries left `processing` by a crash to the queue; how many."""
@@ -453,10 +457,9 @@ class SqliteStore:
         self, session_id: str, states: Collection[State], now: float
     ) -> dict[str, int]:
         """Delete a session's queued deliveries in the given states (never those in flight)."""
-        woken: list[DueItem] = []
-        removed = await self.write(lambda c: queue.clear_queue(c, session_id, states, now, woken))
-        self._announce(woken)
-        return removed
+        return await self._write_waking(
+            lambda c, woken: queue.clear_queue(c, session_id, states, now, woken)
+        )
 
     async def session_stats(self, session_id: str) -> SessionStats | None:
         """All-time stats of a session, None when it never finished a delivery."""
