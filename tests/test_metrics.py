@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
     Daemon,
@@ -23,6 +27,7 @@ from support import (
 
 from wahookd.clock import FakeClock
 from wahookd.config import Config
+from wahookd.metrics import LAG_BUCKETS_S, LoopHistogram
 from wahookd.store import StorageUnavailable
 
 SESSIONS = ("s-ok", "s-fail", "s-slow", "s-gone")
@@ -247,3 +252,20 @@ async def test_each_daemon_has_its_own_registry(tmp_path: Path) -> None:
         _, mb = await scrape(b)
     assert ma["wahookd_events_ingested_total{type=session.disconnected}"] == 1
     assert mb["wahookd_events_ingested_total{type=session.disconnected}"] == 0
+
+
+@given(st.lists(st.floats(min_value=0, max_value=10_000, allow_nan=False), max_size=30))
+def test_the_loop_histogram_reads_as_prometheus_clients(values: list[float]) -> None:
+    theirs_registry, ours_registry = CollectorRegistry(), CollectorRegistry()
+    theirs = Histogram("h_seconds", "A histogram.", buckets=LAG_BUCKETS_S, registry=theirs_registry)
+    ours = LoopHistogram("h_seconds", "A histogram.", LAG_BUCKETS_S)
+    ours_registry.register(ours)
+    for value in [*values, *LAG_BUCKETS_S]:  # the bounds themselves: le means at most
+        theirs.observe(value)
+        ours.observe(value)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    assert lines(ours_registry) == lines(theirs_registry)

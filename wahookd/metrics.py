@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .clock import Clock
@@ -82,18 +89,18 @@ class Metrics:
             ["class"],
             registry=r,
         )
-        self.attempt_duration = Histogram(
+        self.attempt_duration = LoopHistogram(
             "wahookd_attempt_duration_seconds",
             "Duration of an attempt: connect, send, read the answer.",
-            buckets=ATTEMPT_BUCKETS_S,
-            registry=r,
+            ATTEMPT_BUCKETS_S,
         )
-        self.scheduler_lag = Histogram(
+        self.scheduler_lag = LoopHistogram(
             "wahookd_scheduler_lag_seconds",
             "How late attempts start after their deliveries became due.",
-            buckets=LAG_BUCKETS_S,
-            registry=r,
+            LAG_BUCKETS_S,
         )
+        r.register(self.attempt_duration)
+        r.register(self.scheduler_lag)
         # every series exists from the start, at 0, so rate() and alerts see it
         for event_type in EVENT_TYPES:
             self.events_ingested.labels(event_type)
@@ -151,6 +158,38 @@ class Metrics:
             async with self._lock:  # concurrent scrapes share one read
                 await self._live.refresh()
         return generate_latest(_WithoutCreated(self.registry))
+
+
+class LoopHistogram:
+    """A histogram observed on the event loop's thread only (a prometheus collector).
+
+    Two per attempt: prometheus_client's Histogram takes a lock and walks its buckets
+    for each value, this one bisects once and adds twice. The exposition is the same
+    (`tests/test_metrics.py` compares them).
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # per bucket, the last one +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one value (le is "at most": a value on a bound counts in its bucket)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Iterable[Metric]:
+        """The cumulative buckets, their count and sum."""
+        buckets = []
+        total = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += count
+            buckets.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=self.sum
+        )
 
 
 class _WithoutCreated:

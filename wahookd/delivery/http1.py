@@ -159,8 +159,11 @@ class Http1Connection(asyncio.Protocol):
         self._count(len(status))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
         n = len(name)
+        # _count(), inlined: a few headers per answer, thousands of answers a second
+        self._head_bytes += n + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _head_too_large()
         if n == 11 and name.lower() == b"retry-after":
             self._retry_after = value.decode("latin-1")
         elif (n == 14 and name.lower() == b"content-length") or (
