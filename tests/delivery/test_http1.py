@@ -833,3 +833,27 @@ async def test_an_error_building_the_request_is_a_failed_attempt(
     )
     assert rows[-1]["outcome"] != "processing" and rows[-1]["error"] == "internal error in wahookd"
     assert len(script.requests) == (1 if pooled else 0)
+
+
+async def test_callback_attempts_time_out_at_their_own_deadlines(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    # one timer watches every callback attempt: one started later with a shorter
+    # timeout (a reload meanwhile) still ends at its own deadline, not the other's
+    script = Script(OK, OK, Answer(()))  # the third request on is never answered
+    async with started_sender(tmp_path, ca, timeout_s=5.0) as sender, RawServer(script, None) as rx:
+        await asyncio.gather(attempt(sender, url_of(rx), n=1), attempt(sender, url_of(rx), n=2))
+        assert len(idle_connections(sender)) == 2
+        hook = dataclasses.replace(WEBHOOK, url=url_of(rx))
+        slow = sender.begin(hook, Claimed(3, "msg_3", 1, "s1", "message.received", 1, BODY), 0)
+        sender.reconfigure(dataclasses.replace(sender.config, timeout_s=0.2))
+        started = time.monotonic()
+        quick = sender.begin(hook, Claimed(4, "msg_4", 1, "s1", "message.received", 1, BODY), 0)
+        assert slow is not None and quick is not None
+        result = await quick
+        assert (result.error_class, result.error) == ("timeout", "timeout after 200ms")
+        assert 0.15 < time.monotonic() - started < 2.0
+        assert not slow.done()  # its deadline is 5 s away
+        slow.cancel()
+        await asyncio.sleep(0)
+    assert sender._watched == {}

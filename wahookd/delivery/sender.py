@@ -84,6 +84,10 @@ class Sender:
         self._pool: ConnectionPool | None = None
         # retries of callback attempts on a new connection: keep hard references
         self._tasks: set[asyncio.Task[AttemptResult]] = set()
+        # callback attempts in flight, watched by one timer at the soonest deadline:
+        # a timer each (call_at, then cancel) cost more than the rest of the bookkeeping
+        self._watched: dict[_CallbackAttempt, None] = {}
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def pool(self) -> ConnectionPool:
@@ -117,6 +121,9 @@ class Sender:
 
     async def close(self) -> None:
         """Close every connection and the resolver."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -265,6 +272,34 @@ class Sender:
         error_class, why = describe(exc, Attempt(host, self.config.timeout_s))
         return _result(started, error_class, why)
 
+    def _watch(self, attempt: _CallbackAttempt) -> None:
+        """Time the attempt out at its deadline, unless _unwatch() comes first."""
+        self._watched[attempt] = None
+        if self._sweep is None or attempt.deadline < self._sweep.when():
+            self._arm(attempt.deadline)
+
+    def _unwatch(self, attempt: _CallbackAttempt) -> None:
+        self._watched.pop(attempt, None)
+
+    def _arm(self, at: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep = asyncio.get_running_loop().call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        """Time out the attempts past their deadlines; wake again at the next one."""
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        soonest: float | None = None
+        for attempt in list(self._watched):
+            if attempt.deadline <= now:
+                del self._watched[attempt]
+                _time_out(attempt.answer)
+            elif soonest is None or attempt.deadline < soonest:
+                soonest = attempt.deadline
+        if soonest is not None:
+            self._arm(soonest)
+
 
 class _CallbackAttempt:
     """An attempt on a pooled connection, driven by the answer's callbacks (Sender.begin)."""
@@ -281,7 +316,6 @@ class _CallbackAttempt:
         "sender",
         "started",
         "target",
-        "timer",
     )
 
     def __init__(
@@ -301,12 +335,12 @@ class _CallbackAttempt:
         self.result: asyncio.Future[AttemptResult] = loop.create_future()
         self.retry: asyncio.Task[AttemptResult] | None = None
         self.answer = conn.request(request, sender.config.max_response)
-        self.timer = loop.call_at(self.deadline, _time_out, self.answer)
+        sender._watch(self)
         self.answer.add_done_callback(self._answered)
         self.result.add_done_callback(self._ended)
 
     def _answered(self, answer: asyncio.Future[Response]) -> None:
-        self.timer.cancel()
+        self.sender._unwatch(self)
         conn, origin = self.conn, self.target.origin
         if self.result.done() or answer.cancelled():
             # cancelled by the caller, or the pool aborted the connection (shutdown)
