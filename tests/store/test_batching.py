@@ -12,7 +12,14 @@ import pytest
 
 from wahookd.models import DueItem
 from wahookd.store import SqliteStore
-from wahookd.store.sqlite.batching import apply_batch, insert_rows, is_storage_fault, update_rows
+from wahookd.store.sqlite.batching import (
+    ROWS_PER_STATEMENT,
+    apply_batch,
+    insert_rows,
+    is_storage_fault,
+    rows_per_statement,
+    update_rows,
+)
 
 
 def memory() -> sqlite3.Connection:
@@ -177,3 +184,16 @@ async def test_a_write_that_ran_twice_announces_what_it_woke_once(tmp_path: Path
     finally:
         release.set()
         await store.close()
+
+
+def test_a_build_that_binds_fewer_parameters_gets_smaller_statements() -> None:
+    conn = memory()
+    assert rows_per_statement(conn, 2) == ROWS_PER_STATEMENT
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite before 3.32
+    assert rows_per_statement(conn, 11) == 64  # 90 rows fit: the power of two below
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    rows = [(i + 1, f"v{i}") for i in range(700)]  # 2 parameters a row: 256 per statement
+    insert_rows(conn, "INSERT INTO t (id, v)", rows)
+    assert len(statements) == 3  # 256 + 256 + 188 (padded to 256)
+    assert conn.execute("SELECT id, v FROM t ORDER BY id").fetchall() == rows

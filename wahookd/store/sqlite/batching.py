@@ -18,8 +18,10 @@ from typing import Any
 # ids per `IN (...)` query; far below SQLite's limit on bound parameters
 IN_CHUNK = 500
 
-# rows per multi-row statement at most: 64 deliveries bind 640 parameters
-ROWS_PER_STATEMENT = 64
+# rows per multi-row statement at most (fewer when the SQLite build allows fewer bound
+# parameters, 999 before 3.32): a 100-event request's rows go in one statement per
+# table, not two (measured: (c) batched ~4 % faster than with 64)
+ROWS_PER_STATEMENT = 256
 
 
 def padded_in(values: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -146,7 +148,7 @@ def _apply_one(
 def padded_statements(
     conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], sql: Callable[[int], str]
 ) -> None:
-    """Run `sql(size)` once per 64 rows, its VALUES padded with NULL rows to `size`.
+    """Run `sql(size)` once per rows_per_statement() rows, VALUES padded with NULL rows to `size`.
 
     One statement runs as one sqlite3_step, so the writer thread gives the GIL up and
     takes it back once per statement rather than once per row (executemany, which
@@ -154,12 +156,21 @@ def padded_statements(
     statements serve every batch from the statement cache; the statements skip the
     NULL rows.
     """
-    for lo in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[lo : lo + ROWS_PER_STATEMENT]
+    if not rows:
+        return
+    per_statement = rows_per_statement(conn, len(rows[0]))
+    for lo in range(0, len(rows), per_statement):
+        chunk = rows[lo : lo + per_statement]
         size = 1 << (len(chunk) - 1).bit_length()
         params = list(chain.from_iterable(chunk))
         params += [None] * (len(chunk[0]) * (size - len(chunk)))
         conn.execute(sql(size), params)
+
+
+def rows_per_statement(conn: sqlite3.Connection, width: int) -> int:
+    """ROWS_PER_STATEMENT, or the largest power of two of rows this build can bind."""
+    fit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+    return min(ROWS_PER_STATEMENT, 1 << (max(fit, 1).bit_length() - 1))
 
 
 def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:
