@@ -186,10 +186,15 @@ def parse_ingest_body(
         raise EventError(f"events: must hold 1 to {max_batch} events, got {len(items)}")
     # One clock reading for the whole batch, so events sent together share a filled-in timestamp.
     now = time.time() if now is None else now
-    return [
+    try:
+        return [validate_event(item, now=now, parsed=parsed) for item in items]
+    except EventError:
+        pass
+    # one is invalid: validate again with each event's path, which names it in the error
+    # (worked out only now: the path of every valid event was a tenth of its check)
+    for i, item in enumerate(items):
         validate_event(item, prefix=f"events[{i}].", now=now, parsed=parsed)
-        for i, item in enumerate(items)
-    ]
+    raise AssertionError("an event failed validation once but not twice")  # pragma: no cover
 
 
 def _check_required(obj: dict[object, object], name: str, event_type: str, prefix: str) -> None:
