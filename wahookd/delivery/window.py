@@ -149,7 +149,11 @@ class Window:
 
     def push(self, items: Iterable[DueItem]) -> None:
         """Deliveries just committed as queued."""
+        lanes = self.lanes
         for item in items:
+            lane = lanes.get(item.webhook_id)
+            if lane is not None and lane.overflow and not self.refilling:
+                continue  # what add() would decide: its lane reloads it from the index
             self.add(item, from_refill=False)
 
     def add(self, item: DueItem, *, from_refill: bool) -> None:
