@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from pg import PgServer
 
@@ -19,6 +20,7 @@ from wahookd.events import validate_event
 from wahookd.models import AttemptResult, Outcome, State
 from wahookd.store import IngestItem, StorageError, StorageUnavailable, WebhookFields
 from wahookd.store.postgres import PgStore
+from wahookd.store.postgres import connection as pg_connection
 from wahookd.store.postgres.connection import redact_dsn
 from wahookd.store.postgres.schema import SCHEMA_VERSION
 
@@ -320,3 +322,30 @@ async def test_a_head_finishing_on_one_node_wakes_what_another_ingests_meanwhile
         (next_head,) = await b.claim([play[0]], T0 + 3)
         await b.record([Outcome(next_head, T0 + 3, OK, "delivered", None)], T0 + 4)
         woken.clear()
+
+
+async def test_a_transaction_of_a_stalled_node_is_ended_and_its_locks_freed(
+    node: Nodes, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a node frozen (SIGSTOP, a paused VM) inside a transaction holds its row locks; the
+    # server ends that transaction once idle for IDLE_IN_TRANSACTION_MS, not never
+    monkeypatch.setattr(pg_connection, "IDLE_IN_TRANSACTION_MS", 500)
+    other = await node()
+    _, (delivery_id,) = await queued(other, 1)
+    frozen = await pg_connection.create_pool(pg_dsn, "full")  # a node's pool, as it opens one
+    try:
+        conn = await frozen.acquire()
+        await conn.execute("BEGIN")
+        await conn.execute("SELECT id FROM deliveries WHERE id = $1 FOR UPDATE", delivery_id)
+        # ... and then nothing: the other node's write waits for the lock
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await other.fetch(
+            "UPDATE deliveries SET updated_at = $1 WHERE id = $2 RETURNING id", T0 + 1, delivery_id
+        )
+        assert loop.time() - started < 5.0  # not the 30 s statement timeout
+        ended = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+        with pytest.raises(ended):
+            await conn.execute("SELECT 1")  # the server ended the stalled session
+    finally:
+        frozen.terminate()

@@ -22,6 +22,12 @@ POOL_MAX = 10
 STATEMENT_TIMEOUT_MS = 30_000
 # how long connecting may take before the store gives up (a 503, not a hang)
 CONNECT_TIMEOUT_S = 10.0
+# a transaction left open this long with nothing sent (its node stalled: SIGSTOP, a VM
+# paused) is ended by the server, and its row and advisory locks with it; otherwise
+# every other node's statement on those rows waits out STATEMENT_TIMEOUT_MS, fails
+# and waits again, for as long as the node stays frozen. A claim sets a shorter one
+# for itself (limits.py, from the lease)
+IDLE_IN_TRANSACTION_MS = 10_000
 
 # connection problems and a server that cannot work right now: a 503 with Retry-After,
 # never a lost or half-written batch (the transaction rolled back, or never began)
@@ -73,6 +79,7 @@ async def create_pool(dsn: str, synchronous: Literal["full", "normal"]) -> Any:
     PostgreSQL server (its last few hundred milliseconds), as "normal" does for SQLite.
     """
     settings = _settings(synchronous)
+    settings["idle_in_transaction_session_timeout"] = str(IDLE_IN_TRANSACTION_MS)
     return await asyncpg.create_pool(
         dsn,
         min_size=POOL_MIN,
