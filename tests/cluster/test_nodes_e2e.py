@@ -199,7 +199,13 @@ async def test_a_node_frozen_past_its_lease_cannot_record_over_the_newer_attempt
     frozen_id = await node_id(frozen)
     await ingest([frozen], 3)
     deadline = time.monotonic() + WAIT_S
-    while (await holding(other)).get(frozen_id, 0) == 0:
+    while True:
+        held = await holding(other)
+        # frozen once its requests are out (the receiver holds each answer 1 s): frozen
+        # between its claim and its write, an attempt would time out unsent, a logged
+        # attempt the receiver never saw
+        if held.get(frozen_id, 0) and len(receiver.requests) >= sum(held.values()):
+            break
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     await frozen.signal(signal.SIGSTOP)  # its answers arrive; it cannot read them
