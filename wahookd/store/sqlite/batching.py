@@ -69,14 +69,12 @@ def apply_batch(
     try:
         results = [(True, fn(conn)) for fn in fns]
     except Exception as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         if is_storage_fault(exc):
             raise
         return _apply_each(conn, fns)
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     _commit(conn)
     return results
@@ -103,8 +101,7 @@ def _apply_each(
                 conn.execute("RELEASE op")
                 results.append((True, value))
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     _commit(conn)
     return results
@@ -114,9 +111,13 @@ def _commit(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _apply_one(
@@ -131,14 +132,12 @@ def _apply_one(
     try:
         value = fn(conn)
     except Exception as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         if is_storage_fault(exc):
             raise
         return (False, exc)
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     _commit(conn)
     return (True, value)
