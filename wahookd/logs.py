@@ -60,21 +60,19 @@ class TextFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """Local time as logging's default format shows it: 2026-11-25 12:00:00,123."""
-        second = int(record.created)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        return f"{self._prefix},{int(record.msecs):03d}"
+        return f"{self._seconds(int(record.created))},{int(record.msecs):03d}"
 
     def info_line(self, created: float, name: str, message: str, fields: dict[str, Any]) -> str:
         """format() of an INFO record, without the record (text shows no `extra` fields)."""
         second = int(created)
+        msecs = int((created - second) * 1000)  # LogRecord's msecs, computed as it does
+        return f"{self._seconds(second)},{msecs:03d} INFO {name}: {message}"
+
+    def _seconds(self, second: int) -> str:
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        # LogRecord's msecs, computed as it does
-        msecs = int((created - second) * 1000) + 0.0
-        return f"{self._prefix},{int(msecs):03d} INFO {name}: {message}"
+        return self._prefix
 
 
 class RateLimitedLog:

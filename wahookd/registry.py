@@ -48,9 +48,7 @@ class Registry:
 
     def put(self, hook: Webhook) -> None:
         """Add or replace one webhook."""
-        self.remove(hook.id)
-        self.version += 1
-        self._forget_matches()
+        self.remove(hook.id)  # counts the change and forgets the remembered fan-outs
         self._by_id[hook.id] = hook
         if hook.public_id:
             self._by_public[hook.public_id] = hook.id
