@@ -2,8 +2,8 @@
 
 The invariant. Among the unfinished deliveries (`finished_at IS NULL`) of one webhook
 that share an `order_key`, only the lowest id, the key's *head*, may be due or in
-flight. The others are *held*: `pending` with no `next_attempt_at`. So neither index
-the scheduler reads (`deliveries_due`, `deliveries_webhook_due`) holds them, and a
+flight. The others are *held*: `pending` with no `next_attempt_at`. So the index the
+scheduler reads (`deliveries_due`) does not hold them, and a
 backlog of any size behind a stuck head costs no scan: the head's final outcome wakes
 the next one with one lookup. Each place that changes a delivery keeps the rule:
 
