@@ -90,9 +90,15 @@ class DaemonProcess:
         self.proc.send_signal(signum)
 
     async def wait(self, timeout_s: float = 20.0) -> int:
-        """Wait for exit; returns the exit status."""
+        """Wait for exit; returns the exit status. One that does not exit in time fails
+        the test with the end of its log, which says what it was still doing."""
         assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), timeout_s)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout_s)
+        except TimeoutError:
+            raise AssertionError(
+                f"daemon did not exit in {timeout_s}s; its log ends:\n{self.log()[-4000:]}"
+            ) from None
 
     async def stop(self) -> int:
         """SIGTERM and wait; SIGKILL if it hangs."""
