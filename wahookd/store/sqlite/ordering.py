@@ -3,9 +3,9 @@
 The invariant. Among the unfinished deliveries (`finished_at IS NULL`) of one webhook
 that share an `order_key`, only the lowest id, the key's *head*, may be due or in
 flight. The others are *held*: `pending` with no `next_attempt_at`. So the index the
-scheduler reads (`deliveries_due`) does not hold them, and a
-backlog of any size behind a stuck head costs no scan: the head's final outcome wakes
-the next one with one lookup. Each place that changes a delivery keeps the rule:
+scheduler reads (`deliveries_due`) does not hold them, and a backlog of any size
+behind a stuck head costs no scan: the head's final outcome wakes the next one with
+one lookup. Each place that changes a delivery keeps the rule:
 
 - ingest holds a new delivery whose key has an unfinished one (`keys_in_use`);
 - `claim` refuses a row that is not its key's head (`NOT_HEAD`), holds it, and wakes
