@@ -62,7 +62,7 @@ def test_example_config_passes_and_lists_every_key(capsys: pytest.CaptureFixture
     )
     doc = tomllib.loads(uncommented.replace("jwt_secret_file", "jwt_secret"))
     expected = {
-        "server": {"listen", "max_body", "shutdown_grace"},
+        "server": {"listen", "max_body", "shutdown_grace", "pin_cpu"},
         "storage": {"path", "synchronous", "keep_finished", "backend"},
         "cluster": {"lease"},
         "auth": {"jwt_secret", "jwt_public_key_file", "algorithms", "issuer", "audience", "leeway"},

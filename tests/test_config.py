@@ -125,6 +125,7 @@ def test_every_key_is_parsed(tmp_path: Path) -> None:
         listen = "[::1]:9000"
         max_body = "2MiB"
         shutdown_grace = "30s"
+        pin_cpu = 1
 
         [storage]
         path = "data/w.db"
@@ -168,7 +169,7 @@ def test_every_key_is_parsed(tmp_path: Path) -> None:
         format = "json"
         """,
     )
-    assert config.server == ServerConfig(Listen("::1", 9000, None), 2 * 1024 * 1024, 30.0)
+    assert config.server == ServerConfig(Listen("::1", 9000, None), 2 * 1024 * 1024, 30.0, 1)
     assert config.storage.path == tmp_path / "data" / "w.db"
     assert config.storage.synchronous == "normal"
     assert config.storage.keep_finished_s == 86400.0
@@ -385,6 +386,8 @@ def test_wrong_types_name_key_and_expected_type(
         ("delivery", "per_webhook_concurrency", "-3", "must be greater than 0, got -3"),
         ("storage", "synchronous", '"off"', "unknown value 'off'; use one of: full, normal"),
         ("storage", "path", '""', "must not be empty"),
+        ("server", "pin_cpu", '"on"', 'expected "auto", "off" or a CPU number (0, 1, ...)'),
+        ("server", "pin_cpu", "-1", 'expected "auto", "off" or a CPU number (0, 1, ...)'),
         ("log", "level", '"INFO"', "unknown value 'INFO'; use one of: debug, info, warning, error"),
         ("log", "format", '"xml"', "unknown value 'xml'; use one of: text, json"),
     ],

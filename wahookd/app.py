@@ -106,6 +106,7 @@ async def reload(app: web.Application, new: Config) -> list[str]:
         for name, before, after in (
             ("server.listen", old.server.listen, new.server.listen),
             ("server.max_body", old.server.max_body, new.server.max_body),
+            ("server.pin_cpu", old.server.pin_cpu, new.server.pin_cpu),
             ("storage.path", old.storage.path, new.storage.path),
             ("storage.synchronous", old.storage.synchronous, new.storage.synchronous),
             ("storage.backend", old.storage.backend, new.storage.backend),

@@ -15,6 +15,7 @@ from typing import Final, Literal, TypeVar, cast, get_args
 
 from wahookd import config_tables as toml
 from wahookd import dsn
+from wahookd.cpu import PinCpu, parse_pin_cpu
 from wahookd.delivery.netpolicy import Network
 from wahookd.events import SESSION_ID_RULE, is_session_id
 from wahookd.rules import (
@@ -87,6 +88,7 @@ class ServerConfig:
     listen: Listen = Listen("127.0.0.1", 8787)
     max_body: int = 1024 * 1024
     shutdown_grace_s: float = 10.0
+    pin_cpu: PinCpu = "auto"  # keep the threads on one CPU (cpu.py)
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,7 @@ def _server(t: toml.Table, ctx: toml.Context) -> ServerConfig:
         listen=t.get("listen", _listen(ctx.base_dir), ServerConfig.listen),
         max_body=t.get("max_body", toml.positive(toml.size), ServerConfig.max_body),
         shutdown_grace_s=t.get("shutdown_grace", toml.duration, ServerConfig.shutdown_grace_s),
+        pin_cpu=t.get("pin_cpu", parse_pin_cpu, ServerConfig.pin_cpu),
     )
     t.done()
     return server

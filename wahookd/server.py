@@ -21,6 +21,7 @@ from .app import ReloadError, build_app, reload
 from .auth import generated_secret_path
 from .clock import Clock
 from .config import Config, ConfigError, load_config
+from .cpu import CpuPinner
 from .invocation import invocation
 from .logs import set_level
 from .systemd import Notifier
@@ -107,6 +108,9 @@ async def serve(
     for signum, event in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, hup)):
         # handlers only set an event; the main flow below does the work
         loop.add_signal_handler(signum, event.set)
+    # before the store starts its threads: they inherit the loop thread's CPU
+    pinner = CpuPinner(config.server.pin_cpu)
+    pinner.start()
     await runner.setup()
     watchdog = asyncio.create_task(notifier.watchdog(), name="wahookd-watchdog")
     try:
@@ -124,6 +128,7 @@ async def serve(
         log.info("stopping: no new requests, waiting for attempts in flight")
         notifier.stopping()
     finally:
+        pinner.stop()
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watchdog
