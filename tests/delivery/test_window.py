@@ -179,15 +179,18 @@ def test_a_changed_rate_limit_is_read_again() -> None:
     assert [i.id for i in w.pick(free=5, now=0.0)] == [2]
 
 
-def test_a_pick_visits_only_the_lanes_with_something_due() -> None:
+def test_a_pick_visits_only_the_lanes_it_takes_from() -> None:
     w = Window(size=10_000, lane_cap=100, per_lane=4)
     w.exhausted = True
     # 1,000 webhooks with a retry due later, one with a delivery due now
     w.push([DueItem(100.0, i, i) for i in range(1, 1001)] + [DueItem(0.0, 5000, 7)])
     w.promote(1.0)
-    assert w.ready_lanes == {7}
+    assert w.heads == [(0, 5000, 7)]
     assert [item.id for item in w.pick(10, 1.0)] == [5000]
-    assert w.pick(10, 1.0) == [] and w.ready_lanes == set()  # emptied, then forgotten
+    assert w.pick(10, 1.0) == [] and w.heads == []  # emptied, then forgotten
     w.promote(100.0)  # the retries come due: every lane has one
-    assert len(w.ready_lanes) == 1000
-    assert len(w.pick(2000, 100.0)) == 1000
+    assert len(w.heads) == 1000
+    first = w.pick(3, 100.0)
+    assert [item.id for item in first] == [1, 2, 3]
+    assert len(w.heads) == 997  # three popped, the other lanes not visited
+    assert len(w.pick(2000, 100.0)) == 997
