@@ -23,6 +23,7 @@ from wahookd.cpu import (
     others_load,
     parse_pin_cpu,
     parse_proc_stat,
+    pin_mode,
 )
 
 PROC_STAT = """\
@@ -262,3 +263,13 @@ async def test_a_real_daemon_keeps_its_threads_on_one_cpu(tmp_path: Path, pin_cp
             assert "threads on CPU" not in daemon.log()
     finally:
         assert await daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("configured", "backend", "mode"),
+    [("auto", "sqlite", "auto"), ("auto", "postgres", "off"), (1, "postgres", 1)],
+)
+def test_auto_pins_only_where_threads_share_the_gil(
+    configured: PinCpu, backend: str, mode: PinCpu
+) -> None:
+    assert pin_mode(configured, backend) == mode

@@ -7,12 +7,14 @@ CPU it is a plain context switch. The daemon cannot use more than one CPU's wort
 Python anyway. Measured on the 2-CPU bench host: +13 % deliveries/s in (b), +8-16 %
 ingest in (c), +7-12 % in (g) (bench/README.md, 2026-12-05).
 
-`"auto"` starts on the CPU the daemon runs on and about every RECHECK_S looks at how busy
-each allowed CPU is with other processes' work. When another CPU is quieter by MOVE_MARGIN
-of a CPU, all threads move there, so a busy neighbour does not keep the daemon squeezed.
-A number pins to that CPU for good; `"off"` leaves placement to the kernel. Threads
-started later inherit the mask of the thread that starts them (Linux), and every move
-sets it for all threads again.
+`"auto"` pins with the SQLite store only: with PostgreSQL the store runs on the loop, no
+thread shares the GIL with it, and nothing would be gained. It starts on the CPU the
+daemon runs on and about every RECHECK_S looks at how busy each allowed CPU is with
+other processes' work. When another CPU is quieter by MOVE_MARGIN of a CPU, all threads
+move there, so a busy neighbour does not keep the daemon squeezed. A number pins to
+that CPU for good; `"off"` leaves placement to the kernel. Threads started later
+inherit the mask of the thread that starts them (Linux), and every move sets it for all
+threads again.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def parse_pin_cpu(value: object) -> PinCpu:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     raise ValueError(f'expected "auto", "off" or a CPU number (0, 1, ...), got {value!r}')
+
+
+def pin_mode(configured: PinCpu, backend: str) -> PinCpu:
+    """What server.pin_cpu means for this store: "auto" pins only where threads share the GIL."""
+    if configured == "auto" and backend != "sqlite":
+        return "off"  # asyncpg runs on the loop: no thread hands the GIL back and forth
+    return configured
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .app import ReloadError, build_app, reload
 from .auth import generated_secret_path
 from .clock import Clock
 from .config import Config, ConfigError, load_config
-from .cpu import CpuPinner
+from .cpu import CpuPinner, pin_mode
 from .invocation import invocation
 from .logs import set_level
 from .systemd import Notifier
@@ -109,7 +109,7 @@ async def serve(
         # handlers only set an event; the main flow below does the work
         loop.add_signal_handler(signum, event.set)
     # before the store starts its threads: they inherit the loop thread's CPU
-    pinner = CpuPinner(config.server.pin_cpu)
+    pinner = CpuPinner(pin_mode(config.server.pin_cpu, config.storage.backend))
     pinner.start()
     await runner.setup()
     watchdog = asyncio.create_task(notifier.watchdog(), name="wahookd-watchdog")

@@ -135,6 +135,8 @@ async def test_a_killed_nodes_attempts_are_made_again_elsewhere_with_the_same_id
     nodes = await cluster(3, '[cluster]\nlease = "3s"\n')
     ids = [await node_id(n) for n in nodes]
     assert len(set(ids)) == 3
+    # server.pin_cpu = "auto" pins with SQLite only: these nodes' threads stay unpinned
+    assert all("threads on CPU" not in n.log() for n in nodes)
     await ingest(nodes, 30)
     # kill -9 a node while it holds attempts (their 200s arrive but are never recorded)
     deadline = time.monotonic() + WAIT_S
