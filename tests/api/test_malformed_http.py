@@ -66,7 +66,10 @@ async def stopped_log(daemon: DaemonProcess) -> list[str]:
     return [
         line
         for line in lines
-        if "listening on" not in line and "mint a token" not in line and "stop" not in line
+        if not any(
+            startup in line for startup in ("listening on", "mint a token", "threads on CPU")
+        )
+        and "stop" not in line
     ]
 
 
