@@ -9,12 +9,14 @@ import asyncio
 import logging
 import os
 import random
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from daemon_proc import DaemonProcess, free_port
 
+from wahookd import cpu as cpu_module
 from wahookd.cpu import (
     CpuPinner,
     CpuTimes,
@@ -24,6 +26,7 @@ from wahookd.cpu import (
     parse_pin_cpu,
     parse_proc_stat,
     pin_mode,
+    unpinned,
 )
 
 PROC_STAT = """\
@@ -251,15 +254,19 @@ async def test_a_real_daemon_keeps_its_threads_on_one_cpu(tmp_path: Path, pin_cp
         assert daemon.proc is not None
         threads = _allowed_of(daemon.proc.pid)
         assert len(threads) >= 3  # the loop and the store's threads, at least
-        masks = {frozenset(cpus) for cpus in threads.values()}
+        masks = [frozenset(cpus) for cpus in threads.values()]
         if pin_cpu == "auto":
-            # the store's threads, started after the pin, share the loop thread's CPU
-            assert len(masks) == 1
-            (cpu,) = masks.pop()
+            # the store's threads, started after the pin, share the loop thread's CPU;
+            # the WAL checkpointer alone runs anywhere
+            pinned = set(masks) - {frozenset(allowed)}
+            assert len(pinned) == 1
+            (cpu,) = pinned.pop()
             assert cpu in allowed
+            assert masks.count(frozenset(allowed)) == 1
+            assert masks.count(frozenset({cpu})) == len(masks) - 1
             assert f"threads on CPU {cpu} of " in daemon.log()
         else:
-            assert masks == {frozenset(allowed)}
+            assert set(masks) == {frozenset(allowed)}
             assert "threads on CPU" not in daemon.log()
     finally:
         assert await daemon.stop() == 0
@@ -273,3 +280,28 @@ def test_auto_pins_only_where_threads_share_the_gil(
     configured: PinCpu, backend: str, mode: PinCpu
 ) -> None:
     assert pin_mode(configured, backend) == mode
+
+
+def test_an_unpinned_thread_is_left_out_of_the_moves() -> None:
+    inside, leave = threading.Event(), threading.Event()
+    native: list[int] = []
+
+    def checkpointer() -> None:
+        with unpinned():
+            native.append(threading.get_native_id())
+            inside.set()
+            leave.wait(5)
+
+    thread = threading.Thread(target=checkpointer)
+    thread.start()
+    try:
+        assert inside.wait(5)
+        (tid,) = native
+        assert tid not in cpu_module._thread_ids()
+        assert threading.get_native_id() in cpu_module._thread_ids()
+        if hasattr(os, "sched_getaffinity"):
+            assert os.sched_getaffinity(tid) == os.sched_getaffinity(0)
+    finally:
+        leave.set()
+        thread.join()
+    assert tid not in cpu_module._UNPINNED  # a thread id the kernel reuses is pinned again

@@ -14,7 +14,7 @@ other processes' work. When another CPU is quieter by MOVE_MARGIN of a CPU, all 
 move there, so a busy neighbour does not keep the daemon squeezed. A number pins to
 that CPU for good; `"off"` leaves placement to the kernel. Threads started later
 inherit the mask of the thread that starts them (Linux), and every move sets it for all
-threads again.
+threads again, but for those that asked to stay `unpinned()` (the WAL checkpointer).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable, Collection, Iterable, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -41,6 +42,9 @@ MOVE_MARGIN = 0.25
 
 # /proc/stat's columns after "cpuN": user nice system idle iowait irq softirq steal ...
 _IDLE_COLUMNS = (3, 4)
+
+# threads that stay off the pinned CPU (native ids): see unpinned()
+_UNPINNED: set[int] = set()
 
 
 def parse_pin_cpu(value: object) -> PinCpu:
@@ -132,8 +136,30 @@ def _allowed_cpus() -> set[int]:
     return set(getaffinity(0)) if getaffinity is not None else set()
 
 
+# the CPUs the process could use before anything was pinned (empty where unknown)
+_STARTED_ON = frozenset(_allowed_cpus())
+
+
+@contextlib.contextmanager
+def unpinned() -> Iterator[None]:
+    """Run the calling thread on any allowed CPU, out of the pinner's moves, until the end.
+
+    For a thread that seldom takes the GIL and works long without it (the WAL
+    checkpointer): it gains nothing from the loop's CPU and would take time from it.
+    """
+    tid = threading.get_native_id()
+    _UNPINNED.add(tid)
+    if _STARTED_ON:  # the thread inherited its starter's mask: widen it again
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, _STARTED_ON)
+    try:
+        yield
+    finally:
+        _UNPINNED.discard(tid)
+
+
 def _thread_ids() -> list[int]:
-    return [int(tid) for tid in os.listdir("/proc/self/task")]
+    return [int(tid) for tid in os.listdir("/proc/self/task") if int(tid) not in _UNPINNED]
 
 
 def _pin_threads(cpus: set[int], tids: Iterable[int]) -> None:

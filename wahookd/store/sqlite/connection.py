@@ -20,6 +20,8 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from ...cpu import unpinned
+
 T = TypeVar("T")
 
 # one call for the thread: the future to settle and the function of the connection
@@ -29,16 +31,21 @@ _Call = tuple[asyncio.Future[Any], Callable[[sqlite3.Connection], Any]]
 class Connection:
     """A SQLite connection owned by one thread. Create with `await Connection.open()`."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, unpinned: bool = False) -> None:
+        self._unpinned = unpinned  # off the daemon's pinned CPU (cpu.unpinned)
         self._calls: SimpleQueue[_Call | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._path: Path | None = None
         self._opened: asyncio.Future[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, name: str) -> Connection:
-        """Connect (autocommit: the store issues BEGIN and COMMIT itself) on a new thread."""
-        connection = cls(name)
+    async def open(cls, path: Path, name: str, *, unpinned: bool = False) -> Connection:
+        """Connect (autocommit: the store issues BEGIN and COMMIT itself) on a new thread.
+
+        `unpinned`: the thread runs on any CPU, not the one the daemon's threads share
+        (server.pin_cpu): for one that seldom takes the GIL.
+        """
+        connection = cls(name, unpinned=unpinned)
         connection._path = path
         connection._opened = asyncio.get_running_loop().create_future()
         connection._thread.start()
@@ -65,7 +72,15 @@ class Connection:
             self._thread.join()
 
     def _serve(self) -> None:
-        """The thread: open the connection, then run calls until the sentinel."""
+        """The thread: off the pinned CPU when asked, then _run()."""
+        if not self._unpinned:
+            self._run()
+            return
+        with unpinned():
+            self._run()
+
+    def _run(self) -> None:
+        """Open the connection, then run calls until the sentinel."""
         opened = self._opened
         assert opened is not None and self._path is not None
         loop = opened.get_loop()

@@ -122,7 +122,8 @@ class SqliteStore:
         reader = checkpointer = None
         try:
             reader = await Connection.open(path, "wahookd-store-reader")
-            checkpointer = await Connection.open(path, "wahookd-store-checkpointer")
+            # its work is in SQLite, without the GIL: no reason to share the loop's CPU
+            checkpointer = await Connection.open(path, "wahookd-store-checkpointer", unpinned=True)
         except BaseException:
             await writer.close()
             if reader is not None:
