@@ -345,7 +345,8 @@ class Window:
         is never above its lane's key, and one below it is put back with the right key
         when it comes up. So the lane popped with its true key is the one to take from,
         and a pick costs a few heap operations per delivery, not a visit to every lane
-        with something due (200 webhooks: 200 visits a pick, measured 3 us a delivery).
+        with something due (200 lanes: 1.65 -> 1.09 us a delivery, and no longer more
+        with more lanes).
         """
         if self.token_at:
             self._tokens_due(now)

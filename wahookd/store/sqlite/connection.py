@@ -20,7 +20,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
-from ...cpu import unpinned
+from ... import cpu
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ class Connection:
         if not self._unpinned:
             self._run()
             return
-        with unpinned():
+        with cpu.unpinned():
             self._run()
 
     def _run(self) -> None:
