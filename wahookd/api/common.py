@@ -73,9 +73,14 @@ def session_param(request: web.Request) -> str:
 def check_session(request: web.Request, session_id: object, field: str) -> str:
     """Validate a session id and check the token may act on it."""
     session_id = check_session_id(session_id, field)
+    check_scope(request, session_id)
+    return session_id
+
+
+def check_scope(request: web.Request, session_id: str) -> None:
+    """403 unless the token may act on this (valid) session id."""
     if not principal(request).can_see(session_id):
         raise ApiError(403, f"the token does not cover session '{session_id}'")
-    return session_id
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

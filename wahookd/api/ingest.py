@@ -9,7 +9,7 @@ from ..delivery.ordering import ordering_key
 from ..events import EventError, parse_ingest_body
 from ..models import Webhook
 from ..store import IngestItem
-from .common import ApiError, check_session, ok, read_json_object, requires
+from .common import ApiError, check_scope, ok, read_json_object, requires
 from .keys import CLOCK, METRICS, REGISTRY, SCHEDULER, STORE
 
 
@@ -31,11 +31,11 @@ async def post_events(request: web.Request) -> web.Response:
     # session and match each combination once
     filtering: dict[str, bool] = {}  # session -> a webhook of it filters chats
     fan_out: dict[tuple[str, str, ChatKind | None], _Plan] = {}
-    for i, (event, obj) in enumerate(zip(events, objects, strict=True)):
+    for event, obj in zip(events, objects, strict=True):
         session_id = event.session_id
         filters = filtering.get(session_id)
         if filters is None:
-            check_session(request, session_id, f"events[{i}].sessionId" if batch else "sessionId")
+            check_scope(request, session_id)  # validate_event checked the id's form
             filters = filtering[session_id] = registry.filters_chats(session_id)
         kind = None
         if filters:  # else the kind of chat changes nothing: no need to work it out
@@ -72,6 +72,9 @@ _Plan = tuple[tuple[int, ...], tuple[str, ...] | None]
 
 
 def _plan(hooks: tuple[Webhook, ...]) -> _Plan:
+    if len(hooks) == 1:  # the usual fan-out, once per session in a request: no generators
+        (hook,) = hooks
+        return (hook.id,), None if hook.ordering == "none" else (hook.ordering,)
     ids = tuple(hook.id for hook in hooks)
     if any(hook.ordering != "none" for hook in hooks):
         return ids, tuple(hook.ordering for hook in hooks)
