@@ -146,6 +146,60 @@ def unit() -> dict[str, dict[str, str]]:
     return sections
 
 
+def syscall_allowed(name: str, groups: dict[str, set[str]]) -> bool:
+    """Whether the unit's SystemCallFilter= lines, read in order as systemd does, allow name.
+
+    The first line sets the default (an allow list denies the rest); each later line
+    adds to or takes from the allowed set.
+    """
+    lines = [
+        raw.strip().partition("=")[2]
+        for raw in UNIT.read_text().splitlines()
+        if raw.strip().startswith("SystemCallFilter=")
+    ]
+    allowed = not lines[0].startswith("~")  # a deny list first: everything else allowed
+    for value in lines:
+        deny = value.startswith("~")
+        entries = value.lstrip("~").split()
+        if any(e == name or name in groups.get(e, set()) for e in entries):
+            allowed = not deny
+    return allowed
+
+
+def systemd_groups(names: list[str]) -> dict[str, set[str]] | None:
+    """These syscall groups, nested ones expanded, as this machine's systemd defines them."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return None
+
+    def expand(group: str) -> set[str]:
+        out = subprocess.run(
+            [analyze, "syscall-filter", group], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[1:]
+        calls: set[str] = set()
+        for line in (line.strip() for line in out):
+            if line.startswith("@"):
+                calls |= expand(line)
+            elif line and not line.startswith("#"):
+                calls.add(line)
+        return calls
+
+    return {name: expand(name) for name in names}
+
+
+def test_unit_lets_the_daemon_pin_its_threads() -> None:
+    # systemd 252's groups, where `systemd-analyze` is missing: @system-service holds
+    # @resources, which holds sched_setaffinity; @privileged does not
+    groups = systemd_groups(["@system-service", "@resources", "@privileged"]) or {
+        "@system-service": {"sched_setaffinity", "sched_getaffinity", "setrlimit"},
+        "@resources": {"sched_setaffinity", "setrlimit"},
+        "@privileged": {"chown", "setuid"},
+    }
+    assert "sched_setaffinity" in groups["@resources"]
+    assert syscall_allowed("sched_setaffinity", groups)  # server.pin_cpu (cpu.py)
+    assert not syscall_allowed("setrlimit", groups)  # the rest of @resources stays denied
+
+
 def test_unit_has_the_hardening_the_issue_lists() -> None:
     service = unit()["Service"]
     assert service["Type"] == "notify"
