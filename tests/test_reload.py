@@ -77,3 +77,13 @@ async def test_a_broken_ca_bundle_changes_nothing(tmp_path: Path, ca: trustme.CA
         assert snapshot(app) == before
         rows = await app[STORE].webhooks()
         assert [h.events for h in rows if h.kind == "static"] == [("message.received",)]
+
+
+async def test_a_changed_pin_cpu_needs_a_restart(tmp_path: Path, ca: trustme.CA) -> None:
+    old = config(tmp_path, ca, secret="a" * 64, events='"message.received"', timeout="2s")
+    new = replace(old, server=replace(old.server, pin_cpu="off"))
+    async with running_daemon(old) as d:
+        app = d.client.app
+        # the threads were placed at start (server.py): a reload does not move them
+        assert await reload(app, new) == ["server.pin_cpu changed: restart wahookd to apply it"]
+        assert app[SETTINGS].config.server.pin_cpu == "auto"
